@@ -1,0 +1,368 @@
+"""The one configuration schema of helpgate, with its defaults.
+
+Everything an admin tunes lives here (R-CFG-1): reopen windows, the status model, the
+subject marker, separator and acknowledgement texts, size limits, notification rules.
+The example file `helpgate.example.toml` documents the same keys one by one; a test keeps
+the two in step. Values are validated when the file is loaded (see load.py), so a wrong
+value stops the gateway at start with the key's name instead of misbehaving later.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///helpgate.db"
+
+# Free mail services: a sender's domain there says nothing about their company (R-TH-4).
+PUBLIC_MAIL_DOMAINS = (
+    "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "hotmail.com", "outlook.com",
+    "live.com", "msn.com", "aol.com", "icloud.com", "me.com", "mac.com", "proton.me",
+    "protonmail.com", "gmx.com", "gmx.de", "gmx.net", "web.de", "mail.com", "zoho.com",
+    "yandex.ru", "yandex.com", "yandex.by", "yandex.kz", "yandex.ua", "ya.ru", "narod.ru",
+    "mail.ru", "inbox.ru", "list.ru", "bk.ru", "internet.ru", "rambler.ru", "lenta.ru",
+    "autorambler.ru", "myrambler.ru", "ro.ru", "qip.ru", "ukr.net", "i.ua", "meta.ua",
+    "tut.by", "seznam.cz", "wp.pl", "o2.pl", "interia.pl", "libero.it", "orange.fr",
+    "free.fr", "laposte.net", "t-online.de", "qq.com", "163.com", "126.com", "naver.com",
+    "daum.net", "hanmail.net", "yahoo.co.jp",
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+FOREVER_WORDS = ("forever", "never")
+
+
+def parse_window(value: str | int) -> timedelta | None:
+    """A window or timeout: "7d", "36h", "90m", "0" (none at all) or "forever" (no end).
+
+    Returns None for "forever"/"never" so callers cannot mistake it for a huge number.
+    """
+    text = str(value).strip().lower()
+    if text in FOREVER_WORDS:
+        return None
+    if text == "0":
+        return timedelta(0)
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(
+            f"{value!r} is not a duration: use a number with s, m, h, d or w "
+            '("7d", "36h"), "0" or "forever"')
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$", re.I)
+_SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3}
+
+
+def parse_size(value: str | int) -> int:
+    """A byte size: 1048576, "512KB", "10MB"."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a size: use bytes or a number with KB, MB or GB")
+    return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+
+
+class Section(BaseModel):
+    # Unknown keys are errors: a typo in a key must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(Section):
+    url: str = DEFAULT_DATABASE_URL
+    echo: bool = False
+
+
+class MailConfig(Section):
+    address: str = "support@helpgate.localhost"
+    display_name: str = "Support"
+    reply_to: str = ""
+    # Further addresses that are ours (aliases, the relay's envelope sender): mail from
+    # them is our own notification coming back and never opens a ticket (R-TH-8).
+    own_addresses: list[str] = []
+    message_id_domain: str = "helpgate.localhost"
+    max_attachment_size: int = 10 * 1024 * 1024
+    max_message_size: int = 50 * 1024 * 1024
+
+    @field_validator("max_attachment_size", "max_message_size", mode="before")
+    @classmethod
+    def _size(cls, value):
+        return parse_size(value)
+
+    @field_validator("own_addresses")
+    @classmethod
+    def _lower(cls, value):
+        return [a.strip().lower() for a in value]
+
+
+class ReopenRule(Section):
+    type: str | None = None
+    channel: str | None = None
+    window: str
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value):
+        parse_window(value)
+        return value
+
+    @model_validator(mode="after")
+    def _matches_something(self):
+        if self.type is None and self.channel is None:
+            raise ValueError("a reopen rule needs `type`, `channel` or both")
+        return self
+
+
+class ReopenConfig(Section):
+    default: str = "7d"
+    rules: list[ReopenRule] = []
+
+    @field_validator("default")
+    @classmethod
+    def _window(cls, value):
+        parse_window(value)
+        return value
+
+    def window_for(self, ticket_type: str | None, channel: str) -> tuple[timedelta | None, str]:
+        """The window for a ticket type and inbound channel: first matching rule wins."""
+        for index, rule in enumerate(self.rules):
+            if rule.type not in (None, ticket_type):
+                continue
+            if rule.channel not in (None, channel):
+                continue
+            return parse_window(rule.window), f"reopen.rules[{index}]"
+        return parse_window(self.default), "reopen.default"
+
+
+class StatusState(Section):
+    id: str
+    names: dict[str, str] = {}
+    # Statuses this one may change to (R-TS-3); an empty list makes the state final.
+    next: list[str] = []
+    # A closed-class state: the reopen window (R-TH-6) applies to messages arriving now,
+    # and time spent here does not count as resolution time (R-TS-4).
+    closed: bool = False
+    # Entering it needs an "until" time; when that passes the ticket moves to `after_until`.
+    needs_until: bool = False
+    after_until: str | None = None
+    # Time after which a ticket left in this state moves to `auto_to` ("never" = off).
+    auto_after: str = "never"
+    auto_to: str | None = None
+
+    @field_validator("auto_after")
+    @classmethod
+    def _window(cls, value):
+        parse_window(value)
+        return value
+
+
+def _default_states() -> list[StatusState]:
+    return [
+        StatusState(id="open", names={"ru": "Открыта", "en": "Open"},
+                    next=["pending", "resolved"]),
+        StatusState(id="pending", names={"ru": "Отложена", "en": "Pending"},
+                    next=["open", "resolved"], needs_until=True, after_until="open"),
+        StatusState(id="resolved", names={"ru": "Решена", "en": "Resolved"},
+                    next=["closed", "open"], closed=True, auto_to="closed"),
+        StatusState(id="closed", names={"ru": "Закрыта", "en": "Closed"}, closed=True),
+    ]
+
+
+class StatusConfig(Section):
+    states: list[StatusState] = Field(default_factory=_default_states)
+    # The state of a new ticket and the state a reopened ticket returns to.
+    initial: str = "open"
+    # A customer's reply to a ticket in this state returns it to `initial` (R-TH-7).
+    waiting_for_customer: list[str] = ["pending"]
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        ids = [s.id for s in self.states]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"status ids repeat: {ids}")
+        known = set(ids)
+        if self.initial not in known:
+            raise ValueError(f"initial status {self.initial!r} is not one of {ids}")
+        for state in self.states:
+            for target in [*state.next, state.after_until, state.auto_to]:
+                if target is not None and target not in known:
+                    raise ValueError(f"status {state.id!r} refers to unknown status {target!r}")
+            if state.needs_until and not state.after_until:
+                raise ValueError(f"status {state.id!r} needs_until but has no after_until")
+            if parse_window(state.auto_after) is not None and not state.auto_to:
+                raise ValueError(f"status {state.id!r} has auto_after but no auto_to")
+        for waiting in self.waiting_for_customer:
+            if waiting not in known:
+                raise ValueError(f"waiting_for_customer status {waiting!r} is not one of {ids}")
+        if self.states_by_id()[self.initial].closed:
+            raise ValueError(f"initial status {self.initial!r} cannot be a closed one")
+        return self
+
+    def states_by_id(self) -> dict[str, StatusState]:
+        return {s.id: s for s in self.states}
+
+
+class TicketConfig(Section):
+    types: list[str] = ["question", "incident", "request", "internal"]
+    default_type: str = "question"
+    # Internal types never notify customers (R-OUT-5).
+    internal_types: list[str] = ["internal"]
+    priority: str = "normal"
+
+    @model_validator(mode="after")
+    def _known_type(self):
+        if self.default_type not in self.types:
+            raise ValueError(f"default_type {self.default_type!r} is not one of {self.types}")
+        return self
+
+
+class ThreadingConfig(Section):
+    # Subject marker; `{number}` is the ticket number (R-TH-1).
+    marker: str = "[#{number}]"
+    # The rule chain, in order (DESIGN.md: the order is data).
+    rules: list[str] = [
+        "own_address", "bounce", "auto_reply", "throttle",
+        "subject_marker", "references", "sender_identity", "company_domain",
+        "unknown_sender", "quote_strip", "waiting_for_customer", "reopen_policy",
+    ]
+    # R-TH-5: create a contact for an unknown sender's new ticket.
+    create_contacts: bool = True
+    # Domains added to the built-in list of public mail services (R-TH-4).
+    public_domains: list[str] = []
+    # R-TH-8: more than this many messages from one sender within `throttle_window` are
+    # quarantined (not dropped) until an admin replays them. 0 turns throttling off.
+    throttle_max: int = 60
+    throttle_window: str = "1h"
+
+    @field_validator("marker")
+    @classmethod
+    def _marker(cls, value):
+        if value.count("{number}") != 1:
+            raise ValueError("the marker must contain `{number}` exactly once")
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value):
+        from helpgate.threading.chain import RULES  # the chain module owns the rule names
+        for name in value:
+            if name not in RULES:
+                raise ValueError(f"unknown rule {name!r}; known: {', '.join(sorted(RULES))}")
+        if len(set(value)) != len(value):
+            raise ValueError("a rule is listed twice")
+        return value
+
+    @field_validator("throttle_window")
+    @classmethod
+    def _window(cls, value):
+        if parse_window(value) is None:
+            raise ValueError("throttle_window must be a finite duration")
+        return value
+
+    def public_domain_set(self) -> frozenset[str]:
+        return frozenset(PUBLIC_MAIL_DOMAINS) | {d.lower() for d in self.public_domains}
+
+
+class Texts(Section):
+    separator: str
+    ack_subject: str
+    ack_text: str
+    comment_subject: str
+    status_subject: str
+    status_text: str
+    staff_new_subject: str
+    staff_comment_subject: str
+    attachment_too_big: str
+
+
+TEXTS = {
+    "ru": Texts(
+        separator="##- Пожалуйста, пишите ответ выше этой строки -##",
+        ack_subject="{marker} {subject}",
+        ack_text=("Здравствуйте!\n\nВаше обращение зарегистрировано под номером {number}. "
+                  "Мы ответим вам в ближайшее время.\n\nЧтобы дополнить обращение, "
+                  "просто ответьте на это письмо."),
+        comment_subject="{marker} {subject}",
+        status_subject="{marker} {subject}",
+        status_text="Статус обращения {number} изменён: {status}.",
+        staff_new_subject="{marker} Новое обращение: {subject}",
+        staff_comment_subject="{marker} Новый комментарий: {subject}",
+        attachment_too_big=("[Вложение «{filename}» ({size}) не сохранено: "
+                            "оно больше допустимых {limit}.]"),
+    ),
+    "en": Texts(
+        separator="##- Please type your reply above this line -##",
+        ack_subject="{marker} {subject}",
+        ack_text=("Hello,\n\nyour request has been registered as number {number}. "
+                  "We will answer you shortly.\n\nTo add to your request, "
+                  "simply reply to this email."),
+        comment_subject="{marker} {subject}",
+        status_subject="{marker} {subject}",
+        status_text="The status of request {number} is now: {status}.",
+        staff_new_subject="{marker} New request: {subject}",
+        staff_comment_subject="{marker} New comment: {subject}",
+        attachment_too_big=("[Attachment \"{filename}\" ({size}) was not stored: "
+                            "it exceeds the limit of {limit}.]"),
+    ),
+}
+
+
+class NotificationConfig(Section):
+    # Acknowledge a new ticket to the customer who opened it.
+    acknowledge_new_tickets: bool = True
+    # Statuses whose entry is announced to the customer by email (R-OUT-5).
+    status_changes: list[str] = ["resolved"]
+    # Employees told about new tickets and customer comments: "all", "none" or a list of
+    # employee email addresses.
+    employees: str | list[str] = "all"
+    # Optional duplicate addresses (R-OUT-3).
+    global_duplicate: str = ""
+    company_duplicate: Literal["never", "always", "no_contact_email", "no_contact"] = "never"
+    contact_duplicate: bool = True
+
+
+class Config(Section):
+    language: Literal["ru", "en"] = "ru"
+    database: DatabaseConfig = DatabaseConfig()
+    mail: MailConfig = MailConfig()
+    threading: ThreadingConfig = ThreadingConfig()
+    reopen: ReopenConfig = ReopenConfig()
+    statuses: StatusConfig = StatusConfig()
+    tickets: TicketConfig = TicketConfig()
+    notifications: NotificationConfig = NotificationConfig()
+    # Customer-facing texts override the built-in ones for `language`, key by key.
+    texts: dict[str, str] = {}
+
+    @field_validator("texts")
+    @classmethod
+    def _known_texts(cls, value):
+        unknown = set(value) - set(Texts.model_fields)
+        if unknown:
+            raise ValueError(f"unknown text keys {sorted(unknown)}; known: "
+                             f"{sorted(Texts.model_fields)}")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        known = {s.id for s in self.statuses.states}
+        for status in self.notifications.status_changes:
+            if status not in known:
+                raise ValueError(f"notifications.status_changes names unknown status {status!r}")
+        for rule in self.reopen.rules:
+            if rule.type is not None and rule.type not in self.tickets.types:
+                raise ValueError(f"reopen rule type {rule.type!r} is not one of "
+                                 f"tickets.types {self.tickets.types}")
+        return self
+
+    def text(self) -> Texts:
+        return TEXTS[self.language].model_copy(update=self.texts)
+
+    def status_name(self, status_id: str) -> str:
+        state = self.statuses.states_by_id().get(status_id)
+        if state is None:
+            return status_id
+        return state.names.get(self.language) or state.names.get("en") or status_id

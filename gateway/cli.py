@@ -1,0 +1,330 @@
+"""The `helpgate` command: the admin's and the acceptance checks' way in.
+
+The command names and JSON shapes are a contract (keys may be added, never renamed). Bad
+input (unknown ticket, bad status, disallowed transition, bad config) exits non-zero with
+one clear line on stderr and changes nothing. Every command brings the database schema up
+to date first, so a new user needs no separate setup step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from helpgate.config.load import ConfigError, load_config
+from helpgate.config.schema import Config
+
+log = logging.getLogger("helpgate.cli")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="helpgate", description=(
+        "Email and messenger channel gateway for a help desk."))
+    parser.add_argument("--config", help="config file (default: $HELPGATE_CONFIG, "
+                        "else built-in defaults with an SQLite database in ./helpgate.db)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the gateway: channels, outbox worker, timers")
+    run.add_argument("--timer-interval", type=float, default=30.0, help=argparse.SUPPRESS)
+
+    ingest = sub.add_parser("ingest", help="run one raw email (file or -) through the pipeline")
+    ingest.add_argument("path", help="an .eml file, or - for standard input")
+    ingest.add_argument("--type", dest="ticket_type", help="ticket type for a new ticket")
+
+    ticket = sub.add_parser("ticket", help="show one ticket")
+    ticket.add_argument("number", type=int)
+    ticket.add_argument("--json", action="store_true", help="print JSON")
+
+    tickets = sub.add_parser("tickets", help="list tickets (a customer's history by email/phone)")
+    tickets.add_argument("--json", action="store_true", help="print JSON")
+    tickets.add_argument("--status")
+    tickets.add_argument("--email")
+    tickets.add_argument("--phone")
+
+    status = sub.add_parser("status", help="change a ticket's status")
+    status.add_argument("number", type=int)
+    status.add_argument("status")
+    status.add_argument("--until", help="ISO 8601 time, required by pending-like statuses")
+
+    outbox = sub.add_parser("outbox", help="queued and sent outbound messages")
+    outbox.add_argument("--json", action="store_true", help="print JSON")
+
+    quarantine = sub.add_parser("quarantine", help="messages that could not be processed")
+    qsub = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
+    qlist = qsub.add_parser("list", help="list quarantined messages")
+    qlist.add_argument("--json", action="store_true", help="print JSON")
+    qreplay = qsub.add_parser("replay", help="run a quarantined message through again")
+    qreplay.add_argument("id", type=int)
+
+    db = sub.add_parser("db", help="database schema")
+    dbsub = db.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dbsub.add_parser("upgrade", help="apply schema migrations")
+
+    directory = sub.add_parser("directory", help="companies, contacts and employees")
+    dsub = directory.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dimport = dsub.add_parser("import", help="import a JSON or TOML directory file")
+    dimport.add_argument("file")
+    dlist = dsub.add_parser("list", help="list the directory")
+    dlist.add_argument("--json", action="store_true", help="print JSON")
+    dadd = dsub.add_parser("add", help="add or update one entry")
+    dadd.add_argument("kind", choices=["company", "contact", "employee"])
+    dadd.add_argument("--name")
+    dadd.add_argument("--email")
+    dadd.add_argument("--phone")
+    dadd.add_argument("--domain", action="append", default=[], help="company mail domain")
+    dadd.add_argument("--company", help="a contact's company name")
+    dadd.add_argument("--role", choices=["admin", "agent"], default="agent")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = load_config(args.config)
+        return asyncio.run(_dispatch(args, config))
+    except (ConfigError, CliError) as exc:
+        print(f"helpgate: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace, config: Config) -> int:
+    from helpgate.ticketstore.repository import Store
+
+    store = Store(config.database.url, echo=config.database.echo)
+    try:
+        try:
+            await store.ensure_schema()
+        except OSError as exc:
+            raise CliError(f"cannot open database {config.database.url}: {exc}") from None
+        handler = COMMANDS[args.command]
+        return await handler(args, config, store)
+    finally:
+        await store.close()
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def _cmd_run(args, config: Config, store) -> int:
+    from helpgate.gateway.run import serve
+    await serve(config, store, timer_interval=args.timer_interval)
+    return 0
+
+
+async def _cmd_ingest(args, config: Config, store) -> int:
+    from helpgate.gateway.pipeline import Pipeline
+    if args.ticket_type and args.ticket_type not in config.tickets.types:
+        raise CliError(f"unknown ticket type {args.ticket_type!r}; known: "
+                       f"{', '.join(config.tickets.types)}")
+    if args.path == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(args.path, "rb") as handle:
+                raw = handle.read()
+        except OSError as exc:
+            raise CliError(f"cannot read {args.path}: {exc.strerror}") from None
+    result = await Pipeline(config, store).ingest_email(raw, args.ticket_type)
+    print(json.dumps(result.as_dict(), ensure_ascii=False))
+    return 0
+
+
+async def _cmd_ticket(args, config: Config, store) -> int:
+    from helpgate.ticketstore.queries import ticket_detail
+    from helpgate.ticketstore.repository import ticket_by_number
+
+    def read(session):
+        ticket = ticket_by_number(session, args.number)
+        if ticket is None:
+            raise CliError(f"no ticket {args.number}")
+        return ticket_detail(session, config, ticket, _now())
+
+    data = await store.run(read)
+    if args.json:
+        _print(data)
+    else:
+        print(_ticket_text(data))
+    return 0
+
+
+def _ticket_text(data: dict) -> str:
+    contact = data["contact"] or {}
+    lines = [f"#{data['number']} {data['subject']}",
+             f"status: {data['status_name']} ({data['status']})  type: {data['type']}  "
+             f"channel: {data['channel']}",
+             f"contact: {contact.get('name') or ''} <{contact.get('email') or ''}>  "
+             f"company: {(data['company'] or {}).get('name') or '-'}"]
+    if data["linked_tickets"]:
+        lines.append("linked: " + ", ".join(f"#{n}" for n in data["linked_tickets"]))
+    for comment in data["comments"]:
+        author = comment["author"]
+        visibility = "public" if comment["public"] else "private"
+        lines += ["", f"--- comment {comment['id']} by {author['kind']} "
+                      f"{author['email'] or ''} ({visibility}, {comment['channel']})",
+                  comment["text"]]
+        lines += [f"[attachment {a['filename']}, {a['size']} bytes"
+                  f"{'' if a['stored'] else ', not stored'}]" for a in comment["attachments"]]
+    return "\n".join(lines)
+
+
+async def _cmd_tickets(args, config: Config, store) -> int:
+    from helpgate.ticketstore.queries import ticket_list
+    rows = await store.run(ticket_list, config, args.status, args.email, args.phone)
+    if args.json:
+        _print(rows)
+    else:
+        for row in rows:
+            print(f"#{row['number']}\t{row['status']}\t{row['subject']}")
+    return 0
+
+
+async def _cmd_status(args, config: Config, store) -> int:
+    from helpgate.outbound.notify import Notifier
+    from helpgate.ticketstore import statuses
+    from helpgate.ticketstore.queries import ticket_summary
+    from helpgate.ticketstore.repository import ticket_by_number
+
+    until = _parse_time(args.until) if args.until else None
+    now = _now()
+
+    def change(session):
+        ticket = ticket_by_number(session, args.number, lock=True)
+        if ticket is None:
+            raise CliError(f"no ticket {args.number}")
+        try:
+            statuses.check_transition(config.statuses, ticket, args.status, until, now)
+        except statuses.StatusError as exc:
+            raise CliError(str(exc)) from None
+        record = statuses.set_status(config.statuses, ticket, args.status, now,
+                                     "changed by an operator (CLI)", until)
+        session.add(record)
+        session.flush()
+        Notifier(config).status_change(session, ticket, record, now)
+        return ticket_summary(session, config, ticket)
+
+    _print(await store.run(change))
+    return 0
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"--until {value!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()  # a local time as the operator meant it
+    return parsed.astimezone(timezone.utc)
+
+
+async def _cmd_outbox(args, config: Config, store) -> int:
+    from helpgate.ticketstore.queries import outbox_list
+    rows = await store.run(outbox_list)
+    if args.json:
+        _print(rows)
+    else:
+        for row in rows:
+            print(f"{row['id']}\t{row['state']}\t{row['channel']}\t{row['to']}\t{row['subject']}")
+    return 0
+
+
+async def _cmd_quarantine(args, config: Config, store) -> int:
+    from helpgate.gateway.pipeline import Pipeline, ReplayError
+    from helpgate.ticketstore.queries import quarantine_list
+    if args.action == "list":
+        rows = await store.run(quarantine_list)
+        if args.json:
+            _print(rows)
+        else:
+            for row in rows:
+                print(f"{row['id']}\t{row['received_at']}\t{row['sender'] or '-'}\t"
+                      f"{row['reason']}")
+        return 0
+    try:
+        result = await Pipeline(config, store).replay(args.id)
+    except ReplayError as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(result.as_dict(), ensure_ascii=False))
+    return 0
+
+
+async def _cmd_db(args, config: Config, store) -> int:
+    from helpgate.ticketstore.migrations import HEAD
+    # ensure_schema has run before every command; this one reports the outcome.
+    print(f"database schema is at revision {HEAD}")
+    return 0
+
+
+async def _cmd_directory(args, config: Config, store) -> int:
+    from helpgate.ticketstore import people
+    from helpgate.ticketstore.queries import directory_list
+    now = _now()
+    try:
+        if args.action == "import":
+            data = people.read_directory_file(args.file)
+            counts = await store.run(people.import_directory, data, now)
+            _print({"imported": counts})
+        elif args.action == "add":
+            await store.run(_add_entry, args, now)
+            _print({"added": args.kind, "name": args.name, "email": args.email})
+        else:
+            rows = await store.run(directory_list)
+            if args.json:
+                _print(rows)
+            else:
+                for kind, entries in rows.items():
+                    for entry in entries:
+                        print(f"{kind[:-1]}\t{entry['name'] or ''}\t{entry.get('email') or ''}")
+    except people.DirectoryError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def _add_entry(session, args, now) -> None:
+    from pydantic import ValidationError
+
+    from helpgate.ticketstore import people
+    fields = {"name": args.name, "email": args.email, "phone": args.phone}
+    try:
+        if args.kind == "company":
+            people.upsert_company(session, people.CompanyEntry(
+                **fields, domains=args.domain), now)
+        elif args.kind == "contact":
+            people.upsert_contact(session, people.ContactEntry(
+                **fields, company=args.company), now)
+        else:
+            people.upsert_employee(session, people.EmployeeEntry(
+                **fields, role=args.role), now)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"]) or args.kind
+        raise people.DirectoryError(f"{args.kind} {field}: "
+                                    f"{error['msg'].removeprefix('Value error, ')}") from None
+
+
+COMMANDS = {
+    "run": _cmd_run, "ingest": _cmd_ingest, "ticket": _cmd_ticket, "tickets": _cmd_tickets,
+    "status": _cmd_status, "outbox": _cmd_outbox, "quarantine": _cmd_quarantine,
+    "db": _cmd_db, "directory": _cmd_directory,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""InboundMessage -> threading rules -> one store transaction: the heart of helpgate.
+
+Order matters and is the product's promise (R-TS-5): the raw message is committed first,
+in its own transaction, so nothing accepted is lost whatever happens next; a second
+delivery of the same message stops there as a duplicate (R-TH-9). Then, in one
+transaction, the rules decide and the decision is written: ticket, comment, attachments,
+status changes and the outbox rows of every notification. If that fails the message is
+quarantined with the reason and can be replayed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from helpgate.channels.base import InboundMessage
+from helpgate.channels.mail.parse import parse_email
+from helpgate.config.schema import Config
+from helpgate.outbound.notify import Notifier
+from helpgate.threading.chain import decide
+from helpgate.threading.context import Action, Context, Decision
+from helpgate.ticketstore import statuses
+from helpgate.ticketstore.models import (
+    Attachment, Comment, DeliveryReport, InboundMessage as InboundRow, Ticket, TicketLink,
+)
+from helpgate.ticketstore.repository import (
+    SessionDirectory, Store, get_or_create_contact, next_ticket_number,
+)
+
+log = logging.getLogger("helpgate.pipeline")
+NO_SUBJECT = "(no subject)"
+SIZE_UNITS = ("B", "KB", "MB", "GB")
+
+
+def utcnow() -> datetime:
+    # The system clock on purpose: `faketime` moves every time decision (reopen windows).
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Result:
+    action: str
+    ticket: int | None = None
+    previous_ticket: int | None = None
+    comment: int | None = None
+    rules: list[str] = field(default_factory=list)
+    reason: str | None = None
+    inbound: int | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Pipeline:
+    def __init__(self, config: Config, store: Store,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.notifier = Notifier(config)
+
+    async def ingest_email(self, raw: bytes, ticket_type: str | None = None) -> Result:
+        """One raw email through the whole pipeline."""
+        return await self.ingest(self.parse(raw), ticket_type)
+
+    def parse(self, raw: bytes) -> InboundMessage:
+        now = self.clock()
+        try:
+            return parse_email(raw, now)
+        except Exception as exc:  # a parser bug must not lose the mail: quarantine it
+            log.exception("parsing failed")
+            return InboundMessage(channel="email", raw=raw, received_at=now,
+                                  dedupe_key="sha256:" + hashlib.sha256(raw).hexdigest(),
+                                  problem=f"unparseable message: {type(exc).__name__}: {exc}")
+
+    async def ingest(self, message: InboundMessage, ticket_type: str | None = None) -> Result:
+        if ticket_type is not None and ticket_type not in self.config.tickets.types:
+            raise ValueError(f"unknown ticket type {ticket_type!r}; "
+                             f"known: {', '.join(self.config.tickets.types)}")
+        inbound_id, duplicate = await self.store.keep_raw(message, message.sender_email)
+        if duplicate:
+            return await self.store.run(_duplicate_result, inbound_id)
+        return await self._process(inbound_id, message, ticket_type, replay=False)
+
+    async def replay(self, inbound_id: int) -> Result:
+        """Run a quarantined message through the pipeline again (after a fix)."""
+        raw, channel, meta = await self.store.run(_quarantined_raw, inbound_id)
+        message = parse_email(raw, self.clock(), channel)
+        return await self._process(inbound_id, message, meta.get("ticket_type"), replay=True)
+
+    async def _process(self, inbound_id: int, message: InboundMessage,
+                       ticket_type: str | None, replay: bool) -> Result:
+        now = self.clock()
+        try:
+            result = await self.store.run(self._decide_and_write, inbound_id, message,
+                                          ticket_type, now, replay)
+        except Exception as exc:
+            log.exception("processing inbound message %s failed", inbound_id)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            result = Result(action=Action.QUARANTINED, reason=reason, inbound=inbound_id)
+            await self.store.run(_finish, inbound_id, "quarantined", result, now,
+                                 {"ticket_type": ticket_type})
+        log.info("inbound %s: %s ticket=%s rules=%s reason=%s", inbound_id, result.action,
+                 result.ticket, ",".join(result.rules), result.reason)
+        return result
+
+    # ------------------------------------------------------- inside one transaction
+    def _decide_and_write(self, session: Session, inbound_id: int, message: InboundMessage,
+                          ticket_type: str | None, now: datetime, replay: bool) -> Result:
+        meta = {"ticket_type": ticket_type}
+        if message.problem:
+            result = Result(action=Action.QUARANTINED, reason=message.problem,
+                            inbound=inbound_id)
+            return _finish(session, inbound_id, "quarantined", result, now, meta)
+        ctx = Context(message=message, config=self.config, now=now, replay=replay,
+                      ticket_type=ticket_type or self.config.tickets.default_type)
+        directory = SessionDirectory(session, settle=lambda t: self._settle(session, t, now))
+        decide(ctx, directory)
+        decision = ctx.decision
+        reason = decision.reason or ("; ".join(ctx.notes) or None)
+        if ctx.stopped:
+            if decision.bounced_outbox_id is not None or message.delivery_status:
+                _record_bounce(session, inbound_id, message, decision, now)
+            result = Result(action=decision.action, rules=ctx.fired, reason=reason,
+                            inbound=inbound_id)
+            state = "ignored" if decision.action == Action.IGNORED else "quarantined"
+            return _finish(session, inbound_id, state, result, now, meta)
+        ticket, comment = self._write(session, ctx, inbound_id, now)
+        result = Result(action=decision.action, ticket=ticket.number,
+                        previous_ticket=(decision.previous_ticket.number
+                                         if decision.previous_ticket else None),
+                        comment=comment.id, rules=ctx.fired, reason=reason,
+                        inbound=inbound_id)
+        comment.decision = {"action": str(decision.action), "rules": ctx.fired,
+                            "notes": ctx.notes}
+        return _finish(session, inbound_id, "processed", result, now, meta)
+
+    def _settle(self, session: Session, ticket: Ticket, now: datetime) -> None:
+        """Apply the timers a ticket is owed (pending -> open, resolved -> closed) first,
+        so a decision sees the state a running gateway would have given the ticket."""
+        model = self.config.statuses
+        while (due := statuses.due_change(model, ticket, now)) is not None:
+            target, at = due
+            session.add(statuses.set_status(model, ticket, target, at, "timer"))
+
+    def _write(self, session: Session, ctx: Context, inbound_id: int,
+               now: datetime) -> tuple[Ticket, Comment]:
+        decision = ctx.decision
+        message = ctx.message
+        model = self.config.statuses
+        new = decision.action in (Action.NEW_TICKET, Action.NEW_TICKET_AFTER_WINDOW)
+        if new:
+            ticket = self._new_ticket(session, ctx, now)
+        else:
+            ticket = session.get(Ticket, decision.ticket.id)
+            ticket.updated_at = now
+            if decision.new_status and decision.new_status != ticket.status:
+                reason = f"{decision.action}: message from {message.sender_email}"
+                change = statuses.set_status(model, ticket, decision.new_status, now, reason)
+                session.add(change)
+        author = decision.author
+        comment = Comment(
+            ticket_id=ticket.id, author_kind=author.kind if author else "system",
+            contact_id=author.id if author and author.kind == "contact" else None,
+            employee_id=author.id if author and author.kind == "employee" else None,
+            public=True, channel=message.channel,
+            text=self._comment_text(decision, message), inbound_id=inbound_id,
+            message_id=message.message_id, email_from=message.sender_email,
+            email_to=list(message.to), email_cc=list(message.cc), email_date=message.date,
+            headers=dict(message.headers), created_at=now)
+        session.add(comment)
+        session.flush()
+        self._attachments(session, comment, message)
+        if author is not None and author.kind == "employee" and not new \
+                and ticket.first_response_at is None:
+            ticket.first_response_at = now
+        if new:
+            ack_to = message.reply_to or message.sender_email
+            self.notifier.new_ticket(session, ticket, comment, ack_to, message.message_id, now)
+        else:
+            self.notifier.comment(session, ticket, comment, now)
+        return ticket, comment
+
+    def _new_ticket(self, session: Session, ctx: Context, now: datetime) -> Ticket:
+        decision = ctx.decision
+        message = ctx.message
+        previous = decision.previous_ticket
+        contact_id = decision.contact.id if decision.contact else None
+        company_id = decision.company_id
+        if decision.create_contact and message.sender_email:
+            contact = get_or_create_contact(session, message.sender_email,
+                                            message.sender_name, company_id, now)
+            contact_id = contact.id
+            decision.author = _contact_person(contact)
+        if contact_id is None and previous is not None:
+            # A follow-up of a ticket keeps its customer when the sender is not one.
+            contact_id, company_id = previous.contact_id, company_id or previous.company_id
+        ticket_type = ctx.ticket_type
+        if previous is not None and ticket_type == self.config.tickets.default_type:
+            ticket_type = previous.type
+        initial = self.config.statuses.initial
+        ticket = Ticket(number=next_ticket_number(session),
+                        subject=(message.subject or NO_SUBJECT)[:2000], type=ticket_type,
+                        priority=self.config.tickets.priority, status=initial,
+                        channel=message.channel, contact_id=contact_id,
+                        company_id=company_id, created_at=now, updated_at=now,
+                        status_changed_at=now, open_seconds=0.0, open_since=now)
+        session.add(ticket)
+        session.flush()
+        session.add(statuses.StatusChange(ticket_id=ticket.id, from_status=None,
+                                          to_status=initial, at=now,
+                                          reason=f"created from {message.channel}"))
+        if previous is not None:
+            session.add(TicketLink(ticket_id=ticket.id, linked_id=previous.id,
+                                   relation="follows"))
+            session.add(TicketLink(ticket_id=previous.id, linked_id=ticket.id,
+                                   relation="followed_by"))
+        return ticket
+
+    def _comment_text(self, decision: Decision, message: InboundMessage) -> str:
+        text = (decision.text or "").strip()
+        limit = self.config.mail.max_attachment_size
+        notes = [self.config.text().attachment_too_big.format(
+            filename=a.filename, size=human_size(a.size), limit=human_size(limit))
+            for a in message.attachments if a.size > limit]
+        return "\n\n".join([text, *notes]).strip()
+
+    def _attachments(self, session: Session, comment: Comment,
+                     message: InboundMessage) -> None:
+        limit = self.config.mail.max_attachment_size
+        for item in message.attachments:
+            stored = item.size <= limit
+            session.add(Attachment(comment_id=comment.id, filename=item.filename[:500],
+                                   content_type=item.content_type[:200], size=item.size,
+                                   stored=stored, data=item.data if stored else None))
+
+
+def _contact_person(contact):
+    from helpgate.ticketstore.repository import person_of
+    return person_of(contact)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in SIZE_UNITS:
+        if value < 1024 or unit == SIZE_UNITS[-1]:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _finish(session: Session, inbound_id: int, state: str, result: Result, now: datetime,
+            meta: dict) -> Result:
+    row = session.get(InboundRow, inbound_id)
+    row.state = state
+    row.reason = result.reason if state != "processed" else None
+    row.result = result.as_dict()
+    row.meta = {**(row.meta or {}), **{k: v for k, v in meta.items() if v is not None}}
+    row.processed_at = now
+    return result
+
+
+def _record_bounce(session: Session, inbound_id: int, message: InboundMessage,
+                   decision: Decision, now: datetime) -> None:
+    report = message.delivery_status
+    session.add(DeliveryReport(
+        outbox_id=decision.bounced_outbox_id, inbound_id=inbound_id,
+        original_message_id=report.original_message_id if report else None,
+        recipient=report.recipient if report else None,
+        action=report.action if report else None, status=report.status if report else None,
+        diagnostic=report.diagnostic if report else None, created_at=now))
+
+
+def _duplicate_result(session: Session, inbound_id: int) -> Result:
+    row = session.get(InboundRow, inbound_id)
+    earlier = row.result or {}
+    return Result(action=Action.DUPLICATE, ticket=earlier.get("ticket"),
+                  comment=None, rules=[],
+                  reason=f"already received as inbound message {inbound_id} ({row.state})",
+                  inbound=inbound_id)
+
+
+class ReplayError(ValueError):
+    """Only a quarantined message can be replayed."""
+
+
+def _quarantined_raw(session: Session, inbound_id: int) -> tuple[bytes, str, dict]:
+    row = session.scalar(select(InboundRow).where(InboundRow.id == inbound_id)
+                         .with_for_update())
+    if row is None:
+        raise ReplayError(f"no quarantined message {inbound_id}")
+    if row.state != "quarantined":
+        raise ReplayError(f"message {inbound_id} is {row.state}, not quarantined")
+    return row.raw, row.channel, dict(row.meta or {})

@@ -1,0 +1,43 @@
+"""Status timers: pending -> open when its until time passes, resolved -> closed after the
+configured timeout (R-TS-3). The pipeline applies a ticket's due timers lazily when a
+message arrives for it; this loop applies them to every ticket in the background.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from helpgate.config.schema import Config, parse_window
+from helpgate.outbound.notify import Notifier
+from helpgate.ticketstore import statuses
+from helpgate.ticketstore.models import Ticket
+
+log = logging.getLogger("helpgate.timers")
+BATCH = 200
+
+
+def run_due_timers(session: Session, config: Config, now: datetime) -> int:
+    """Apply every due automatic status change; returns how many tickets moved."""
+    model = config.statuses
+    timed = [s.id for s in model.states if parse_window(s.auto_after) is not None]
+    waiting = [s.id for s in model.states if s.needs_until]
+    query = (select(Ticket).where(or_(
+        Ticket.status.in_(waiting) & (Ticket.pending_until <= now),
+        Ticket.status.in_(timed))).order_by(Ticket.id).limit(BATCH).with_for_update(
+        skip_locked=True))
+    notifier = Notifier(config)
+    moved = 0
+    for ticket in session.scalars(query):
+        while (due := statuses.due_change(model, ticket, now)) is not None:
+            target, at = due
+            change = statuses.set_status(model, ticket, target, at, "timer")
+            session.add(change)
+            session.flush()
+            notifier.status_change(session, ticket, change, now)
+            moved += 1
+            log.info("ticket %s: %s by timer", ticket.number, target)
+    return moved

@@ -1,0 +1,121 @@
+"""Which events notify whom: the outbox rows for a new ticket, a comment, a status change.
+
+The pipeline, the CLI and (later) the staff API all call these functions inside the
+transaction that records the event; the outbox worker delivers the rows afterwards.
+A row's dedupe key is unique, so replaying an event never queues a notification twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from helpgate.config.schema import Config
+from helpgate.outbound.compose import Composer, Draft
+from helpgate.ticketstore.models import (
+    Comment, Company, Contact, Employee, OutboxMessage, StatusChange, Ticket,
+)
+
+log = logging.getLogger("helpgate.notify")
+
+
+class Notifier:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.compose = Composer(config)
+
+    def new_ticket(self, session: Session, ticket: Ticket, comment: Comment,
+                   ack_to: str | None, inbound_id: str | None, now: datetime) -> list[Draft]:
+        drafts: list[Draft] = []
+        texts = self.compose.texts
+        internal = ticket.type in self.config.tickets.internal_types
+        if ack_to and self.config.notifications.acknowledge_new_tickets and not internal \
+                and comment.author_kind != "employee":
+            drafts.append(self.compose.email(
+                kind="ack", ticket=ticket, recipient=ack_to,
+                subject=self.compose.subject(texts.ack_subject, ticket),
+                content=texts.ack_text.format(number=ticket.number,
+                                              marker=self.compose.marker(ticket)),
+                event_key=f"ticket{ticket.id}", comment=comment, quoted=comment.text,
+                reply_to_ids=[inbound_id] if inbound_id else None, auto="auto-replied"))
+        drafts += self._staff(session, ticket, comment, texts.staff_new_subject)
+        return self._queue(session, drafts, now)
+
+    def comment(self, session: Session, ticket: Ticket, comment: Comment,
+                now: datetime) -> list[Draft]:
+        """A customer's comment tells staff; a staff's public comment goes to the customer."""
+        drafts: list[Draft] = []
+        if comment.author_kind == "employee":
+            if comment.public:
+                contact, company = _customer(session, ticket)
+                for address in self.compose.customer_targets(ticket, contact, company):
+                    drafts.append(self.compose.email(
+                        kind="comment", ticket=ticket, recipient=address,
+                        subject=self.compose.subject(self.compose.texts.comment_subject,
+                                                     ticket),
+                        content=comment.text, event_key=f"comment{comment.id}",
+                        comment=comment, reply_to_ids=_thread(session, ticket)))
+        else:
+            drafts += self._staff(session, ticket, comment,
+                                  self.compose.texts.staff_comment_subject)
+        return self._queue(session, drafts, now)
+
+    def status_change(self, session: Session, ticket: Ticket, change: StatusChange,
+                      now: datetime) -> list[Draft]:
+        if change.to_status not in self.config.notifications.status_changes:
+            return []
+        contact, company = _customer(session, ticket)
+        texts = self.compose.texts
+        content = texts.status_text.format(number=ticket.number,
+                                           status=self.config.status_name(change.to_status))
+        drafts = [self.compose.email(
+            kind="status", ticket=ticket, recipient=address,
+            subject=self.compose.subject(texts.status_subject, ticket), content=content,
+            event_key=f"status{change.id}", reply_to_ids=_thread(session, ticket))
+            for address in self.compose.customer_targets(ticket, contact, company)]
+        return self._queue(session, drafts, now)
+
+    def _staff(self, session: Session, ticket: Ticket, comment: Comment,
+               template: str) -> list[Draft]:
+        employees = list(session.scalars(select(Employee).order_by(Employee.id)))
+        author = comment.email_from.lower() if comment.email_from else None
+        return [self.compose.email(
+            kind="staff", ticket=ticket, recipient=address,
+            subject=self.compose.subject(template, ticket), content=comment.text,
+            event_key=f"comment{comment.id}", comment=comment)
+            for address in self.compose.staff_targets(employees, author)]
+
+    def _queue(self, session: Session, drafts: list[Draft], now: datetime) -> list[Draft]:
+        if not drafts:
+            return drafts
+        builder = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        rows = [{"dedupe_key": d.dedupe_key[:500], "channel": d.channel, "kind": d.kind,
+                 "recipient": d.recipient, "subject": d.subject, "text": d.text,
+                 "html": None, "message_id": d.message_id, "headers": d.headers,
+                 "ticket_id": d.ticket_id, "comment_id": d.comment_id, "state": "queued",
+                 "attempts": 0, "next_attempt_at": now, "created_at": now}
+                for d in drafts]
+        session.execute(builder(OutboxMessage).values(rows)
+                        .on_conflict_do_nothing(index_elements=["dedupe_key"]))
+        return drafts
+
+
+def _customer(session: Session, ticket: Ticket) -> tuple[Contact | None, Company | None]:
+    contact = session.get(Contact, ticket.contact_id) if ticket.contact_id else None
+    company_id = ticket.company_id or (contact.company_id if contact else None)
+    company = session.get(Company, company_id) if company_id else None
+    return contact, company
+
+
+def _thread(session: Session, ticket: Ticket) -> list[str]:
+    """Message-IDs to reply to, so the customer's client threads our mail under theirs."""
+    ids = session.scalars(
+        select(Comment.message_id).where(Comment.ticket_id == ticket.id,
+                                         Comment.message_id.is_not(None))
+        .order_by(Comment.id.desc()).limit(5)).all()
+    return list(reversed(ids))

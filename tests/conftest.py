@@ -1,0 +1,117 @@
+"""Shared fixtures: config, stores on SQLite and PostgreSQL, a pipeline with a movable clock.
+
+Tests that need a service (PostgreSQL) fail when HELPGATE_REQUIRE_SERVICES=1 (CI) and
+skip with a one-line reason elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from helpgate.config.schema import Config
+from helpgate.gateway.pipeline import Pipeline
+from helpgate.ticketstore.repository import Store
+
+DATA = Path(__file__).parent / "data"
+PG_ADMIN_URL = os.environ.get("HELPGATE_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+REQUIRE_SERVICES = os.environ.get("HELPGATE_REQUIRE_SERVICES") == "1"
+
+
+def need_service(reason: str) -> None:
+    """Fail in CI, skip elsewhere: a service test must never silently not run in CI."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+class Clock:
+    """A clock the test moves; the pipeline reads it for every time decision."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def config() -> Config:
+    return Config()
+
+
+async def _sqlite_store(tmp_path: Path) -> Store:
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'helpgate.db'}")
+    await store.ensure_schema()
+    return store
+
+
+async def _postgres_store() -> tuple[Store, str]:
+    """A fresh schema in the test database, so parallel runs never see each other."""
+    import asyncpg
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    dsn = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        need_service(f"PostgreSQL at {dsn} unavailable: {exc}")
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await conn.close()
+    store = Store(PG_ADMIN_URL, connect_args={"server_settings": {"search_path": schema}})
+    await store.ensure_schema()
+    return store, schema
+
+
+async def _drop_schema(schema: str) -> None:
+    import asyncpg
+    conn = await asyncpg.connect(PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request, tmp_path) -> AsyncIterator[Store]:
+    """The store on each backend: every store test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        store = await _sqlite_store(tmp_path)
+        yield store
+        await store.close()
+    else:
+        store, schema = await _postgres_store()
+        yield store
+        await store.close()
+        await _drop_schema(schema)
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path) -> AsyncIterator[Store]:
+    store = await _sqlite_store(tmp_path)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def pipeline(config, store, clock) -> Pipeline:
+    return Pipeline(config, store, clock=clock)
+
+
+def eml(name: str) -> bytes:
+    return (DATA / name).read_bytes()

@@ -1,0 +1,40 @@
+"""The ordered rule chain: each rule a module with NAME, DESCRIPTION and apply().
+
+The order is data (config `threading.rules`), as in Mailman's chains. Every rule reads the
+typed Context and the Directory and writes only the Decision; the chain ends early when a
+rule ignores or quarantines the message. The final action is settled here: a message that
+matched no ticket opens one, one that matched becomes a comment, unless reopen_policy said
+otherwise.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from helpgate.threading.context import Action, Context
+from helpgate.threading.directory import Directory
+from helpgate.threading.rules import (
+    auto_reply, bounce, company_domain, own_address, quote_strip, references, reopen_policy,
+    sender_identity, subject_marker, throttle, unknown_sender, waiting_for_customer,
+)
+
+RULES: dict[str, ModuleType] = {
+    module.NAME: module
+    for module in (own_address, bounce, auto_reply, throttle, subject_marker, references,
+                   sender_identity, company_domain, unknown_sender, quote_strip,
+                   waiting_for_customer, reopen_policy)
+}
+
+
+def decide(ctx: Context, directory: Directory) -> Context:
+    """Run the configured rules in order and settle the action."""
+    for name in ctx.config.threading.rules:
+        RULES[name].apply(ctx, directory)
+        if ctx.stopped:
+            return ctx
+    decision = ctx.decision
+    if decision.text is None:
+        decision.text = ctx.message.text
+    if decision.action is None:
+        decision.action = Action.COMMENT if decision.ticket is not None else Action.NEW_TICKET
+    return ctx

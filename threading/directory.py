@@ -1,0 +1,36 @@
+"""The read-only view of the store that threading rules see.
+
+Rules take their decisions from this small interface, never from the database, so each
+rule is tested with an in-memory directory and no I/O (DESIGN.md). The ticket store
+implements it over a database session (ticketstore/repository.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from helpgate.threading.context import Person, TicketView
+
+
+class Directory(Protocol):
+    def ticket_by_number(self, number: int) -> TicketView | None:
+        """The ticket with this number, locked for the rest of the transaction."""
+
+    def ticket_by_message_ids(self, message_ids: list[str]) -> TicketView | None:
+        """The ticket of a stored mail or of one of our outgoing mails with one of these ids."""
+
+    def outbox_id_by_message_id(self, message_id: str) -> int | None:
+        """Our outgoing message with this Message-ID."""
+
+    def person_by_email(self, email: str) -> Person | None:
+        """The employee with this address, else the contact with it."""
+
+    def company_by_domain(self, domain: str) -> int | None:
+        """The id of the company owning this mail domain."""
+
+    def earliest_admin(self) -> Person | None:
+        """The earliest-created employee with the administrator role (R-TH-3)."""
+
+    def messages_from_since(self, sender: str, since: datetime) -> int:
+        """How many messages this sender sent since that time (R-TH-8 throttling)."""

@@ -1,0 +1,1 @@
+"""Threading rules, one module each; chain.py holds the registry and runs them in order."""

@@ -1,0 +1,21 @@
+"""The author is the employee or contact whose address the sender uses (R-TH-3)."""
+
+from helpgate.threading.context import Context
+from helpgate.threading.directory import Directory
+
+NAME = "sender_identity"
+DESCRIPTION = "identify the sender as a known employee or contact"
+
+
+def apply(ctx: Context, directory: Directory) -> None:
+    sender = ctx.message.sender_email
+    if not sender:
+        return
+    person = directory.person_by_email(sender)
+    if person is None:
+        return
+    ctx.decision.author = person
+    if person.kind == "contact":
+        ctx.decision.contact = person
+        ctx.decision.company_id = person.company_id
+    ctx.fire(NAME, f"{person.kind} {person.email}")

@@ -1,0 +1,245 @@
+"""SQLAlchemy models of the ticket store (R-TS-2) and of the gateway's own bookkeeping.
+
+The same schema serves the embedded SQLite default and PostgreSQL. Everything that must
+stay unique when several gateway instances share one database (ticket numbers, inbound
+messages, outbox rows, contacts by email) is guarded by a database constraint, never by a
+lock held in one process. Times are stored in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
+    TypeDecorator, UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite has no 64-bit autoincrement type of its own: BIGINT there would lose ROWID aliasing.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, whatever the backend keeps (SQLite keeps naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use UTC-aware times")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict: JSON, list: JSON}
+
+
+class Counter(Base):
+    """Named sequences (ticket numbers): `UPDATE … RETURNING` takes the row lock."""
+
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class Company(Base):
+    __tablename__ = "companies"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    domains: Mapped[list[CompanyDomain]] = relationship(
+        back_populates="company", cascade="all, delete-orphan", lazy="selectin")
+
+
+class CompanyDomain(Base):
+    __tablename__ = "company_domains"
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    company: Mapped[Company] = relationship(back_populates="domains")
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(40), index=True)
+    telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    vk_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"))
+    # R-OUT-3: an address that gets a copy of what the contact gets.
+    duplicate_email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+
+
+class Employee(Base):
+    __tablename__ = "employees"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(40))
+    telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    role: Mapped[str] = mapped_column(String(20), default="agent")
+    created_at: Mapped[datetime]
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger, unique=True)
+    subject: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(40))
+    priority: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(40), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), index=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    status_changed_at: Mapped[datetime]
+    # When the ticket last entered a closed-class state; the reopen window counts from it.
+    closed_at: Mapped[datetime | None]
+    pending_until: Mapped[datetime | None]
+    # R-TS-4: first public answer by staff, and resolution time counted only while open:
+    # open_seconds accumulates finished open stretches, open_since marks the current one.
+    first_response_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    open_seconds: Mapped[float] = mapped_column(default=0.0)
+    open_since: Mapped[datetime | None]
+
+
+class TicketLink(Base):
+    """A follow-up ticket opened because its predecessor could no longer be reopened."""
+
+    __tablename__ = "ticket_links"
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    linked_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    relation: Mapped[str] = mapped_column(String(20))
+
+
+class StatusChange(Base):
+    __tablename__ = "status_history"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(40))
+    to_status: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(200))
+
+
+class InboundMessage(Base):
+    """Every raw message as received, kept before any decision (R-TS-5).
+
+    `state` is received → processed | ignored | duplicate | quarantined. The unique key on
+    (channel, dedupe_key) is what stores a message delivered twice only once (R-TH-9).
+    """
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (UniqueConstraint("channel", "dedupe_key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    dedupe_key: Mapped[str] = mapped_column(String(500))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    meta: Mapped[dict] = mapped_column(default=dict)
+    received_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict | None]
+    processed_at: Mapped[datetime | None]
+    sender: Mapped[str | None] = mapped_column(String(320))
+
+
+Index("ix_inbound_sender_time", InboundMessage.sender, InboundMessage.received_at)
+
+
+class Comment(Base):
+    __tablename__ = "comments"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    author_kind: Mapped[str] = mapped_column(String(20))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    employee_id: Mapped[int | None] = mapped_column(ForeignKey("employees.id"))
+    public: Mapped[bool] = mapped_column(Boolean)
+    channel: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
+    # Email metadata (R-TS-2); message_id also threads replies to this mail (R-TH-1).
+    message_id: Mapped[str | None] = mapped_column(String(500), index=True)
+    email_from: Mapped[str | None] = mapped_column(String(500))
+    email_to: Mapped[list | None]
+    email_cc: Mapped[list | None]
+    email_date: Mapped[str | None] = mapped_column(String(100))
+    headers: Mapped[dict | None]
+    # The threading decision: the rules that fired and why (DESIGN.md: traceable).
+    decision: Mapped[dict | None]
+    created_at: Mapped[datetime]
+    attachments: Mapped[list[Attachment]] = relationship(lazy="selectin",
+                                                         order_by="Attachment.id")
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(500))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    # False when the file was over the size limit: name and size are kept, content not.
+    stored: Mapped[bool] = mapped_column(Boolean)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class OutboxMessage(Base):
+    """A message to deliver; written in the same transaction as the event it announces.
+
+    `dedupe_key` makes a notification impossible to queue twice (R-OUT-6).
+    """
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(500), unique=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(40))
+    recipient: Mapped[str] = mapped_column(String(500))
+    subject: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(500), unique=True)
+    headers: Mapped[dict] = mapped_column(default=dict)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    comment_id: Mapped[int | None] = mapped_column(ForeignKey("comments.id"))
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class DeliveryReport(Base):
+    """A bounce (DSN) recorded against the outgoing message it reports (R-TH-8)."""
+
+    __tablename__ = "delivery_reports"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"), index=True)
+    inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound_messages.id"))
+    original_message_id: Mapped[str | None] = mapped_column(String(500))
+    recipient: Mapped[str | None] = mapped_column(String(500))
+    action: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str | None] = mapped_column(String(20))
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]

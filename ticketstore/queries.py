@@ -1,0 +1,142 @@
+"""Read models: tickets, outbox, quarantine and directory as plain JSON-ready dicts.
+
+These shapes are the CLI's JSON contract (and later the staff API's): keys may be added,
+never renamed. Each function takes a session and returns dicts, nothing ORM-bound.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from helpgate.config.schema import Config
+from helpgate.ticketstore.models import (
+    Comment, Company, Contact, DeliveryReport, Employee, InboundMessage, OutboxMessage,
+    StatusChange, Ticket, TicketLink,
+)
+from helpgate.ticketstore.statuses import resolution_seconds
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def ticket_detail(session: Session, config: Config, ticket: Ticket, now: datetime) -> dict:
+    out = ticket_summary(session, config, ticket)
+    comments = session.scalars(select(Comment).where(Comment.ticket_id == ticket.id)
+                               .order_by(Comment.id)).all()
+    out["comments"] = [_comment(session, c) for c in comments]
+    history = session.scalars(select(StatusChange).where(StatusChange.ticket_id == ticket.id)
+                              .order_by(StatusChange.at, StatusChange.id)).all()
+    out["status_history"] = [{"from": h.from_status, "to": h.to_status, "at": iso(h.at),
+                              "reason": h.reason} for h in history]
+    links = session.execute(
+        select(TicketLink.relation, Ticket.number)
+        .join(Ticket, Ticket.id == TicketLink.linked_id)
+        .where(TicketLink.ticket_id == ticket.id).order_by(Ticket.number)).all()
+    out["linked_tickets"] = [number for _, number in links]
+    out["links"] = [{"ticket": number, "relation": relation} for relation, number in links]
+    first = ticket.first_response_at
+    out["first_response_seconds"] = ((first - ticket.created_at).total_seconds()
+                                     if first else None)
+    out["resolution_seconds"] = round(resolution_seconds(ticket, now), 3)
+    out["pending_until"] = iso(ticket.pending_until)
+    return out
+
+
+def ticket_summary(session: Session, config: Config, ticket: Ticket) -> dict:
+    contact = session.get(Contact, ticket.contact_id) if ticket.contact_id else None
+    company = session.get(Company, ticket.company_id) if ticket.company_id else None
+    return {
+        "number": ticket.number, "subject": ticket.subject, "status": ticket.status,
+        "status_name": config.status_name(ticket.status), "type": ticket.type,
+        "priority": ticket.priority, "channel": ticket.channel,
+        "contact": ({"email": contact.email, "name": contact.name, "phone": contact.phone}
+                    if contact else None),
+        "company": {"name": company.name} if company else None,
+        "created_at": iso(ticket.created_at), "updated_at": iso(ticket.updated_at),
+        "closed_at": iso(ticket.closed_at),
+    }
+
+
+def _comment(session: Session, comment: Comment) -> dict:
+    if comment.author_kind == "employee" and comment.employee_id:
+        person = session.get(Employee, comment.employee_id)
+    elif comment.author_kind == "contact" and comment.contact_id:
+        person = session.get(Contact, comment.contact_id)
+    else:
+        person = None
+    return {
+        "id": comment.id,
+        "author": {"kind": comment.author_kind, "email": person.email if person else None,
+                   "name": person.name if person else None},
+        "public": comment.public, "channel": comment.channel, "text": comment.text,
+        "attachments": [{"filename": a.filename, "size": a.size, "stored": a.stored,
+                         "content_type": a.content_type} for a in comment.attachments],
+        "message_id": comment.message_id, "from": comment.email_from,
+        "created_at": iso(comment.created_at),
+        "rules": (comment.decision or {}).get("rules", []),
+    }
+
+
+def ticket_list(session: Session, config: Config, status: str | None = None,
+                email: str | None = None, phone: str | None = None) -> list[dict]:
+    """Tickets, newest first; by email or phone it is the customer's history (R-TH-10)."""
+    query = select(Ticket).order_by(Ticket.number.desc())
+    if status:
+        query = query.where(Ticket.status == status)
+    if email or phone:
+        contacts = select(Contact.id).where(or_(
+            Contact.email == email.lower() if email else False,
+            Contact.phone == phone if phone else False))
+        senders = select(Comment.ticket_id).where(
+            Comment.email_from == email.lower()) if email else None
+        condition = Ticket.contact_id.in_(contacts)
+        if senders is not None:
+            condition = or_(condition, Ticket.id.in_(senders))
+        query = query.where(condition)
+    return [ticket_summary(session, config, t) for t in session.scalars(query)]
+
+
+def outbox_list(session: Session) -> list[dict]:
+    rows = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
+    reports: dict[int, list[dict]] = {}
+    for report in session.scalars(select(DeliveryReport).where(
+            DeliveryReport.outbox_id.is_not(None)).order_by(DeliveryReport.id)):
+        reports.setdefault(report.outbox_id, []).append(
+            {"status": report.status, "action": report.action,
+             "recipient": report.recipient, "diagnostic": report.diagnostic,
+             "at": iso(report.created_at)})
+    ticket_numbers = dict(session.execute(select(Ticket.id, Ticket.number)).all()) if rows else {}
+    return [{
+        "id": r.id, "channel": r.channel, "kind": r.kind, "to": r.recipient,
+        "subject": r.subject, "text": r.text, "state": r.state, "message_id": r.message_id,
+        "headers": r.headers, "ticket": ticket_numbers.get(r.ticket_id),
+        "comment": r.comment_id, "attempts": r.attempts, "last_error": r.last_error,
+        "created_at": iso(r.created_at), "sent_at": iso(r.sent_at),
+        "bounces": reports.get(r.id, []),
+    } for r in rows]
+
+
+def quarantine_list(session: Session) -> list[dict]:
+    rows = session.scalars(select(InboundMessage).where(InboundMessage.state == "quarantined")
+                           .order_by(InboundMessage.id)).all()
+    return [{"id": r.id, "channel": r.channel, "reason": r.reason, "sender": r.sender,
+             "received_at": iso(r.received_at), "size": len(r.raw),
+             "dedupe_key": r.dedupe_key} for r in rows]
+
+
+def directory_list(session: Session) -> dict:
+    companies = session.scalars(select(Company).order_by(Company.id)).all()
+    names = {c.id: c.name for c in companies}
+    return {
+        "companies": [{"name": c.name, "domains": sorted(d.domain for d in c.domains),
+                       "email": c.email, "phone": c.phone} for c in companies],
+        "contacts": [{"name": c.name, "email": c.email, "phone": c.phone,
+                      "company": names.get(c.company_id)}
+                     for c in session.scalars(select(Contact).order_by(Contact.id))],
+        "employees": [{"name": e.name, "email": e.email, "phone": e.phone, "role": e.role}
+                      for e in session.scalars(select(Employee).order_by(Employee.id))],
+    }

@@ -1,0 +1,87 @@
+"""The status model at work: allowed transitions, status history and ticket times.
+
+The model itself is data in config (R-TS-3); this module applies it to a ticket. It also
+keeps the clocks of R-TS-4: resolution time counts only the stretches a ticket spent in a
+non-closed state, so time spent resolved or closed before a reopen is not counted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from helpgate.config.schema import StatusConfig, parse_window
+from helpgate.ticketstore.models import StatusChange, Ticket
+
+
+class StatusError(ValueError):
+    """A status change the model does not allow; the message names why."""
+
+
+def check_transition(model: StatusConfig, ticket: Ticket, target: str,
+                     until: datetime | None, now: datetime) -> None:
+    states = model.states_by_id()
+    if target not in states:
+        raise StatusError(f"unknown status {target!r}; known: {', '.join(states)}")
+    current = states.get(ticket.status)
+    if target == ticket.status:
+        raise StatusError(f"ticket {ticket.number} is already {target}")
+    if current is not None and target not in current.next:
+        allowed = ", ".join(current.next) or "none (final state)"
+        raise StatusError(f"ticket {ticket.number}: {ticket.status} -> {target} is not "
+                          f"allowed; allowed: {allowed}")
+    if states[target].needs_until:
+        if until is None:
+            raise StatusError(f"status {target} needs an until time (--until ISO8601)")
+        if until <= now:
+            raise StatusError(f"until time {until.isoformat()} is not in the future")
+    elif until is not None:
+        raise StatusError(f"status {target} takes no until time")
+
+
+def set_status(model: StatusConfig, ticket: Ticket, target: str, at: datetime, reason: str,
+               until: datetime | None = None) -> StatusChange:
+    """Move the ticket (already checked or decided by a rule) and record it in history."""
+    states = model.states_by_id()
+    was_closed = ticket.status in states and states[ticket.status].closed
+    now_closed = states[target].closed
+    if not was_closed and now_closed:
+        if ticket.open_since is not None:
+            ticket.open_seconds += max(0.0, (at - ticket.open_since).total_seconds())
+        ticket.open_since = None
+        ticket.closed_at = at
+        ticket.resolved_at = at
+    elif was_closed and not now_closed:
+        ticket.open_since = at
+        ticket.closed_at = None
+    change = StatusChange(ticket_id=ticket.id, from_status=ticket.status, to_status=target,
+                          at=at, reason=reason)
+    ticket.status = target
+    ticket.status_changed_at = at
+    ticket.pending_until = until if states[target].needs_until else None
+    ticket.updated_at = max(ticket.updated_at, at) if ticket.updated_at else at
+    return change
+
+
+def due_change(model: StatusConfig, ticket: Ticket, now: datetime) -> tuple[str, datetime] | None:
+    """The automatic change a timer owes this ticket by `now`, with the time it fell due.
+
+    Pending returns to open when its until time passes; a state with `auto_after` (resolved)
+    moves on to `auto_to` (closed) that long after the ticket entered it.
+    """
+    state = model.states_by_id().get(ticket.status)
+    if state is None:
+        return None
+    if state.needs_until and ticket.pending_until is not None and ticket.pending_until <= now:
+        return state.after_until, ticket.pending_until
+    after = parse_window(state.auto_after)
+    if after is not None and state.auto_to:
+        due = ticket.status_changed_at + after
+        if due <= now:
+            return state.auto_to, due
+    return None
+
+
+def resolution_seconds(ticket: Ticket, now: datetime) -> float:
+    """Time the ticket spent open so far (R-TS-4), not counting closed stretches."""
+    running = (now - ticket.open_since).total_seconds() if ticket.open_since else 0.0
+    return ticket.open_seconds + max(0.0, running)
