@@ -50,13 +50,14 @@ class Store:
     def __init__(self, url: str, echo: bool = False,
                  connect_args: dict | None = None) -> None:
         self.url = normalize_url(url)
+        self.connect_args = connect_args or {}
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
             folder = os.path.dirname(os.path.abspath(parsed.database))
             os.makedirs(folder, exist_ok=True)
         self.engine: AsyncEngine = create_async_engine(self.url, echo=echo,
-                                                       connect_args=connect_args or {})
+                                                       connect_args=self.connect_args)
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
