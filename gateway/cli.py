@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from helpgate.config.load import ConfigError, load_config
@@ -139,8 +140,7 @@ async def _cmd_ingest(args, config: Config, store) -> int:
         raw = sys.stdin.buffer.read()
     else:
         try:
-            with open(args.path, "rb") as handle:
-                raw = handle.read()
+            raw = await asyncio.to_thread(Path(args.path).read_bytes)
         except OSError as exc:
             raise CliError(f"cannot read {args.path}: {exc.strerror}") from None
     result = await Pipeline(config, store).ingest_email(raw, args.ticket_type)

@@ -27,10 +27,20 @@ from helpgate.threading.chain import decide
 from helpgate.threading.context import Action, Context, Decision
 from helpgate.ticketstore import statuses
 from helpgate.ticketstore.models import (
-    Attachment, Comment, DeliveryReport, InboundMessage as InboundRow, Ticket, TicketLink,
+    Attachment,
+    Comment,
+    DeliveryReport,
+    Ticket,
+    TicketLink,
+)
+from helpgate.ticketstore.models import (
+    InboundMessage as InboundRow,
 )
 from helpgate.ticketstore.repository import (
-    SessionDirectory, Store, get_or_create_contact, next_ticket_number,
+    SessionDirectory,
+    Store,
+    get_or_create_contact,
+    next_ticket_number,
 )
 
 log = logging.getLogger("helpgate.pipeline")
@@ -100,6 +110,8 @@ class Pipeline:
         try:
             result = await self.store.run(self._decide_and_write, inbound_id, message,
                                           ticket_type, now, replay)
+        except ReplayError:
+            raise
         except Exception as exc:
             log.exception("processing inbound message %s failed", inbound_id)
             reason = f"internal error: {type(exc).__name__}: {exc}"
@@ -114,6 +126,14 @@ class Pipeline:
     def _decide_and_write(self, session: Session, inbound_id: int, message: InboundMessage,
                           ticket_type: str | None, now: datetime, replay: bool) -> Result:
         meta = {"ticket_type": ticket_type}
+        # The row lock makes this the only worker deciding this message: a replay racing
+        # another replay, or a recovery racing the first attempt, finds it already done.
+        row = session.get(InboundRow, inbound_id, with_for_update=True)
+        expected = "quarantined" if replay else "received"
+        if row.state != expected:
+            if replay:
+                raise ReplayError(f"message {inbound_id} is {row.state}, not quarantined")
+            return Result(**{**(row.result or {}), "inbound": inbound_id})
         if message.problem:
             result = Result(action=Action.QUARANTINED, reason=message.problem,
                             inbound=inbound_id)

@@ -8,6 +8,7 @@ SIGINT stop it between two units of work, never in the middle of one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from datetime import datetime, timezone
@@ -31,8 +32,6 @@ async def serve(config: Config, store: Store, timer_interval: float = 30.0) -> N
         moved = await store.run(run_due_timers, config, datetime.now(timezone.utc))
         if moved:
             log.info("timers moved %d tickets", moved)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=timer_interval)
-        except TimeoutError:
-            pass
     print("helpgate stopped", flush=True)

@@ -18,7 +18,13 @@ from sqlalchemy.orm import Session
 from helpgate.config.schema import Config
 from helpgate.outbound.compose import Composer, Draft
 from helpgate.ticketstore.models import (
-    Comment, Company, Contact, Employee, OutboxMessage, StatusChange, Ticket,
+    Comment,
+    Company,
+    Contact,
+    Employee,
+    OutboxMessage,
+    StatusChange,
+    Ticket,
 )
 
 log = logging.getLogger("helpgate.notify")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
-from datetime import datetime, timezone
 
 _ids = itertools.count(1)
 

@@ -14,8 +14,18 @@ from types import ModuleType
 from helpgate.threading.context import Action, Context
 from helpgate.threading.directory import Directory
 from helpgate.threading.rules import (
-    auto_reply, bounce, company_domain, own_address, quote_strip, references, reopen_policy,
-    sender_identity, subject_marker, throttle, unknown_sender, waiting_for_customer,
+    auto_reply,
+    bounce,
+    company_domain,
+    own_address,
+    quote_strip,
+    references,
+    reopen_policy,
+    sender_identity,
+    subject_marker,
+    throttle,
+    unknown_sender,
+    waiting_for_customer,
 )
 
 RULES: dict[str, ModuleType] = {

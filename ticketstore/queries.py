@@ -13,8 +13,16 @@ from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
 from helpgate.ticketstore.models import (
-    Comment, Company, Contact, DeliveryReport, Employee, InboundMessage, OutboxMessage,
-    StatusChange, Ticket, TicketLink,
+    Comment,
+    Company,
+    Contact,
+    DeliveryReport,
+    Employee,
+    InboundMessage,
+    OutboxMessage,
+    StatusChange,
+    Ticket,
+    TicketLink,
 )
 from helpgate.ticketstore.statuses import resolution_seconds
 

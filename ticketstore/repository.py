@@ -27,8 +27,16 @@ from sqlalchemy.orm import Session
 from helpgate.channels.base import InboundMessage
 from helpgate.threading.context import Person, TicketView
 from helpgate.ticketstore.models import (
-    Comment, Company, CompanyDomain, Contact, Counter, Employee, InboundMessage as InboundRow,
-    OutboxMessage, Ticket,
+    Comment,
+    CompanyDomain,
+    Contact,
+    Counter,
+    Employee,
+    OutboxMessage,
+    Ticket,
+)
+from helpgate.ticketstore.models import (
+    InboundMessage as InboundRow,
 )
 
 log = logging.getLogger("helpgate.store")
@@ -67,9 +75,8 @@ class Store:
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
         """Run `work(session, *args)` in one transaction; commit if it returns."""
-        async with self.sessions() as session:
-            async with session.begin():
-                return await session.run_sync(work, *args)
+        async with self.sessions() as session, session.begin():
+            return await session.run_sync(work, *args)
 
     async def ensure_schema(self) -> None:
         """Bring the schema to the newest migration (cheap when it already is)."""

@@ -14,6 +14,7 @@ we, not the library, decide how a broken charset is decoded.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import email
 import email.header
 import email.utils
@@ -77,10 +78,8 @@ def decode_bytes(data: bytes, declared: str | None) -> str:
     """Bytes in a declared charset that may be wrong, unknown or missing -> text."""
     candidates = []
     if declared:
-        try:
+        with contextlib.suppress(LookupError):
             candidates.append(codecs.lookup(declared.strip().strip('"')).name)
-        except LookupError:
-            pass
     if "utf-8" not in candidates:
         candidates.append("utf-8")
     for charset in candidates:

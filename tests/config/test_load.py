@@ -121,7 +121,8 @@ def test_inconsistent_settings_are_refused(tmp_path, toml, message):
 
 
 def test_texts_override_one_key(tmp_path):
-    config = load_config(write(tmp_path, 'language = "en"\n[texts]\nseparator = "-- reply above --"\n'))
+    text = 'language = "en"\n[texts]\nseparator = "-- reply above --"\n'
+    config = load_config(write(tmp_path, text))
     assert config.text().separator == "-- reply above --"
     assert config.text().ack_subject == "{marker} {subject}"
 
@@ -141,6 +142,7 @@ def test_bad_windows(value):
 
 
 def test_sizes():
-    assert (parse_size("10MB"), parse_size("512kb"), parse_size(100)) == (10 * 2**20, 512 * 1024, 100)
+    sizes = (parse_size("10MB"), parse_size("512kb"), parse_size(100))
+    assert sizes == (10 * 2**20, 512 * 1024, 100)
     with pytest.raises(ValueError):
         parse_size("lots")

@@ -28,4 +28,5 @@ async def test_ensure_schema_is_idempotent(store):
     await store.ensure_schema()
     async with store.engine.connect() as conn:
         from sqlalchemy import text
-        assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == HEAD
+        version = await conn.execute(text("SELECT version_num FROM alembic_version"))
+        assert version.scalar() == HEAD

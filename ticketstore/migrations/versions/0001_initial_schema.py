@@ -1,12 +1,11 @@
 """Initial schema: tickets, comments, directory, inbound messages, outbox.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23 04:36:57.183114
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
