@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from helpgate.channels.base import InboundMessage
@@ -40,6 +40,7 @@ from helpgate.ticketstore.repository import (
     SessionDirectory,
     Store,
     get_or_create_contact,
+    keep_raw,
     next_ticket_number,
 )
 
@@ -90,9 +91,46 @@ class Pipeline:
                                   problem=f"unparseable message: {type(exc).__name__}: {exc}")
 
     async def ingest(self, message: InboundMessage, ticket_type: str | None = None) -> Result:
+        return (await self.ingest_many([message], ticket_type))[0]
+
+    async def ingest_many(self, messages: list[InboundMessage],
+                          ticket_type: str | None = None) -> list[Result]:
+        """Messages in one transaction: each raw message is inserted before its decision.
+
+        One commit for a batch (an IMAP fetch, a mailbox import) is what makes the embedded
+        database fast. Should anything fail, the whole batch rolls back, so nothing is half
+        written, and each message then takes the careful path on its own.
+        """
         if ticket_type is not None and ticket_type not in self.config.tickets.types:
             raise ValueError(f"unknown ticket type {ticket_type!r}; "
                              f"known: {', '.join(self.config.tickets.types)}")
+        now = self.clock()
+        try:
+            results = await self.store.run(self._ingest_batch, messages, ticket_type, now)
+        except Exception:
+            log.exception("batch of %d messages failed; taking them one by one", len(messages))
+            results = [await self._ingest_carefully(m, ticket_type) for m in messages]
+        for result in results:
+            _log_result(result)
+        return results
+
+    def _ingest_batch(self, session: Session, messages: list[InboundMessage],
+                      ticket_type: str | None, now: datetime) -> list[Result]:
+        results = []
+        for message in messages:
+            inbound_id, duplicate = keep_raw(session, message, message.sender_email)
+            if duplicate:
+                results.append(_duplicate_result(session, inbound_id))
+            else:
+                results.append(self._decide_and_write(session, inbound_id, message,
+                                                      ticket_type, now, replay=False,
+                                                      fresh=True))
+        return results
+
+    async def _ingest_carefully(self, message: InboundMessage,
+                                ticket_type: str | None) -> Result:
+        """The raw message committed on its own first (R-TS-5), then the decision; a
+        decision that fails again quarantines the message with the reason."""
         inbound_id, duplicate = await self.store.keep_raw(message, message.sender_email)
         if duplicate:
             return await self.store.run(_duplicate_result, inbound_id)
@@ -102,7 +140,9 @@ class Pipeline:
         """Run a quarantined message through the pipeline again (after a fix)."""
         raw, channel, meta = await self.store.run(_quarantined_raw, inbound_id)
         message = parse_email(raw, self.clock(), channel)
-        return await self._process(inbound_id, message, meta.get("ticket_type"), replay=True)
+        result = await self._process(inbound_id, message, meta.get("ticket_type"), replay=True)
+        _log_result(result)
+        return result
 
     async def _process(self, inbound_id: int, message: InboundMessage,
                        ticket_type: str | None, replay: bool) -> Result:
@@ -118,22 +158,22 @@ class Pipeline:
             result = Result(action=Action.QUARANTINED, reason=reason, inbound=inbound_id)
             await self.store.run(_finish, inbound_id, "quarantined", result, now,
                                  {"ticket_type": ticket_type})
-        log.info("inbound %s: %s ticket=%s rules=%s reason=%s", inbound_id, result.action,
-                 result.ticket, ",".join(result.rules), result.reason)
         return result
 
     # ------------------------------------------------------- inside one transaction
     def _decide_and_write(self, session: Session, inbound_id: int, message: InboundMessage,
-                          ticket_type: str | None, now: datetime, replay: bool) -> Result:
+                          ticket_type: str | None, now: datetime, replay: bool,
+                          fresh: bool = False) -> Result:
         meta = {"ticket_type": ticket_type}
-        # The row lock makes this the only worker deciding this message: a replay racing
-        # another replay, or a recovery racing the first attempt, finds it already done.
-        row = session.get(InboundRow, inbound_id, with_for_update=True)
-        expected = "quarantined" if replay else "received"
-        if row.state != expected:
-            if replay:
-                raise ReplayError(f"message {inbound_id} is {row.state}, not quarantined")
-            return Result(**{**(row.result or {}), "inbound": inbound_id})
+        if not fresh:
+            # The row lock makes this the only worker deciding this message: a replay
+            # racing another replay, or a retry racing the first attempt, finds it done.
+            row = session.get(InboundRow, inbound_id, with_for_update=True)
+            expected = "quarantined" if replay else "received"
+            if row.state != expected:
+                if replay:
+                    raise ReplayError(f"message {inbound_id} is {row.state}, not quarantined")
+                return Result(**{**(row.result or {}), "inbound": inbound_id})
         if message.problem:
             result = Result(action=Action.QUARANTINED, reason=message.problem,
                             inbound=inbound_id)
@@ -157,8 +197,6 @@ class Pipeline:
                                          if decision.previous_ticket else None),
                         comment=comment.id, rules=ctx.fired, reason=reason,
                         inbound=inbound_id)
-        comment.decision = {"action": str(decision.action), "rules": ctx.fired,
-                            "notes": ctx.notes}
         return _finish(session, inbound_id, "processed", result, now, meta)
 
     def _settle(self, session: Session, ticket: Ticket, now: datetime) -> None:
@@ -193,7 +231,8 @@ class Pipeline:
             text=self._comment_text(decision, message), inbound_id=inbound_id,
             message_id=message.message_id, email_from=message.sender_email,
             email_to=list(message.to), email_cc=list(message.cc), email_date=message.date,
-            headers=dict(message.headers), created_at=now)
+            headers=dict(message.headers), created_at=now,
+            decision={"action": str(decision.action), "rules": ctx.fired, "notes": ctx.notes})
         session.add(comment)
         session.flush()
         self._attachments(session, comment, message)
@@ -261,6 +300,13 @@ class Pipeline:
                                    stored=stored, data=item.data if stored else None))
 
 
+def _log_result(result: Result) -> None:
+    # One line per decision, with the rules that made it.
+    log.info("inbound %s: %s ticket=%s previous=%s rules=%s reason=%s", result.inbound,
+             result.action, result.ticket, result.previous_ticket, ",".join(result.rules),
+             result.reason)
+
+
 def _contact_person(contact):
     from helpgate.ticketstore.repository import person_of
     return person_of(contact)
@@ -277,12 +323,10 @@ def human_size(size: int) -> str:
 
 def _finish(session: Session, inbound_id: int, state: str, result: Result, now: datetime,
             meta: dict) -> Result:
-    row = session.get(InboundRow, inbound_id)
-    row.state = state
-    row.reason = result.reason if state != "processed" else None
-    row.result = result.as_dict()
-    row.meta = {**(row.meta or {}), **{k: v for k, v in meta.items() if v is not None}}
-    row.processed_at = now
+    session.execute(update(InboundRow).where(InboundRow.id == inbound_id).values(
+        state=state, reason=result.reason if state != "processed" else None,
+        result=result.as_dict(), meta={k: v for k, v in meta.items() if v is not None},
+        processed_at=now))
     return result
 
 

@@ -4,6 +4,7 @@ backends, and HEAD (read at start-up without loading Alembic) is the newest revi
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from helpgate.ticketstore.migrations import HEAD, alembic_config
 from helpgate.ticketstore.models import Base
@@ -18,15 +19,12 @@ async def test_migrated_schema_matches_the_models(store):
         context = MigrationContext.configure(connection)
         return compare_metadata(context, Base.metadata)
 
-    async with store.engine.connect() as conn:
-        differences = await conn.run_sync(diff)
-    assert differences == []
+    assert await store.run_connection(diff) == []
 
 
 async def test_ensure_schema_is_idempotent(store):
     await store.ensure_schema()
     await store.ensure_schema()
-    async with store.engine.connect() as conn:
-        from sqlalchemy import text
-        version = await conn.execute(text("SELECT version_num FROM alembic_version"))
-        assert version.scalar() == HEAD
+    version = await store.run_connection(
+        lambda c: c.execute(text("SELECT version_num FROM alembic_version")).scalar())
+    assert version == HEAD

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 HEAD = "0001"
 HERE = Path(__file__).resolve().parent
 
@@ -23,7 +21,9 @@ def alembic_config(connection=None):
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(store, revision: str = "head") -> None:
+    """Migrate the store's database to `revision` (the newest by default)."""
+
     def run(connection) -> None:
         from alembic import command
 
@@ -32,5 +32,4 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(74210001)")
         command.upgrade(alembic_config(connection), revision)
 
-    async with engine.begin() as conn:
-        await conn.run_sync(run)
+    await store.run_connection(run)
