@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from helpgate.channels.base import InboundMessage
@@ -30,6 +30,7 @@ from helpgate.ticketstore.models import (
     Attachment,
     Comment,
     DeliveryReport,
+    StatusChange,
     Ticket,
     TicketLink,
 )
@@ -37,9 +38,12 @@ from helpgate.ticketstore.models import (
     InboundMessage as InboundRow,
 )
 from helpgate.ticketstore.repository import (
+    INBOUND,
     SessionDirectory,
     Store,
     get_or_create_contact,
+    insert_returning_id,
+    insert_rows,
     keep_raw,
     next_ticket_number,
 )
@@ -223,7 +227,7 @@ class Pipeline:
                 change = statuses.set_status(model, ticket, decision.new_status, now, reason)
                 session.add(change)
         author = decision.author
-        comment = Comment(
+        values = dict(
             ticket_id=ticket.id, author_kind=author.kind if author else "system",
             contact_id=author.id if author and author.kind == "contact" else None,
             employee_id=author.id if author and author.kind == "employee" else None,
@@ -233,9 +237,10 @@ class Pipeline:
             email_to=list(message.to), email_cc=list(message.cc), email_date=message.date,
             headers=dict(message.headers), created_at=now,
             decision={"action": str(decision.action), "rules": ctx.fired, "notes": ctx.notes})
-        session.add(comment)
-        session.flush()
-        self._attachments(session, comment, message)
+        # Written through Core; the unsaved Comment only carries the values onwards.
+        comment = Comment(**values)
+        comment.id = insert_returning_id(session, Comment, values)
+        self._attachments(session, comment.id, message)
         if author is not None and author.kind == "employee" and not new \
                 and ticket.first_response_at is None:
             ticket.first_response_at = now
@@ -253,10 +258,9 @@ class Pipeline:
         contact_id = decision.contact.id if decision.contact else None
         company_id = decision.company_id
         if decision.create_contact and message.sender_email:
-            contact = get_or_create_contact(session, message.sender_email,
-                                            message.sender_name, company_id, now)
-            contact_id = contact.id
-            decision.author = _contact_person(contact)
+            decision.author = get_or_create_contact(session, message.sender_email,
+                                                    message.sender_name, company_id, now)
+            contact_id = decision.author.id
         if contact_id is None and previous is not None:
             # A follow-up of a ticket keeps its customer when the sender is not one.
             contact_id, company_id = previous.contact_id, company_id or previous.company_id
@@ -264,22 +268,21 @@ class Pipeline:
         if previous is not None and ticket_type == self.config.tickets.default_type:
             ticket_type = previous.type
         initial = self.config.statuses.initial
-        ticket = Ticket(number=next_ticket_number(session),
-                        subject=(message.subject or NO_SUBJECT)[:2000], type=ticket_type,
-                        priority=self.config.tickets.priority, status=initial,
-                        channel=message.channel, contact_id=contact_id,
-                        company_id=company_id, created_at=now, updated_at=now,
-                        status_changed_at=now, open_seconds=0.0, open_since=now)
-        session.add(ticket)
-        session.flush()
-        session.add(statuses.StatusChange(ticket_id=ticket.id, from_status=None,
-                                          to_status=initial, at=now,
-                                          reason=f"created from {message.channel}"))
+        values = dict(number=next_ticket_number(session),
+                      subject=(message.subject or NO_SUBJECT)[:2000], type=ticket_type,
+                      priority=self.config.tickets.priority, status=initial,
+                      channel=message.channel, contact_id=contact_id, company_id=company_id,
+                      created_at=now, updated_at=now, status_changed_at=now,
+                      open_seconds=0.0, open_since=now)
+        ticket = Ticket(**values)
+        ticket.id = insert_returning_id(session, Ticket, values)
+        insert_rows(session, StatusChange, [dict(
+            ticket_id=ticket.id, from_status=None, to_status=initial, at=now,
+            reason=f"created from {message.channel}")])
         if previous is not None:
-            session.add(TicketLink(ticket_id=ticket.id, linked_id=previous.id,
-                                   relation="follows"))
-            session.add(TicketLink(ticket_id=previous.id, linked_id=ticket.id,
-                                   relation="followed_by"))
+            insert_rows(session, TicketLink, [
+                dict(ticket_id=ticket.id, linked_id=previous.id, relation="follows"),
+                dict(ticket_id=previous.id, linked_id=ticket.id, relation="followed_by")])
         return ticket
 
     def _comment_text(self, decision: Decision, message: InboundMessage) -> str:
@@ -290,14 +293,14 @@ class Pipeline:
             for a in message.attachments if a.size > limit]
         return "\n\n".join([text, *notes]).strip()
 
-    def _attachments(self, session: Session, comment: Comment,
+    def _attachments(self, session: Session, comment_id: int,
                      message: InboundMessage) -> None:
         limit = self.config.mail.max_attachment_size
-        for item in message.attachments:
-            stored = item.size <= limit
-            session.add(Attachment(comment_id=comment.id, filename=item.filename[:500],
-                                   content_type=item.content_type[:200], size=item.size,
-                                   stored=stored, data=item.data if stored else None))
+        insert_rows(session, Attachment, [
+            dict(comment_id=comment_id, filename=item.filename[:500],
+                 content_type=item.content_type[:200], size=item.size,
+                 stored=item.size <= limit, data=item.data if item.size <= limit else None)
+            for item in message.attachments])
 
 
 def _log_result(result: Result) -> None:
@@ -305,11 +308,6 @@ def _log_result(result: Result) -> None:
     log.info("inbound %s: %s ticket=%s previous=%s rules=%s reason=%s", result.inbound,
              result.action, result.ticket, result.previous_ticket, ",".join(result.rules),
              result.reason)
-
-
-def _contact_person(contact):
-    from helpgate.ticketstore.repository import person_of
-    return person_of(contact)
 
 
 def human_size(size: int) -> str:
@@ -323,11 +321,18 @@ def human_size(size: int) -> str:
 
 def _finish(session: Session, inbound_id: int, state: str, result: Result, now: datetime,
             meta: dict) -> Result:
-    session.execute(update(InboundRow).where(InboundRow.id == inbound_id).values(
-        state=state, reason=result.reason if state != "processed" else None,
-        result=result.as_dict(), meta={k: v for k, v in meta.items() if v is not None},
-        processed_at=now))
+    session.execute(_FINISH, {
+        "inbound_id": inbound_id, "new_state": state,
+        "new_reason": result.reason if state != "processed" else None,
+        "new_result": result.as_dict(), "new_processed_at": now,
+        "new_meta": {k: v for k, v in meta.items() if v is not None}})
     return result
+
+
+_FINISH = update(INBOUND).where(INBOUND.c.id == bindparam("inbound_id")).values(
+    state=bindparam("new_state"), reason=bindparam("new_reason"),
+    result=bindparam("new_result"), meta=bindparam("new_meta"),
+    processed_at=bindparam("new_processed_at"))
 
 
 def _record_bounce(session: Session, inbound_id: int, message: InboundMessage,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from helpgate.config.schema import Config
 from helpgate.threading.markers import format_marker, make_message_id
-from helpgate.ticketstore.models import Comment, Company, Contact, Employee, Ticket
+from helpgate.ticketstore.models import Comment, Company, Contact, Ticket
 
 QUOTE_PREFIX = "> "
 
@@ -90,7 +90,8 @@ class Composer:
             targets.append(rules.global_duplicate)
         return _unique(targets)
 
-    def staff_targets(self, employees: list[Employee], author_email: str | None) -> list[str]:
+    def staff_targets(self, employees: list, author_email: str | None) -> list[str]:
+        """Employees (anything with an `email`) to tell, without the event's author."""
         wanted = self.config.notifications.employees
         if wanted == "none":
             return []

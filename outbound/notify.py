@@ -11,8 +11,6 @@ import logging
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
@@ -26,6 +24,7 @@ from helpgate.ticketstore.models import (
     StatusChange,
     Ticket,
 )
+from helpgate.ticketstore.repository import insert_ignoring_conflict
 
 log = logging.getLogger("helpgate.notify")
 
@@ -88,7 +87,12 @@ class Notifier:
 
     def _staff(self, session: Session, ticket: Ticket, comment: Comment,
                template: str) -> list[Draft]:
-        employees = list(session.scalars(select(Employee).order_by(Employee.id)))
+        # One query per transaction, not per comment: a batch shares the list.
+        employees = session.info.get("employees")
+        if employees is None:
+            table = Employee.__table__
+            employees = session.execute(select(table.c.email).order_by(table.c.id)).all()
+            session.info["employees"] = employees
         author = comment.email_from.lower() if comment.email_from else None
         return [self.compose.email(
             kind="staff", ticket=ticket, recipient=address,
@@ -99,15 +103,13 @@ class Notifier:
     def _queue(self, session: Session, drafts: list[Draft], now: datetime) -> list[Draft]:
         if not drafts:
             return drafts
-        builder = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         rows = [{"dedupe_key": d.dedupe_key[:500], "channel": d.channel, "kind": d.kind,
                  "recipient": d.recipient, "subject": d.subject, "text": d.text,
                  "html": None, "message_id": d.message_id, "headers": d.headers,
                  "ticket_id": d.ticket_id, "comment_id": d.comment_id, "state": "queued",
                  "attempts": 0, "next_attempt_at": now, "created_at": now}
                 for d in drafts]
-        session.execute(builder(OutboxMessage).values(rows)
-                        .on_conflict_do_nothing(index_elements=["dedupe_key"]))
+        insert_ignoring_conflict(session, OutboxMessage, rows, ("dedupe_key",))
         return drafts
 
 

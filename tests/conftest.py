@@ -6,6 +6,7 @@ skip with a one-line reason elsewhere.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -42,6 +43,23 @@ class Clock:
     def advance(self, **delta) -> datetime:
         self.now += timedelta(**delta)
         return self.now
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "pipeline_errors_expected: the test provokes "
+                            "errors the pipeline logs (and recovers from)")
+
+
+@pytest.fixture(autouse=True)
+def _no_hidden_pipeline_errors(request, caplog):
+    """The pipeline recovers from errors (careful path, quarantine) and logs them: a bug
+    would hide behind that recovery, so a logged pipeline error fails the test."""
+    yield
+    if request.node.get_closest_marker("pipeline_errors_expected"):
+        return
+    errors = [r for r in caplog.get_records("call")
+              if r.levelno >= logging.ERROR and r.name.startswith("helpgate")]
+    assert not errors, f"pipeline logged an error: {errors[0].getMessage()}"
 
 
 @pytest.fixture

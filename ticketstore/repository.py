@@ -16,9 +16,20 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, create_engine, event, func, inspect, select, text, update
+from sqlalchemy import (
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -168,9 +179,8 @@ def keep_raw(session: Session, message: InboundMessage, sender: str | None) -> t
     key = message.dedupe_key[:500]
     row = {"channel": message.channel, "dedupe_key": key, "raw": message.raw, "meta": {},
            "received_at": message.received_at, "state": "received", "sender": sender}
-    builder = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    inserted = session.execute(builder(InboundRow).values(**row).on_conflict_do_nothing(
-        index_elements=["channel", "dedupe_key"]).returning(InboundRow.id)).scalar()
+    inserted = insert_ignoring_conflict(session, InboundRow, row, ("channel", "dedupe_key"),
+                                        returning="id").scalar()
     if inserted is not None:
         return inserted, False
     return _inbound_id_by_key(session, message.channel, key), True
@@ -188,17 +198,46 @@ def ticket_view(ticket: Ticket) -> TicketView:
                       company_id=ticket.company_id, closed_at=ticket.closed_at)
 
 
-def person_of(row: Contact | Employee) -> Person:
-    if isinstance(row, Employee):
+def person_of(row, kind: str | None = None) -> Person:
+    """A Person from an Employee/Contact entity or from a row of their table."""
+    kind = kind or ("employee" if isinstance(row, Employee) else "contact")
+    if kind == "employee":
         return Person(kind="employee", id=row.id, email=row.email, name=row.name,
                       role=row.role)
     return Person(kind="contact", id=row.id, email=row.email, name=row.name,
                   company_id=row.company_id)
 
 
-# Built once: constructing a statement costs more than running it on SQLite.
-_EMPLOYEE_BY_EMAIL = select(Employee).where(Employee.email == bindparam("email"))
-_CONTACT_BY_EMAIL = select(Contact).where(Contact.email == bindparam("email"))
+# The hot path speaks Core to the tables (rows, not ORM entities): on SQLite the ORM's
+# bookkeeping costs several times more than the statements themselves. Statements are
+# built once: constructing one costs more than running it.
+EMPLOYEES = Employee.__table__
+CONTACTS = Contact.__table__
+INBOUND = InboundRow.__table__
+_EMPLOYEE_BY_EMAIL = select(EMPLOYEES).where(EMPLOYEES.c.email == bindparam("email"))
+_CONTACT_BY_EMAIL = select(CONTACTS).where(CONTACTS.c.email == bindparam("email"))
+_DOMAIN_OWNER = select(CompanyDomain.__table__.c.company_id).where(
+    CompanyDomain.__table__.c.domain == bindparam("domain"))
+_SENDER_COUNT = select(func.count()).select_from(INBOUND).where(
+    INBOUND.c.sender == bindparam("sender"), INBOUND.c.received_at >= bindparam("since"))
+_TICKET_NUMBER = (update(Counter.__table__).where(Counter.__table__.c.name == "ticket")
+                  .values(value=Counter.__table__.c.value + 1)
+                  .returning(Counter.__table__.c.value))
+
+
+def insert_returning_id(session: Session, model, values: dict) -> int:
+    """INSERT one row through Core and return its id."""
+    return session.execute(_insert_with_id(model.__table__), values).scalar_one()
+
+
+@lru_cache(maxsize=32)
+def _insert_with_id(table):
+    return insert(table).returning(table.c.id)
+
+
+def insert_rows(session: Session, model, rows: list[dict]) -> None:
+    if rows:
+        session.execute(insert(model.__table__), rows)
 
 
 class SessionDirectory:
@@ -245,62 +284,67 @@ class SessionDirectory:
         # Several rules ask about the same sender: one lookup per decision.
         email = email.lower()
         if email not in self._people:
-            employee = self.session.scalar(_EMPLOYEE_BY_EMAIL, {"email": email})
+            employee = self.session.execute(_EMPLOYEE_BY_EMAIL, {"email": email}).first()
             if employee is not None:
-                self._people[email] = person_of(employee)
+                self._people[email] = person_of(employee, "employee")
             else:
-                contact = self.session.scalar(_CONTACT_BY_EMAIL, {"email": email})
-                self._people[email] = person_of(contact) if contact is not None else None
+                contact = self.session.execute(_CONTACT_BY_EMAIL, {"email": email}).first()
+                self._people[email] = (person_of(contact, "contact")
+                                       if contact is not None else None)
         return self._people[email]
 
     def company_by_domain(self, domain: str) -> int | None:
-        return self.session.scalar(
-            select(CompanyDomain.company_id).where(CompanyDomain.domain == domain.lower()))
+        return self.session.scalar(_DOMAIN_OWNER, {"domain": domain.lower()})
 
     def earliest_admin(self) -> Person | None:
-        admin = self.session.scalar(
-            select(Employee).where(Employee.role == ADMIN_ROLE)
-            .order_by(Employee.created_at, Employee.id).limit(1))
-        return person_of(admin) if admin else None
+        # Asked for most unknown senders: once per transaction (a batch shares it).
+        if "earliest_admin" not in self.session.info:
+            admin = earliest_admin(self.session)
+            self.session.info["earliest_admin"] = person_of(admin) if admin else None
+        return self.session.info["earliest_admin"]
 
     def messages_from_since(self, sender: str, since: datetime) -> int:
-        return self.session.scalar(
-            select(func.count()).select_from(InboundRow)
-            .where(InboundRow.sender == sender, InboundRow.received_at >= since)) or 0
+        return self.session.scalar(_SENDER_COUNT, {"sender": sender, "since": since}) or 0
 
 
 # ------------------------------------------------------------------------- the writes
-def _upsert_ignore(session: Session, model, values: dict, conflict: list[str]) -> None:
-    """INSERT … ON CONFLICT DO NOTHING on both backends: a racing instance may win."""
-    dialect = session.get_bind().dialect.name
+def insert_ignoring_conflict(session: Session, model, rows: dict | list[dict],
+                             conflict: tuple[str, ...], returning: str | None = None):
+    """INSERT … ON CONFLICT DO NOTHING on both backends: another instance may have
+    written the same row first; the unique key decides and nobody fails."""
+    statement = _insert_ignore(session.get_bind().dialect.name, model.__table__, conflict,
+                               returning)
+    return session.execute(statement, rows)
+
+
+@lru_cache(maxsize=32)
+def _insert_ignore(dialect: str, table, conflict: tuple[str, ...], returning: str | None):
     builder = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(builder(model).values(**values).on_conflict_do_nothing(
-        index_elements=conflict))
+    statement = builder(table).on_conflict_do_nothing(index_elements=list(conflict))
+    return statement.returning(table.c[returning]) if returning else statement
 
 
 def next_ticket_number(session: Session) -> int:
     """The next ticket number; the counter row's lock serializes concurrent instances."""
-    number = session.execute(
-        update(Counter).where(Counter.name == "ticket").values(value=Counter.value + 1)
-        .returning(Counter.value)).scalar()
+    number = session.execute(_TICKET_NUMBER).scalar()
     if number is None:
-        _upsert_ignore(session, Counter, {"name": "ticket", "value": 0}, ["name"])
+        insert_ignoring_conflict(session, Counter, {"name": "ticket", "value": 0}, ("name",))
         return next_ticket_number(session)
     return number
 
 
 def get_or_create_contact(session: Session, email: str, name: str | None,
-                          company_id: int | None, now: datetime) -> Contact:
+                          company_id: int | None, now: datetime) -> Person:
     """The contact with this address, created if none exists (another instance may be
     creating it at the same moment: the unique key decides, and both get the same row)."""
     email = email.lower()
-    contact = session.scalar(_CONTACT_BY_EMAIL, {"email": email})
-    if contact is None:
-        _upsert_ignore(session, Contact, {"email": email, "name": name,
-                                          "company_id": company_id, "created_at": now},
-                       ["email"])
-        contact = session.scalar(_CONTACT_BY_EMAIL, {"email": email})
-    return contact
+    new_id = insert_ignoring_conflict(
+        session, Contact, {"email": email, "name": name, "company_id": company_id,
+                           "created_at": now}, ("email",), returning="id").scalar()
+    if new_id is not None:
+        return Person(kind="contact", id=new_id, email=email, name=name,
+                      company_id=company_id)
+    return person_of(session.execute(_CONTACT_BY_EMAIL, {"email": email}).first(), "contact")
 
 
 def ticket_by_number(session: Session, number: int, lock: bool = False) -> Ticket | None:
