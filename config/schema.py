@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///helpgate.db"
+DEFAULT_DATABASE_URL = "sqlite:///helpgate.db"
 
 # Free mail services: a sender's domain there says nothing about their company (R-TH-4).
 PUBLIC_MAIL_DOMAINS = (

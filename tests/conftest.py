@@ -73,7 +73,7 @@ def config() -> Config:
 
 
 async def _sqlite_store(tmp_path: Path) -> Store:
-    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'helpgate.db'}")
+    store = Store(f"sqlite:///{tmp_path / 'helpgate.db'}")
     await store.ensure_schema()
     return store
 

@@ -4,6 +4,7 @@ out of the wheel, and no folder shadows a standard-library module from the repos
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -48,10 +49,15 @@ def test_import_asyncio_from_the_repository_root():
 
 
 def test_wheel_installs_every_module(tmp_path):
+    # Built from a copy: setuptools leaves a build/ folder behind, and a stale one in the
+    # source tree would smuggle deleted modules into later wheels.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", "*.db", ".pytest_cache"))
     wheels = tmp_path / "wheels"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "-w", str(wheels), str(ROOT)], capture_output=True, text=True, timeout=300)
+         "-w", str(wheels), str(source)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stdout + build.stderr
     wheel = next(wheels.glob("helpgate-*.whl"))
     venv = tmp_path / "venv"
