@@ -248,7 +248,8 @@ class Pipeline:
             ack_to = message.reply_to or message.sender_email
             self.notifier.new_ticket(session, ticket, comment, ack_to, message.message_id, now)
         else:
-            self.notifier.comment(session, ticket, comment, now)
+            self.notifier.comment(session, ticket, comment, now,
+                                  from_staff=not decision.stand_in_author)
         return ticket, comment
 
     def _new_ticket(self, session: Session, ctx: Context, now: datetime) -> Ticket:

@@ -52,10 +52,14 @@ class Notifier:
         return self._queue(session, drafts, now)
 
     def comment(self, session: Session, ticket: Ticket, comment: Comment,
-                now: datetime) -> list[Draft]:
-        """A customer's comment tells staff; a staff's public comment goes to the customer."""
+                now: datetime, from_staff: bool = True) -> list[Draft]:
+        """A customer's comment tells staff; a staff's public comment goes to the customer.
+
+        `from_staff` is False when an employee only stands in for an unknown sender: those
+        words go to staff, never to the customer as staff's answer.
+        """
         drafts: list[Draft] = []
-        if comment.author_kind == "employee":
+        if comment.author_kind == "employee" and from_staff:
             if comment.public:
                 contact, company = _customer(session, ticket)
                 for address in self.compose.customer_targets(ticket, contact, company):

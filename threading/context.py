@@ -61,6 +61,9 @@ class Decision:
     # is opened and linked to this one.
     previous_ticket: TicketView | None = None
     author: Person | None = None
+    # The author only stands in for a sender nobody knows (R-TH-3): the words are not
+    # staff's, so they are shown to staff and never relayed to the customer as an answer.
+    stand_in_author: bool = False
     # The customer of a new ticket (None: no contact) and a contact to create for it.
     contact: Person | None = None
     create_contact: bool = False

@@ -22,5 +22,6 @@ def apply(ctx: Context, directory: Directory) -> None:
         return
     admin = directory.earliest_admin()
     ctx.decision.author = admin
+    ctx.decision.stand_in_author = True
     who = admin.email if admin else "the system (no administrator exists)"
     ctx.fire(NAME, f"unknown sender {sender}: comment on behalf of {who}")
