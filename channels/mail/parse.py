@@ -84,7 +84,7 @@ def decode_bytes(data: bytes, declared: str | None) -> str:
         candidates.append("utf-8")
     for charset in candidates:
         try:
-            return data.decode(charset)
+            return _lines(data.decode(charset))
         except UnicodeDecodeError:
             continue
     # The declared charset is wrong or unknown: detect. uchardet (cchardet) tells
@@ -93,10 +93,15 @@ def decode_bytes(data: bytes, declared: str | None) -> str:
     encoding = guess.get("encoding")
     if encoding and (guess.get("confidence") or 0) >= MIN_CONFIDENCE:
         try:
-            return data.decode(encoding)
+            return _lines(data.decode(encoding))
         except (UnicodeDecodeError, LookupError):
             pass
-    return data.decode("windows-1251", errors="replace")
+    return _lines(data.decode("windows-1251", errors="replace"))
+
+
+def _lines(text: str) -> str:
+    # Mail travels with CRLF line ends; stored text uses "\n" only.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def decode_header(value: str | None) -> str:
@@ -147,19 +152,21 @@ class _Body:
 
     def collect(self, part: Message, in_report: bool = False) -> None:
         ctype = part.get_content_type()
-        if part.is_multipart():
+        # message/* parts look multipart to compat32 (their payload is a list of
+        # messages): they are report data or attached mail, never this mail's body.
+        if in_report and ctype == "message/delivery-status":
+            self.status_parts.append(part)
+            return
+        if in_report and ctype in ("message/rfc822", "text/rfc822-headers"):
+            self.original_headers = _embedded_headers(part)
+            return
+        if part.is_multipart() and not ctype.startswith("message/"):
             report = ctype == "multipart/report"
             children = part.get_payload()
             if ctype == "multipart/alternative":
                 children = self._alternative(children)
             for child in children:
                 self.collect(child, in_report or report)
-            return
-        if in_report and ctype == "message/delivery-status":
-            self.status_parts.append(part)
-            return
-        if in_report and ctype in ("message/rfc822", "text/rfc822-headers"):
-            self.original_headers = _embedded_headers(part)
             return
         filename = _filename(part)
         disposition = (part.get("content-disposition") or "").split(";")[0].strip().lower()

@@ -7,6 +7,7 @@ line a client writes above the quote, and lets talon find the remaining quote ma
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 
@@ -18,6 +19,10 @@ from helpgate.channels.mail.parse import html_to_text
 sys.modules.setdefault("talon.signature", None)
 from talon import quotations as _talon  # noqa: E402
 
+# What talon.init() does without a signature module: the XPath helpers its HTML cut uses.
+_talon.register_xpath_extensions()
+log = logging.getLogger("helpgate.quotes")
+
 _NON_WORD = re.compile(r"[\W_]+", re.U)
 _QUOTE_PREFIX = re.compile(r"^(\s*>)+\s?")
 _FORWARD = re.compile(
@@ -28,6 +33,12 @@ _FORWARD_SUBJECT = re.compile(r"^\s*(fwd?|пересл|переслано)\s*:",
 # An attribution line ends with a colon and names a date or an address ("On … wrote:",
 # "23 нояб. 2026 г., в 10:00, Support <support@…>:", "Иван пишет:").
 _ATTRIBUTION = re.compile(r"(@|\d|wrote|писал|пишет|schrieb|écrit|escribió).{0,200}:\s*$", re.I)
+# A reply header block's fields, in the languages of our customers' clients.
+_HEADER_FIELD = re.compile(
+    r"^\s*\*?(from|sent|to|cc|subject|date|от|отправлено|кому|копия|тема|дата|von|gesendet|"
+    r"an|betreff|de|envoyé|à|objet)\*?\s*:", re.I)
+# The rule or banner above such a block.
+_HEADER_RULE = re.compile(r"^\s*(_{5,}|-{3,}\s*[^-]*\s*-{3,}|={5,})\s*$")
 # The first half of an attribution the client wrapped: it ends inside the address or
 # after a time ("… 10:00 AM Support <", "… 2026 г., в 10:00,").
 _WRAPPED_HALF = re.compile(r"(<|,|\d{1,2}:\d{2}(\s*[AP]M)?)$", re.I)
@@ -36,7 +47,7 @@ _WRAPPED_HALF = re.compile(r"(<|,|\d{1,2}:\d{2}(\s*[AP]M)?)$", re.I)
 def strip_quotes(text: str, html: str | None, separators: list[str], subject: str = "") -> str:
     """The new text of a reply. `html` is given only for an HTML-only message."""
     if html is not None:
-        text = html_to_text(_talon.extract_from_html(html))
+        text = _html_reply(html, text)
     if _FORWARD_SUBJECT.match(subject or "") or _is_forward(text):
         # A forwarded message is kept whole, with its forward header (R-TH-2).
         return _cut_at_separator(text, separators).strip()
@@ -44,6 +55,15 @@ def strip_quotes(text: str, html: str | None, separators: list[str], subject: st
     if cut != text:
         return _drop_attribution(cut).strip()
     return _talon.extract_from_plain(text).strip()
+
+
+def _html_reply(html: str, fallback: str) -> str:
+    """HTML-only mail is cut in the HTML, then converted (R-TH-2)."""
+    try:
+        return html_to_text(_talon.extract_from_html(html))
+    except Exception:  # talon/lxml refuse some markup: keep the whole text, lose nothing
+        log.warning("HTML quote detection failed; keeping the whole text", exc_info=True)
+        return fallback
 
 
 def _is_forward(text: str) -> bool:
@@ -75,8 +95,18 @@ def _cut_at_separator(text: str, separators: list[str]) -> str:
 
 
 def _drop_attribution(text: str) -> str:
-    """Drop the "On … wrote:" line left above a cut separator, also when wrapped in two."""
+    """Drop what a client writes between the new text and the quote it cut at: a reply
+    header block (Outlook "От:/Отправлено:/Кому:/Тема:", "-----Original Message-----")
+    or an attribution line ("On … wrote:"), also when the client wrapped it in two."""
     lines = text.rstrip().splitlines()
+    header_lines = 0
+    while lines and _HEADER_FIELD.match(lines[-1]):
+        lines.pop()
+        header_lines += 1
+    if header_lines:
+        while lines and (not lines[-1].strip() or _HEADER_RULE.match(lines[-1])):
+            lines.pop()
+        return "\n".join(lines)
     if not lines or not _ATTRIBUTION.search(lines[-1].strip()):
         return text
     lines.pop()
