@@ -300,7 +300,7 @@ def _addresses(msg: Message, name: str) -> list[str]:
 
 
 def _address_pairs(msg: Message, name: str) -> list[tuple[str | None, str]]:
-    values = msg.get_all(name) or []
+    values = [value for key, value in msg.raw_items() if key.lower() == name]
     out = []
     for display, address in email.utils.getaddresses([str(v) for v in values]):
         address = address.strip().lower()
@@ -311,7 +311,16 @@ def _address_pairs(msg: Message, name: str) -> list[tuple[str | None, str]]:
 
 
 def _header(msg: Message, name: str) -> str:
-    return decode_header(msg.get(name))
+    return decode_header(_raw_header(msg, name))
+
+
+def _raw_header(msg: Message, name: str) -> str | None:
+    # compat32 hands out raw 8-bit headers as Header objects that already replaced the
+    # bytes with U+FFFD; the stored value still has them (as surrogates) for detection.
+    for key, value in msg.raw_items():
+        if key.lower() == name:
+            return value
+    return None
 
 
 def _first_id(value: str) -> str | None:

@@ -1,0 +1,71 @@
+"""An in-memory Directory and message/context builders: rules tested without I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+
+from helpgate.channels.base import InboundMessage
+from helpgate.config.schema import Config
+from helpgate.threading.context import Context, Person, TicketView
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+
+@dataclass
+class FakeDirectory:
+    tickets: dict[int, TicketView] = field(default_factory=dict)
+    stored_ids: dict[str, int] = field(default_factory=dict)  # Message-ID -> ticket number
+    outbox_ids: dict[str, int] = field(default_factory=dict)
+    people: dict[str, Person] = field(default_factory=dict)
+    domains: dict[str, int] = field(default_factory=dict)
+    admins: list[Person] = field(default_factory=list)
+    sent: dict[str, int] = field(default_factory=dict)
+
+    def ticket_by_number(self, number):
+        return self.tickets.get(number)
+
+    def ticket_by_message_ids(self, message_ids):
+        for message_id in message_ids:
+            if message_id in self.stored_ids:
+                return self.tickets[self.stored_ids[message_id]]
+        return None
+
+    def outbox_id_by_message_id(self, message_id):
+        return self.outbox_ids.get(message_id)
+
+    def person_by_email(self, email):
+        return self.people.get(email.lower())
+
+    def company_by_domain(self, domain):
+        return self.domains.get(domain)
+
+    def earliest_admin(self):
+        return self.admins[0] if self.admins else None
+
+    def messages_from_since(self, sender, since):
+        return self.sent.get(sender, 0)
+
+
+def ticket(number: int = 5, status: str = "open", type: str = "question",
+           closed_at: datetime | None = None, contact_id: int | None = 1) -> TicketView:
+    return TicketView(id=number * 10, number=number, status=status, type=type,
+                      channel="email", contact_id=contact_id, company_id=None,
+                      closed_at=closed_at)
+
+
+ANNA = Person(kind="employee", id=1, email="anna@helpgate.test", name="Anna", role="admin")
+IVAN = Person(kind="contact", id=7, email="ivan@romashka.ru", name="Ivan", company_id=3)
+
+
+def message(**fields) -> InboundMessage:
+    base = InboundMessage(channel="email", raw=b"", dedupe_key="k", received_at=NOW,
+                          sender_email="ivan@romashka.ru", subject="Принтер",
+                          message_id="<m1@romashka.ru>", text="Не печатает принтер.")
+    return replace(base, **fields)
+
+
+def context(config: Config | None = None, now: datetime = NOW, **fields) -> Context:
+    config = config or Config()
+    return Context(message=message(**fields), config=config, now=now,
+                   ticket_type=config.tickets.default_type)

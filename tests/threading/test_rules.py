@@ -1,0 +1,344 @@
+"""Each threading rule on its own (R-TH-1..R-TH-9), one case per header or client variant,
+with an in-memory directory: a wrong decision points at the rule that made it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from helpgate.channels.base import DeliveryStatus
+from helpgate.config.schema import Config, StatusConfig
+from helpgate.threading.context import Action
+from helpgate.threading.markers import make_message_id
+from helpgate.threading.rules import (
+    auto_reply,
+    bounce,
+    company_domain,
+    own_address,
+    quote_strip,
+    references,
+    reopen_policy,
+    sender_identity,
+    subject_marker,
+    throttle,
+    unknown_sender,
+    waiting_for_customer,
+)
+from tests.threading.fakes import ANNA, IVAN, NOW, FakeDirectory, context, ticket
+
+
+# ------------------------------------------------------------------------ own_address
+@pytest.mark.parametrize("fields, ignored", [
+    ({"sender_email": "support@helpgate.localhost"}, True),
+    ({"sender_email": "alias@helpgate.localhost"}, True),
+    ({"message_id": make_message_id(5, "helpgate.localhost")}, True),
+    ({"headers": {"x-helpgate-ticket": "5"}}, True),
+    ({"message_id": "<hg5.0123abcd@other.example>"}, False),
+    ({}, False),
+])
+def test_own_address(fields, ignored):
+    config = Config(mail={"own_addresses": ["Alias@helpgate.localhost"]})
+    ctx = context(config, **fields)
+    own_address.apply(ctx, FakeDirectory())
+    assert ctx.stopped is ignored
+    assert (ctx.decision.action == Action.IGNORED) is ignored
+
+
+# ----------------------------------------------------------------------------- bounce
+def report(original: str | None) -> DeliveryStatus:
+    return DeliveryStatus(original_message_id=original, recipient="x@romashka.ru",
+                          action="failed", status="5.1.1", diagnostic="550 user unknown")
+
+
+def test_bounce_is_recorded_against_our_message():
+    ctx = context(delivery_status=report("<hg5.ab@helpgate.localhost>"))
+    bounce.apply(ctx, FakeDirectory(outbox_ids={"<hg5.ab@helpgate.localhost>": 42}))
+    assert (ctx.decision.action, ctx.decision.bounced_outbox_id) == (Action.IGNORED, 42)
+    assert "5.1.1" in ctx.decision.reason
+
+
+@pytest.mark.parametrize("original", ["<someone@else.example>", None])
+def test_bounce_for_unknown_message_is_still_ignored(original):
+    ctx = context(delivery_status=report(original))
+    bounce.apply(ctx, FakeDirectory())
+    assert (ctx.decision.action, ctx.decision.bounced_outbox_id) == (Action.IGNORED, None)
+
+
+def test_no_report_no_bounce():
+    ctx = context()
+    bounce.apply(ctx, FakeDirectory())
+    assert not ctx.stopped and ctx.fired == []
+
+
+# ------------------------------------------------------------------------- auto_reply
+@pytest.mark.parametrize("headers", [
+    {"auto-submitted": "auto-replied"},
+    {"auto-submitted": "auto-generated"},
+    {"auto-submitted": "auto-notified; owner-email=x@y"},
+    {"precedence": "bulk"}, {"precedence": "junk"}, {"precedence": "list"},
+    {"precedence": "auto_reply"}, {"x-precedence": "bulk"},
+    {"x-autoreply": "yes"}, {"x-autorespond": "Vacation"}, {"x-loop": "support@x"},
+    {"x-auto-response-suppress": "All"}, {"x-auto-response-suppress": "DR, OOF"},
+    {"return-path": "<>"},
+])
+def test_auto_replies_are_ignored(headers):
+    ctx = context(headers=headers)
+    auto_reply.apply(ctx, FakeDirectory())
+    assert ctx.decision.action == Action.IGNORED and ctx.fired == ["auto_reply"]
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"auto-submitted": "no"}, {"precedence": "normal"},
+    {"x-auto-response-suppress": "DR, RN"}, {"return-path": "<ivan@romashka.ru>"},
+])
+def test_people_are_not_robots(headers):
+    ctx = context(headers=headers)
+    auto_reply.apply(ctx, FakeDirectory())
+    assert not ctx.stopped
+
+
+# --------------------------------------------------------------------------- throttle
+@pytest.mark.parametrize("sent, people, replay, quarantined", [
+    (61, {}, False, True),
+    (60, {}, False, False),
+    (500, {"ivan@romashka.ru": ANNA}, False, False),
+    (500, {}, True, False),
+])
+def test_throttle(sent, people, replay, quarantined):
+    ctx = context()
+    ctx.replay = replay
+    throttle.apply(ctx, FakeDirectory(sent={"ivan@romashka.ru": sent}, people=people))
+    assert (ctx.decision.action == Action.QUARANTINED) is quarantined
+    if quarantined:
+        assert ctx.decision.reason.startswith("throttled: 61 messages")
+
+
+def test_throttle_off():
+    ctx = context(Config(threading={"throttle_max": 0}))
+    throttle.apply(ctx, FakeDirectory(sent={"ivan@romashka.ru": 10_000}))
+    assert not ctx.stopped
+
+
+# ---------------------------------------------------------------------- subject_marker
+@pytest.mark.parametrize("subject", ["[#5] Принтер", "Re: [#5] Принтер", "RE:[# 5 ]Принтер",
+                                     "Fwd: Re: [#5]", "Ответ: [#999] [#5] двойной"])
+def test_marker_finds_the_ticket(subject):
+    ctx = context(subject=subject)
+    subject_marker.apply(ctx, FakeDirectory(tickets={5: ticket(5)}))
+    assert ctx.decision.ticket.number == 5 and ctx.fired == ["subject_marker"]
+
+
+def test_custom_marker_format():
+    config = Config(threading={"marker": "(Ticket {number})"})
+    ctx = context(config, subject="Re: (Ticket 5) printer [#7]")
+    subject_marker.apply(ctx, FakeDirectory(tickets={5: ticket(5), 7: ticket(7)}))
+    assert ctx.decision.ticket.number == 5
+
+
+def test_marker_of_a_missing_ticket_leaves_a_note():
+    ctx = context(subject="Re: [#999] старое")
+    subject_marker.apply(ctx, FakeDirectory())
+    assert ctx.decision.ticket is None and ctx.fired == []
+    assert ctx.notes == ["subject_marker: marker [#999] names no ticket"]
+
+
+# -------------------------------------------------------------------------- references
+OURS = make_message_id(5, "helpgate.localhost")
+
+
+@pytest.mark.parametrize("fields", [
+    {"in_reply_to": (OURS,)},
+    {"references": (OURS, "<customer@romashka.ru>")},
+    {"in_reply_to": ("<stored@romashka.ru>",)},
+    {"references": ("<unknown@x>", "<stored@romashka.ru>")},
+])
+def test_references_find_the_ticket(fields):
+    ctx = context(**fields)
+    references.apply(ctx, FakeDirectory(tickets={5: ticket(5)},
+                                        stored_ids={"<stored@romashka.ru>": 5}))
+    assert ctx.decision.ticket.number == 5 and ctx.fired == ["references"]
+
+
+@pytest.mark.parametrize("fields", [
+    {"in_reply_to": (make_message_id(77, "helpgate.localhost"),)},  # ours, no such ticket
+    {"in_reply_to": ("<hg5.0123456789abcdef@elsewhere.example>",)},  # same shape, not ours
+    {},
+])
+def test_references_without_a_ticket(fields):
+    ctx = context(**fields)
+    references.apply(ctx, FakeDirectory(tickets={5: ticket(5)}))
+    assert ctx.decision.ticket is None
+
+
+def test_references_do_not_override_a_marker():
+    ctx = context(in_reply_to=(OURS,))
+    ctx.decision.ticket = ticket(9)
+    references.apply(ctx, FakeDirectory(tickets={5: ticket(5)}))
+    assert ctx.decision.ticket.number == 9 and ctx.fired == []
+
+
+# ------------------------------------------------------------ sender, company, unknown
+def test_sender_identity_employee_and_contact():
+    directory = FakeDirectory(people={"anna@helpgate.test": ANNA, "ivan@romashka.ru": IVAN})
+    staff = context(sender_email="anna@helpgate.test")
+    sender_identity.apply(staff, directory)
+    assert staff.decision.author == ANNA and staff.decision.contact is None
+    customer = context(sender_email="ivan@romashka.ru")
+    sender_identity.apply(customer, directory)
+    assert customer.decision.contact == IVAN and customer.decision.company_id == 3
+
+
+def test_sender_identity_unknown():
+    ctx = context(sender_email="nobody@x.example")
+    sender_identity.apply(ctx, FakeDirectory())
+    assert ctx.decision.author is None and ctx.fired == []
+
+
+@pytest.mark.parametrize("sender, company", [
+    ("maria@romashka.ru", 3), ("maria@sub.romashka.ru", None), ("fan@gmail.com", None),
+    ("fan@mail.ru", None), ("fan@yandex.ru", None), ("fan@corp-mail.example", None),
+])
+def test_company_domain(sender, company):
+    config = Config(threading={"public_domains": ["corp-mail.example"]})
+    ctx = context(config, sender_email=sender)
+    company_domain.apply(ctx, FakeDirectory(domains={
+        "romashka.ru": 3, "gmail.com": 4, "mail.ru": 4, "yandex.ru": 4,
+        "corp-mail.example": 4}))
+    assert ctx.decision.company_id == company
+
+
+def test_company_domain_skips_known_authors():
+    ctx = context(sender_email="maria@romashka.ru")
+    ctx.decision.author = IVAN
+    company_domain.apply(ctx, FakeDirectory(domains={"romashka.ru": 3}))
+    assert ctx.decision.company_id is None
+
+
+@pytest.mark.parametrize("create, has_ticket, expected", [
+    (True, False, "create"), (False, False, "admin"), (True, True, "admin"),
+])
+def test_unknown_sender(create, has_ticket, expected):
+    ctx = context(Config(threading={"create_contacts": create}))
+    if has_ticket:
+        ctx.decision.ticket = ticket(5)
+    unknown_sender.apply(ctx, FakeDirectory(admins=[ANNA]))
+    if expected == "create":
+        assert ctx.decision.create_contact and ctx.decision.author is None
+    else:
+        assert ctx.decision.author == ANNA and ctx.decision.stand_in_author
+        assert not ctx.decision.create_contact
+
+
+def test_unknown_sender_without_any_admin_is_the_system():
+    ctx = context(Config(threading={"create_contacts": False}))
+    unknown_sender.apply(ctx, FakeDirectory())
+    assert ctx.decision.author is None and "the system" in ctx.notes[0]
+
+
+# ------------------------------------------------------------------------- quote_strip
+SEP_RU = "##- Пожалуйста, пишите ответ выше этой строки -##"
+SEP_EN = "##- Please type your reply above this line -##"
+
+
+@pytest.mark.parametrize("text, expected", [
+    (f"Готово.\n\n{SEP_RU}\n\nстарое", "Готово."),
+    (f"Готово.\n\n> {SEP_RU}\n> старое", "Готово."),
+    ("Готово.\n\n> ##- Пожалуйста, пишите ответ выше\n> этой строки -##\n> старое", "Готово."),
+    (f"Done.\n\n{SEP_EN}\nold", "Done."),
+    (f"Спасибо!\n\nпн, 23 нояб. 2026 г. в 10:05, Support <s@x.ru>:\n> {SEP_RU}\n> старое",
+     "Спасибо!"),
+    (f"Спасибо!\n\nOn Mon, Nov 23, 2026 at 10:05 AM Support <\ns@x.ru> wrote:\n> {SEP_RU}",
+     "Спасибо!"),
+    (f"Ок.\n\n-----Original Message-----\nFrom: Support\nSent: Monday\nTo: Ivan\n"
+     f"Subject: [#1]\n\n{SEP_RU}", "Ок."),
+    ("Без цитаты.\n\nИван\n+7 916 000-00-00", "Без цитаты.\n\nИван\n+7 916 000-00-00"),
+    ("Thanks!\n\nOn Mon, Nov 23, 2026 at 10:05 AM Bob <b@x.com> wrote:\n> old", "Thanks!"),
+])
+def test_quote_strip(text, expected):
+    ctx = context(text=text)
+    quote_strip.apply(ctx, FakeDirectory())
+    assert ctx.decision.text == expected
+
+
+def test_forward_is_kept_whole():
+    text = "Посмотрите, пожалуйста.\n\n---------- Forwarded message ---------\nОт: X\n> a"
+    ctx = context(subject="Fwd: счёт", text=text)
+    quote_strip.apply(ctx, FakeDirectory())
+    assert ctx.decision.text == text
+
+
+def test_nothing_left_keeps_the_whole_text():
+    text = f"> {SEP_RU}\n> только цитата"
+    ctx = context(text=text)
+    quote_strip.apply(ctx, FakeDirectory())
+    assert ctx.decision.text == text and "whole text kept" in ctx.notes[0]
+
+
+# ------------------------------------------------------- waiting and reopen policies
+def test_waiting_for_customer_returns_to_open():
+    ctx = context()
+    ctx.decision.ticket = ticket(5, status="pending")
+    waiting_for_customer.apply(ctx, FakeDirectory())
+    assert ctx.decision.new_status == "open"
+
+
+def test_staff_reply_does_not_end_the_wait():
+    ctx = context()
+    ctx.decision.ticket, ctx.decision.author = ticket(5, status="pending"), ANNA
+    waiting_for_customer.apply(ctx, FakeDirectory())
+    assert ctx.decision.new_status is None
+
+
+def resolved(days_ago: float, type: str = "question"):
+    return ticket(5, status="resolved", type=type, closed_at=NOW - timedelta(days=days_ago))
+
+
+@pytest.mark.parametrize("reopen, days_ago, action", [
+    ({}, 6.9, Action.REOPENED),
+    ({}, 7.1, Action.NEW_TICKET_AFTER_WINDOW),
+    ({"default": "0"}, 0.0001, Action.NEW_TICKET_AFTER_WINDOW),
+    ({"default": "forever"}, 400, Action.REOPENED),
+    ({"rules": [{"type": "incident", "window": "0"}]}, 1, Action.REOPENED),
+    ({"rules": [{"type": "question", "window": "0"}]}, 1, Action.NEW_TICKET_AFTER_WINDOW),
+    ({"rules": [{"channel": "email", "window": "12h"}, {"channel": "email", "window": "30d"}]},
+     1, Action.NEW_TICKET_AFTER_WINDOW),
+    ({"rules": [{"channel": "telegram", "window": "0"}]}, 1, Action.REOPENED),
+    ({"rules": [{"type": "question", "channel": "telegram", "window": "0"}]}, 1,
+     Action.REOPENED),
+])
+def test_reopen_window(reopen, days_ago, action):
+    ctx = context(Config(reopen=reopen))
+    ctx.decision.ticket = resolved(days_ago)
+    reopen_policy.apply(ctx, FakeDirectory())
+    assert ctx.decision.action == action
+    if action == Action.REOPENED:
+        assert (ctx.decision.ticket.number, ctx.decision.new_status) == (5, "open")
+    else:
+        assert ctx.decision.ticket is None and ctx.decision.previous_ticket.number == 5
+
+
+def test_final_state_always_spawns_a_new_ticket():
+    ctx = context(Config(reopen={"default": "forever"}))
+    ctx.decision.ticket = ticket(5, status="closed", closed_at=NOW)
+    reopen_policy.apply(ctx, FakeDirectory())
+    assert ctx.decision.action == Action.NEW_TICKET_AFTER_WINDOW
+    assert "final state" in ctx.notes[-1]
+
+
+def test_a_closed_state_the_model_lets_reopen():
+    states = [s if s.id != "closed" else s.model_copy(update={"next": ["open"]})
+              for s in StatusConfig().states]
+    ctx = context(Config(statuses=StatusConfig(states=states)))
+    ctx.decision.ticket = ticket(5, status="closed", closed_at=NOW - timedelta(days=1))
+    reopen_policy.apply(ctx, FakeDirectory())
+    assert ctx.decision.action == Action.REOPENED
+
+
+@pytest.mark.parametrize("status, author", [("open", None), ("pending", None),
+                                            ("resolved", ANNA)])
+def test_reopen_policy_leaves_other_cases_alone(status, author):
+    ctx = context()
+    ctx.decision.ticket, ctx.decision.author = ticket(5, status=status, closed_at=NOW), author
+    reopen_policy.apply(ctx, FakeDirectory())
+    assert ctx.decision.action is None and ctx.decision.ticket.number == 5
