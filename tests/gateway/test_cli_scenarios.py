@@ -6,17 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.gateway.cli_helpers import Helpgate, template
+from tests.gateway.cli_helpers import template
 from tests.mailfactory import mail
 
 SEPARATOR = "##- Пожалуйста, пишите ответ выше этой строки -##"
-
-
-@pytest.fixture
-def hg(tmp_path, monkeypatch, capsys) -> Helpgate:
-    desk = Helpgate(tmp_path, monkeypatch, capsys)
-    desk.directory()
-    return desk
 
 
 def test_new_request_opens_a_ticket_and_acknowledges_it(hg):

@@ -11,13 +11,6 @@ from tests.gateway.cli_helpers import Helpgate
 REPLY = "reply_marker_gmail_ru.eml"
 
 
-@pytest.fixture
-def hg(tmp_path, monkeypatch, capsys) -> Helpgate:
-    desk = Helpgate(tmp_path, monkeypatch, capsys)
-    desk.directory()
-    return desk
-
-
 def resolved_ticket(hg: Helpgate, *ingest_args: str) -> None:
     assert hg.ingest("new_request_gmail_ru.eml", *ingest_args)["ticket"] == 1
     hg.json("status", "1", "resolved")
