@@ -140,6 +140,23 @@ class Pipeline:
             return await self.store.run(_duplicate_result, inbound_id)
         return await self._process(inbound_id, message, ticket_type, replay=False)
 
+    async def process_received(self) -> list[Result]:
+        """Decide every message that was kept but never decided (R-TS-5).
+
+        A crash between committing a raw message and committing its decision leaves it in
+        state "received"; the gateway runs this at start so it is not forgotten. The row
+        lock in the decision makes a message another instance is deciding a no-op here.
+        """
+        results = []
+        for inbound_id in await self.store.run(_received_ids):
+            raw, channel, meta = await self.store.run(_inbound_raw, inbound_id)
+            message = parse_email(raw, self.clock(), channel)
+            result = await self._process(inbound_id, message, meta.get("ticket_type"),
+                                         replay=False)
+            _log_result(result)
+            results.append(result)
+        return results
+
     async def replay(self, inbound_id: int) -> Result:
         """Run a quarantined message through the pipeline again (after a fix)."""
         raw, channel, meta = await self.store.run(_quarantined_raw, inbound_id)
@@ -358,6 +375,16 @@ def _duplicate_result(session: Session, inbound_id: int) -> Result:
 
 class ReplayError(ValueError):
     """Only a quarantined message can be replayed."""
+
+
+def _received_ids(session: Session) -> list[int]:
+    return list(session.scalars(select(InboundRow.id).where(InboundRow.state == "received")
+                                .order_by(InboundRow.id)))
+
+
+def _inbound_raw(session: Session, inbound_id: int) -> tuple[bytes, str, dict]:
+    row = session.get(InboundRow, inbound_id)
+    return row.raw, row.channel, dict(row.meta or {})
 
 
 def _quarantined_raw(session: Session, inbound_id: int) -> tuple[bytes, str, dict]:

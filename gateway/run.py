@@ -14,6 +14,7 @@ import signal
 from datetime import datetime, timezone
 
 from helpgate.config.schema import Config
+from helpgate.gateway.pipeline import Pipeline
 from helpgate.gateway.timers import run_due_timers
 from helpgate.ticketstore.repository import Store
 
@@ -25,6 +26,10 @@ async def serve(config: Config, store: Store, timer_interval: float = 30.0) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    recovered = await Pipeline(config, store).process_received()
+    if recovered:
+        log.warning("decided %d messages kept but left undecided by an earlier stop",
+                    len(recovered))
     print(f"helpgate running: database {store.url.split('@')[-1]}; no channels configured "
           "yet; status timers every "
           f"{timer_interval:g}s. Stop with Ctrl-C.", flush=True)

@@ -83,3 +83,15 @@ async def test_a_duplicate_inside_one_batch_is_stored_once(store, config, clock)
     assert [r.action for r in results] == ["new_ticket", "duplicate"]
     assert results[1].ticket == results[0].ticket
     assert await count(store, InboundMessage) == 1
+
+
+async def test_a_message_kept_but_never_decided_is_decided_later(store, config, clock):
+    """A crash between keeping the raw message and deciding it leaves it "received"."""
+    pipeline = Pipeline(config, store, clock)
+    kept, duplicate = await store.keep_raw(pipeline.parse(mail(body="после сбоя")),
+                                           "ivan@romashka.ru")
+    assert not duplicate
+    results = await pipeline.process_received()
+    assert [(r.action, r.inbound) for r in results] == [("new_ticket", kept)]
+    assert await pipeline.process_received() == []
+    assert await count(store, Ticket) == 1
