@@ -10,17 +10,16 @@ quarantined with the reason and can be replayed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from helpgate.channels.base import InboundMessage
-from helpgate.channels.mail.parse import parse_email
+from helpgate.channels.mail.parse import parse_safely
 from helpgate.config.schema import Config
 from helpgate.outbound.notify import Notifier
 from helpgate.threading.chain import decide
@@ -41,11 +40,16 @@ from helpgate.ticketstore.repository import (
     INBOUND,
     SessionDirectory,
     Store,
+    connection,
+    defer_writes,
+    flush_later,
     get_or_create_contact,
+    insert_later,
     insert_returning_id,
     insert_rows,
-    keep_raw,
+    keep_raw_many,
     next_ticket_number,
+    prefetch_directory,
 )
 
 log = logging.getLogger("helpgate.pipeline")
@@ -69,7 +73,10 @@ class Result:
     inbound: int | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies, and this runs for every message.
+        return {"action": str(self.action), "ticket": self.ticket,
+                "previous_ticket": self.previous_ticket, "comment": self.comment,
+                "rules": list(self.rules), "reason": self.reason, "inbound": self.inbound}
 
 
 class Pipeline:
@@ -85,14 +92,7 @@ class Pipeline:
         return await self.ingest(self.parse(raw), ticket_type)
 
     def parse(self, raw: bytes) -> InboundMessage:
-        now = self.clock()
-        try:
-            return parse_email(raw, now)
-        except Exception as exc:  # a parser bug must not lose the mail: quarantine it
-            log.exception("parsing failed")
-            return InboundMessage(channel="email", raw=raw, received_at=now,
-                                  dedupe_key="sha256:" + hashlib.sha256(raw).hexdigest(),
-                                  problem=f"unparseable message: {type(exc).__name__}: {exc}")
+        return parse_safely(raw, self.clock())
 
     async def ingest(self, message: InboundMessage, ticket_type: str | None = None) -> Result:
         return (await self.ingest_many([message], ticket_type))[0]
@@ -120,15 +120,25 @@ class Pipeline:
 
     def _ingest_batch(self, session: Session, messages: list[InboundMessage],
                       ticket_type: str | None, now: datetime) -> list[Result]:
+        # All raw messages go in first (R-TS-5: before any decision, same transaction),
+        # and the batch's senders are looked up in one go.
+        kept = keep_raw_many(session, messages)
+        prefetch_directory(session, [m.sender_email for m in messages])
+        defer_writes(session)
         results = []
-        for message in messages:
-            inbound_id, duplicate = keep_raw(session, message, message.sender_email)
+        finishing: list[dict] = []
+        decided: dict[int, Result] = {}
+        for message, (inbound_id, duplicate) in zip(messages, kept, strict=True):
             if duplicate:
-                results.append(_duplicate_result(session, inbound_id))
+                results.append(_duplicate_result(session, inbound_id, decided.get(inbound_id)))
             else:
-                results.append(self._decide_and_write(session, inbound_id, message,
-                                                      ticket_type, now, replay=False,
-                                                      fresh=True))
+                decided[inbound_id] = self._decide_and_write(
+                    session, inbound_id, message, ticket_type, now, replay=False,
+                    finishing=finishing)
+                results.append(decided[inbound_id])
+        flush_later(session)
+        if finishing:
+            connection(session).execute(_FINISH, finishing)
         return results
 
     async def _ingest_carefully(self, message: InboundMessage,
@@ -150,7 +160,7 @@ class Pipeline:
         results = []
         for inbound_id in await self.store.run(_received_ids):
             raw, channel, meta = await self.store.run(_inbound_raw, inbound_id)
-            message = parse_email(raw, self.clock(), channel)
+            message = parse_safely(raw, self.clock(), channel)
             result = await self._process(inbound_id, message, meta.get("ticket_type"),
                                          replay=False)
             _log_result(result)
@@ -160,7 +170,7 @@ class Pipeline:
     async def replay(self, inbound_id: int) -> Result:
         """Run a quarantined message through the pipeline again (after a fix)."""
         raw, channel, meta = await self.store.run(_quarantined_raw, inbound_id)
-        message = parse_email(raw, self.clock(), channel)
+        message = parse_safely(raw, self.clock(), channel)
         result = await self._process(inbound_id, message, meta.get("ticket_type"), replay=True)
         _log_result(result)
         return result
@@ -184,9 +194,12 @@ class Pipeline:
     # ------------------------------------------------------- inside one transaction
     def _decide_and_write(self, session: Session, inbound_id: int, message: InboundMessage,
                           ticket_type: str | None, now: datetime, replay: bool,
-                          fresh: bool = False) -> Result:
+                          finishing: list[dict] | None = None) -> Result:
+        """Decide one kept message and write the decision. With `finishing` (a batch that
+        has just inserted this message) the final state of its inbound row is collected
+        there for one update at the end of the batch."""
         meta = {"ticket_type": ticket_type}
-        if not fresh:
+        if finishing is None:
             # The row lock makes this the only worker deciding this message: a replay
             # racing another replay, or a retry racing the first attempt, finds it done.
             row = session.get(InboundRow, inbound_id, with_for_update=True)
@@ -198,7 +211,7 @@ class Pipeline:
         if message.problem:
             result = Result(action=Action.QUARANTINED, reason=message.problem,
                             inbound=inbound_id)
-            return _finish(session, inbound_id, "quarantined", result, now, meta)
+            return _finish(session, inbound_id, "quarantined", result, now, meta, finishing)
         ctx = Context(message=message, config=self.config, now=now, replay=replay,
                       ticket_type=ticket_type or self.config.tickets.default_type)
         directory = SessionDirectory(session, settle=lambda t: self._settle(session, t, now))
@@ -211,14 +224,14 @@ class Pipeline:
             result = Result(action=decision.action, rules=ctx.fired, reason=reason,
                             inbound=inbound_id)
             state = "ignored" if decision.action == Action.IGNORED else "quarantined"
-            return _finish(session, inbound_id, state, result, now, meta)
+            return _finish(session, inbound_id, state, result, now, meta, finishing)
         ticket, comment = self._write(session, ctx, inbound_id, now)
         result = Result(action=decision.action, ticket=ticket.number,
                         previous_ticket=(decision.previous_ticket.number
                                          if decision.previous_ticket else None),
                         comment=comment.id, rules=ctx.fired, reason=reason,
                         inbound=inbound_id)
-        return _finish(session, inbound_id, "processed", result, now, meta)
+        return _finish(session, inbound_id, "processed", result, now, meta, finishing)
 
     def _settle(self, session: Session, ticket: Ticket, now: datetime) -> None:
         """Apply the timers a ticket is owed (pending -> open, resolved -> closed) first,
@@ -294,7 +307,7 @@ class Pipeline:
                       open_seconds=0.0, open_since=now)
         ticket = Ticket(**values)
         ticket.id = insert_returning_id(session, Ticket, values)
-        insert_rows(session, StatusChange, [dict(
+        insert_later(session, StatusChange, [dict(
             ticket_id=ticket.id, from_status=None, to_status=initial, at=now,
             reason=f"created from {message.channel}")])
         if previous is not None:
@@ -338,12 +351,16 @@ def human_size(size: int) -> str:
 
 
 def _finish(session: Session, inbound_id: int, state: str, result: Result, now: datetime,
-            meta: dict) -> Result:
-    session.execute(_FINISH, {
-        "inbound_id": inbound_id, "new_state": state,
-        "new_reason": result.reason if state != "processed" else None,
-        "new_result": result.as_dict(), "new_processed_at": now,
-        "new_meta": {k: v for k, v in meta.items() if v is not None}})
+            meta: dict, finishing: list[dict] | None = None) -> Result:
+    """Record the message's final state and result (or collect it for the batch)."""
+    params = {"inbound_id": inbound_id, "new_state": state,
+              "new_reason": result.reason if state != "processed" else None,
+              "new_result": result.as_dict(), "new_processed_at": now,
+              "new_meta": {k: v for k, v in meta.items() if v is not None}}
+    if finishing is not None:
+        finishing.append(params)
+    else:
+        connection(session).execute(_FINISH, params)
     return result
 
 
@@ -364,13 +381,20 @@ def _record_bounce(session: Session, inbound_id: int, message: InboundMessage,
         diagnostic=report.diagnostic if report else None, created_at=now))
 
 
-def _duplicate_result(session: Session, inbound_id: int) -> Result:
-    row = session.get(InboundRow, inbound_id)
-    earlier = row.result or {}
-    return Result(action=Action.DUPLICATE, ticket=earlier.get("ticket"),
-                  comment=None, rules=[],
-                  reason=f"already received as inbound message {inbound_id} ({row.state})",
+def _duplicate_result(session: Session, inbound_id: int,
+                      earlier: Result | None = None) -> Result:
+    """A second copy; `earlier` is the first copy's result when this batch decided it."""
+    if earlier is not None:
+        ticket, state = earlier.ticket, _STATE_OF.get(earlier.action, "processed")
+    else:
+        row = session.get(InboundRow, inbound_id)
+        ticket, state = (row.result or {}).get("ticket"), row.state
+    return Result(action=Action.DUPLICATE, ticket=ticket, comment=None, rules=[],
+                  reason=f"already received as inbound message {inbound_id} ({state})",
                   inbound=inbound_id)
+
+
+_STATE_OF = {Action.IGNORED: "ignored", Action.QUARANTINED: "quarantined"}
 
 
 class ReplayError(ValueError):

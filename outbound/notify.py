@@ -24,7 +24,7 @@ from helpgate.ticketstore.models import (
     StatusChange,
     Ticket,
 )
-from helpgate.ticketstore.repository import insert_ignoring_conflict
+from helpgate.ticketstore.repository import insert_later
 
 log = logging.getLogger("helpgate.notify")
 
@@ -113,7 +113,7 @@ class Notifier:
                  "ticket_id": d.ticket_id, "comment_id": d.comment_id, "state": "queued",
                  "attempts": 0, "next_attempt_at": now, "created_at": now}
                 for d in drafts]
-        insert_ignoring_conflict(session, OutboxMessage, rows, ("dedupe_key",))
+        insert_later(session, OutboxMessage, rows, conflict=("dedupe_key",))
         return drafts
 
 

@@ -19,6 +19,7 @@ import email
 import email.header
 import email.utils
 import hashlib
+import logging
 import re
 import textwrap
 from datetime import datetime
@@ -28,6 +29,8 @@ import cchardet
 from inscriptis import get_text
 
 from helpgate.channels.base import DeliveryStatus, InboundAttachment, InboundMessage
+
+log = logging.getLogger("helpgate.parse")
 
 # Headers the threading rules read (auto-replies, bounces, loops, lists).
 RULE_HEADERS = (
@@ -72,6 +75,24 @@ def parse_email(raw: bytes, received_at: datetime, channel: str = "email") -> In
         text_from_html=from_html, attachments=tuple(body.attachments), headers=headers,
         delivery_status=_delivery_status(msg, body), problem=problem,
     )
+
+
+def parse_safely(raw: bytes, received_at: datetime, channel: str = "email") -> InboundMessage:
+    """`parse_email`, and should the parser itself fail, a message to quarantine with the
+    reason: a parser bug must not lose the mail (R-TS-5)."""
+    try:
+        return parse_email(raw, received_at, channel)
+    except Exception as exc:
+        log.exception("parsing failed")
+        return InboundMessage(channel=channel, raw=raw, received_at=received_at,
+                              dedupe_key=_digest_key(raw),
+                              problem=f"unparseable message: {type(exc).__name__}: {exc}")
+
+
+def parse_all(raws: list[bytes], received_at: datetime,
+              channel: str = "email") -> list[InboundMessage]:
+    """A batch at once: what a parser worker process is given (gateway/bulk.py)."""
+    return [parse_safely(raw, received_at, channel) for raw in raws]
 
 
 def decode_bytes(data: bytes, declared: str | None) -> str:

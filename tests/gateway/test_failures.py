@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from helpgate.gateway import pipeline as pipeline_module
+from helpgate.channels.mail import parse as parse_module
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.threading.rules import sender_identity
 from helpgate.ticketstore.models import InboundMessage, OutboxMessage, Ticket
@@ -68,7 +68,7 @@ async def test_quarantined_message_replays_once_the_bug_is_fixed(store, config, 
 async def test_a_parser_crash_quarantines_the_raw_bytes(store, config, clock, monkeypatch):
     def broken(raw, now, channel="email"):
         raise ValueError("parser bug")
-    monkeypatch.setattr(pipeline_module, "parse_email", broken)
+    monkeypatch.setattr(parse_module, "parse_email", broken)
     raw = mail(body="не потеряйте меня")
     result = await Pipeline(config, store, clock).ingest_email(raw)
     assert result.action == "quarantined" and "parser bug" in result.reason

@@ -9,6 +9,7 @@ import pytest
 
 from helpgate.channels.base import DeliveryStatus
 from helpgate.config.schema import Config, StatusConfig
+from helpgate.threading import quotes
 from helpgate.threading.context import Action
 from helpgate.threading.markers import make_message_id
 from helpgate.threading.rules import (
@@ -259,6 +260,20 @@ def test_quote_strip(text, expected):
     ctx = context(text=text)
     quote_strip.apply(ctx, FakeDirectory())
     assert ctx.decision.text == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Без цитаты.\n\nИван\n+7 916 000-00-00",
+    "Hello\n\nOn Monday, Bob wrote\nold words",
+    "Hi\n\n---- Bob wrote ----\nold",
+    "Hi there\n\nLe lundi 23 nov. 2026, Bob a écrit\nancien",
+    "Ok\n\n> old\n> older",
+])
+def test_skipping_talon_never_changes_the_result(text):
+    # The cheap pre-check may only skip talon where talon would have cut nothing.
+    from talon import quotations
+    assert quotes.strip_quotes(text, None, [SEP_RU]) == \
+        quotations.extract_from_plain(text).strip()
 
 
 def test_forward_is_kept_whole():

@@ -42,6 +42,11 @@ _HEADER_RULE = re.compile(r"^\s*(_{5,}|-{3,}\s*[^-]*\s*-{3,}|={5,})\s*$")
 # The first half of an attribution the client wrapped: it ends inside the address or
 # after a time ("… 10:00 AM Support <", "… 2026 г., в 10:00,").
 _WRAPPED_HALF = re.compile(r"(<|,|\d{1,2}:\d{2}(\s*[AP]M)?)$", re.I)
+# Every talon splitter and quote marker needs one of these (a colon, ">", "@", a dash rule,
+# or the verb of the colon-less "On …, X wrote"): a text without any has nothing talon
+# could cut, and skipping it saves most of the stripping time of a fresh request.
+_TALON_MAY_CUT = re.compile(r"[:>@]|--|wrote|sent|écrit|napisał|schreef|verzond|"
+                            r"geschreven|schrieb|skrev|đã viết", re.I)
 
 
 def strip_quotes(text: str, html: str | None, separators: list[str], subject: str = "") -> str:
@@ -54,6 +59,8 @@ def strip_quotes(text: str, html: str | None, separators: list[str], subject: st
     cut = _cut_at_separator(text, separators)
     if cut != text:
         return _drop_attribution(cut).strip()
+    if not _TALON_MAY_CUT.search(text):
+        return text.strip()
     return _talon.extract_from_plain(text).strip()
 
 

@@ -1,0 +1,68 @@
+"""Bulk ingestion (gateway/bulk.py): parsing in worker processes overlapping the store.
+
+Results must come back in the order the mails went in, decided exactly as one-by-one
+ingestion decides them, and a worker that dies must not cost a mail.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from helpgate.gateway.bulk import ParserPool, ingest_stream
+from helpgate.gateway.pipeline import Pipeline
+from helpgate.ticketstore.queries import ticket_detail
+from helpgate.ticketstore.repository import ticket_by_number
+from tests.mailfactory import mail
+
+
+@pytest.fixture
+async def pool():
+    async with ParserPool(workers=2) as started:
+        yield started
+
+
+def mails(count: int) -> list[bytes]:
+    return [mail(sender=f"user{i}@romashka.ru", subject=f"Вопрос {i}",
+                 body=f"Текст обращения {i}.", message_id=f"<bulk{i}@client.example>")
+            for i in range(count)]
+
+
+async def collect(pipeline, raws, pool, batch):
+    pairs = []
+    async for messages, results in ingest_stream(pipeline, raws, pool, batch=batch):
+        pairs += zip(messages, results, strict=True)
+    return pairs
+
+
+async def test_results_come_back_in_order_and_as_one_by_one(store, config, clock, pool):
+    pipeline = Pipeline(config, store, clock)
+    raws = mails(7)
+    pairs = await collect(pipeline, raws + [raws[2]], pool, batch=3)
+    assert [m.message_id for m, _ in pairs] == [f"<bulk{i}@client.example>"
+                                                for i in [*range(7), 2]]
+    assert [r.action for _, r in pairs] == ["new_ticket"] * 7 + ["duplicate"]
+    assert [r.ticket for _, r in pairs] == [1, 2, 3, 4, 5, 6, 7, 3]
+    detail = await store.run(lambda s: ticket_detail(s, config, ticket_by_number(s, 5),
+                                                     clock()))
+    assert detail["subject"] == "Вопрос 4"
+    assert detail["comments"][0]["text"] == "Текст обращения 4."
+
+
+async def test_an_async_source_and_a_reply_within_the_stream(store, config, clock, pool):
+    pipeline = Pipeline(config, store, clock)
+
+    async def source():
+        yield mail(subject="Принтер", message_id="<first@client.example>")
+        yield mail(subject="Re: [#1] Принтер", body="Заработал, спасибо.")
+    pairs = await collect(pipeline, source(), pool, batch=1)
+    assert [(r.action, r.ticket) for _, r in pairs] == [("new_ticket", 1), ("comment", 1)]
+
+
+async def test_a_dead_worker_costs_no_mail(store, config, clock, pool):
+    pipeline = Pipeline(config, store, clock)
+    for process in list(pool._executor._processes.values()):
+        process.kill()
+        process.join()
+    pairs = await collect(pipeline, mails(4), pool, batch=2)
+    assert [r.action for _, r in pairs] == ["new_ticket"] * 4
+    assert pool._executor is None  # the rest of the stream is parsed in this process
