@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -23,7 +24,7 @@ from helpgate.channels.mail.parse import parse_safely
 from helpgate.config.schema import Config
 from helpgate.outbound.notify import Notifier
 from helpgate.threading.chain import decide
-from helpgate.threading.context import Action, Context, Decision
+from helpgate.threading.context import Action, Context, Decision, TicketView
 from helpgate.ticketstore import statuses
 from helpgate.ticketstore.models import (
     Attachment,
@@ -233,29 +234,28 @@ class Pipeline:
                         inbound=inbound_id)
         return _finish(session, inbound_id, "processed", result, now, meta, finishing)
 
-    def _settle(self, session: Session, ticket: Ticket, now: datetime) -> None:
+    def _settle(self, session: Session, row, now: datetime):
         """Apply the timers a ticket is owed (pending -> open, resolved -> closed) first,
-        so a decision sees the state a running gateway would have given the ticket."""
+        so a decision sees the state a running gateway would have given the ticket.
+        Takes a tickets row; returns it, or the updated Ticket when a timer fired."""
         model = self.config.statuses
+        if statuses.due_change(model, row, now) is None:
+            return row
+        ticket = _ticket_entity(session, row.id)
         while (due := statuses.due_change(model, ticket, now)) is not None:
             target, at = due
             session.add(statuses.set_status(model, ticket, target, at, "timer"))
+        # Rows are read through Core, which does not flush: write the change now.
+        session.flush()
+        return ticket
 
     def _write(self, session: Session, ctx: Context, inbound_id: int,
-               now: datetime) -> tuple[Ticket, Comment]:
+               now: datetime) -> tuple[Ticket | TicketView, SimpleNamespace]:
         decision = ctx.decision
         message = ctx.message
-        model = self.config.statuses
         new = decision.action in (Action.NEW_TICKET, Action.NEW_TICKET_AFTER_WINDOW)
-        if new:
-            ticket = self._new_ticket(session, ctx, now)
-        else:
-            ticket = session.get(Ticket, decision.ticket.id)
-            ticket.updated_at = now
-            if decision.new_status and decision.new_status != ticket.status:
-                reason = f"{decision.action}: message from {message.sender_email}"
-                change = statuses.set_status(model, ticket, decision.new_status, now, reason)
-                session.add(change)
+        ticket = (self._new_ticket(session, ctx, now) if new
+                  else self._touch(session, decision, message, now))
         author = decision.author
         values = dict(
             ticket_id=ticket.id, author_kind=author.kind if author else "system",
@@ -267,13 +267,12 @@ class Pipeline:
             email_to=list(message.to), email_cc=list(message.cc), email_date=message.date,
             headers=dict(message.headers), created_at=now,
             decision={"action": str(decision.action), "rules": ctx.fired, "notes": ctx.notes})
-        # Written through Core; the unsaved Comment only carries the values onwards.
-        comment = Comment(**values)
-        comment.id = insert_returning_id(session, Comment, values)
+        # Written through Core; the namespace carries the values on to the notifications.
+        comment = SimpleNamespace(id=insert_returning_id(session, Comment, values), **values)
         self._attachments(session, comment.id, message)
-        if author is not None and author.kind == "employee" and not new \
-                and ticket.first_response_at is None:
-            ticket.first_response_at = now
+        if author is not None and author.kind == "employee" and not new:
+            connection(session).execute(_FIRST_RESPONSE, {"ticket_id": ticket.id,
+                                                          "at": now})
         if new:
             ack_to = message.reply_to or message.sender_email
             self.notifier.new_ticket(session, ticket, comment, ack_to, message.message_id, now)
@@ -281,6 +280,21 @@ class Pipeline:
             self.notifier.comment(session, ticket, comment, now,
                                   from_staff=not decision.stand_in_author)
         return ticket, comment
+
+    def _touch(self, session: Session, decision: Decision, message: InboundMessage,
+               now: datetime) -> Ticket | TicketView:
+        """The matched ticket takes the message: updated, and moved when the rules said so."""
+        view = decision.ticket
+        if not decision.new_status or decision.new_status == view.status:
+            connection(session).execute(_TOUCH, {"ticket_id": view.id, "at": now})
+            return view
+        ticket = _ticket_entity(session, view.id)
+        ticket.updated_at = now
+        reason = f"{decision.action}: message from {message.sender_email}"
+        session.add(statuses.set_status(self.config.statuses, ticket, decision.new_status,
+                                        now, reason))
+        session.flush()
+        return ticket
 
     def _new_ticket(self, session: Session, ctx: Context, now: datetime) -> Ticket:
         decision = ctx.decision
@@ -332,6 +346,18 @@ class Pipeline:
                  content_type=item.content_type[:200], size=item.size,
                  stored=item.size <= limit, data=item.data if item.size <= limit else None)
             for item in message.attachments])
+
+
+def _ticket_entity(session: Session, ticket_id: int) -> Ticket:
+    # Fresh from the database: Core statements of this transaction may have changed it.
+    return session.get(Ticket, ticket_id, populate_existing=True, with_for_update=True)
+
+
+_TOUCH = update(Ticket.__table__).where(Ticket.__table__.c.id == bindparam("ticket_id")) \
+    .values(updated_at=bindparam("at"))
+_FIRST_RESPONSE = update(Ticket.__table__).where(
+    Ticket.__table__.c.id == bindparam("ticket_id"),
+    Ticket.__table__.c.first_response_at.is_(None)).values(first_response_at=bindparam("at"))
 
 
 def _log_result(result: Result) -> None:

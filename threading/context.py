@@ -37,6 +37,8 @@ class TicketView:
     contact_id: int | None
     company_id: int | None
     closed_at: datetime | None
+    # For the notifications the decision queues, not for rules.
+    subject: str = ""
 
 
 @dataclass(frozen=True, slots=True)

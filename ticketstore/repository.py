@@ -248,10 +248,12 @@ def connection(session: Session):
 
 
 # -------------------------------------------------------------------- the rules' view
-def ticket_view(ticket: Ticket) -> TicketView:
+def ticket_view(ticket) -> TicketView:
+    """The view of a Ticket entity or of a row of the tickets table."""
     return TicketView(id=ticket.id, number=ticket.number, status=ticket.status,
                       type=ticket.type, channel=ticket.channel, contact_id=ticket.contact_id,
-                      company_id=ticket.company_id, closed_at=ticket.closed_at)
+                      company_id=ticket.company_id, closed_at=ticket.closed_at,
+                      subject=ticket.subject)
 
 
 def person_of(row, kind: str | None = None) -> Person:
@@ -280,6 +282,10 @@ DOMAINS = CompanyDomain.__table__
 _DOMAIN_OWNER = select(DOMAINS.c.company_id).where(DOMAINS.c.domain == bindparam("domain"))
 _DOMAIN_OWNERS = select(DOMAINS.c.domain, DOMAINS.c.company_id).where(
     DOMAINS.c.domain.in_(bindparam("domains", expanding=True)))
+TICKETS = Ticket.__table__
+_TICKET_BY_NUMBER = select(TICKETS).where(TICKETS.c.number == bindparam("number")) \
+    .with_for_update()
+_TICKET_BY_ID = select(TICKETS).where(TICKETS.c.id == bindparam("ticket_id")).with_for_update()
 _INBOUND_BY_KEYS = select(INBOUND.c.id, INBOUND.c.channel, INBOUND.c.dedupe_key).where(
     INBOUND.c.dedupe_key.in_(bindparam("keys", expanding=True)))
 _SENDER_COUNT = select(func.count()).select_from(INBOUND).where(
@@ -350,10 +356,14 @@ def _insert(table):
 
 
 class SessionDirectory:
-    """The threading rules' Directory over a session, inside the decision's transaction."""
+    """The threading rules' Directory over a session, inside the decision's transaction.
 
-    def __init__(self, session: Session,
-                 settle: Callable[[Ticket], None] | None = None) -> None:
+    Tickets are read as rows through Core, locked (FOR UPDATE on PostgreSQL; SQLite's
+    transaction holds the write lock already); `settle` turns a row that owes a timer into
+    an updated Ticket entity.
+    """
+
+    def __init__(self, session: Session, settle: Callable[[Any], Any] | None = None) -> None:
         self.session = session
         # Brings a found ticket up to date (timers it is owed) before rules see it.
         self.settle = settle
@@ -361,16 +371,16 @@ class SessionDirectory:
         self._people: dict[str, Person | None] = session.info.setdefault("people", {})
         self._domains: dict[str, int | None] = session.info.setdefault("domains", {})
 
-    def _view(self, ticket: Ticket | None) -> TicketView | None:
+    def _view(self, ticket) -> TicketView | None:
         if ticket is None:
             return None
         if self.settle is not None:
-            self.settle(ticket)
+            ticket = self.settle(ticket)
         return ticket_view(ticket)
 
     def ticket_by_number(self, number: int) -> TicketView | None:
-        return self._view(self.session.scalar(
-            select(Ticket).where(Ticket.number == number).with_for_update()))
+        return self._view(connection(self.session).execute(
+            _TICKET_BY_NUMBER, {"number": number}).first())
 
     def ticket_by_message_ids(self, message_ids: list[str]) -> TicketView | None:
         ids = [m[:500] for m in message_ids]
@@ -385,8 +395,8 @@ class SessionDirectory:
                 .order_by(OutboxMessage.id.desc()).limit(1))
         if ticket_id is None:
             return None
-        return self._view(self.session.scalar(
-            select(Ticket).where(Ticket.id == ticket_id).with_for_update()))
+        return self._view(connection(self.session).execute(
+            _TICKET_BY_ID, {"ticket_id": ticket_id}).first())
 
     def outbox_id_by_message_id(self, message_id: str) -> int | None:
         flush_later(self.session)
