@@ -77,6 +77,75 @@ class DatabaseConfig(Section):
     echo: bool = False
 
 
+class SmtpRelayConfig(Section):
+    # The relay our notifications leave through. No host: email notifications wait in
+    # the outbox (visible with `helpgate outbox`) until one is configured.
+    host: str = ""
+    port: int = 587
+    # "starttls" (port 587), "tls" (implicit TLS, port 465) or "none" (a local relay).
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str = ""
+    password: str = ""
+    timeout: float = 30.0
+    # Check the relay's certificate; ca_file names extra trusted CAs (a private CA).
+    verify_tls: bool = True
+    ca_file: str = ""
+
+
+class EndpointConfig(Section):
+    # Our own SMTP or LMTP server, for a mail server to deliver to (R-CH-2).
+    enabled: bool = True
+    protocol: Literal["smtp", "lmtp"] = "smtp"
+    host: str = "127.0.0.1"
+    port: int = 2525
+    # Recipients accepted: these addresses and every address at these domains. With
+    # both empty, only mail.address. Anything else is refused with 550 (no open relay).
+    addresses: list[str] = []
+    domains: list[str] = []
+    # Ticket type of the tickets this endpoint's mail opens (default: tickets.default_type).
+    ticket_type: str | None = None
+
+    @field_validator("addresses", "domains")
+    @classmethod
+    def _lower(cls, value):
+        return [a.strip().lower().lstrip("@") for a in value]
+
+
+class ImapConfig(Section):
+    # One mailbox helpgate reads (R-CH-1).
+    host: str
+    # Default: 993 with security "tls", 143 otherwise.
+    port: int | None = None
+    security: Literal["tls", "starttls", "none"] = "tls"
+    username: str
+    password: str
+    folder: str = "INBOX"
+    # Ticket type of the tickets this mailbox opens (default: tickets.default_type).
+    ticket_type: str | None = None
+    # After a message is stored: "flag" it \Seen, "move" it to move_to, or "delete" it.
+    after: Literal["flag", "move", "delete"] = "flag"
+    move_to: str = ""
+    # IMAP IDLE where the server offers it; polling every poll_interval otherwise.
+    idle: bool = True
+    poll_interval: float = 60.0
+    verify_tls: bool = True
+    ca_file: str = ""
+
+    @model_validator(mode="after")
+    def _move_needs_folder(self):
+        if self.after == "move" and not self.move_to:
+            raise ValueError('after = "move" needs move_to, the folder to move mail to')
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.security == "tls" else 143)
+
+    @property
+    def name(self) -> str:
+        return f"{self.username}@{self.host}/{self.folder}"
+
+
 class MailConfig(Section):
     address: str = "support@helpgate.localhost"
     display_name: str = "Support"
@@ -87,6 +156,12 @@ class MailConfig(Section):
     message_id_domain: str = "helpgate.localhost"
     max_attachment_size: int = 10 * 1024 * 1024
     max_message_size: int = 50 * 1024 * 1024
+    # An HTML design for notifications: a file whose {{{CONTENT}}} the text replaces.
+    # Empty: plain text only (the text/plain part is always sent).
+    html_template: str = ""
+    smtp: SmtpRelayConfig = SmtpRelayConfig()
+    endpoint: EndpointConfig = EndpointConfig()
+    imap: list[ImapConfig] = []
 
     @field_validator("max_attachment_size", "max_message_size", mode="before")
     @classmethod
@@ -325,6 +400,26 @@ class NotificationConfig(Section):
     contact_duplicate: bool = True
 
 
+class OutboxConfig(Section):
+    # How often the worker looks for due messages (it is also woken by new ones).
+    poll_interval: float = 5.0
+    # A temporary failure (4xx, network) is retried after retry_after, doubling up to
+    # retry_max; after max_attempts the message is parked.
+    retry_after: str = "1m"
+    retry_max: str = "1h"
+    max_attempts: int = 10
+    # A message claimed for sending longer ago than this by a gateway that stopped is
+    # parked as "uncertain" rather than sent again: never twice (R-OUT-6).
+    lease: str = "10m"
+
+    @field_validator("retry_after", "retry_max", "lease")
+    @classmethod
+    def _duration(cls, value):
+        if parse_window(value) is None or parse_window(value).total_seconds() <= 0:
+            raise ValueError(f"{value!r} is not a positive duration like 30s, 5m, 1h")
+        return value
+
+
 class Config(Section):
     language: Literal["ru", "en"] = "ru"
     database: DatabaseConfig = DatabaseConfig()
@@ -334,6 +429,7 @@ class Config(Section):
     statuses: StatusConfig = StatusConfig()
     tickets: TicketConfig = TicketConfig()
     notifications: NotificationConfig = NotificationConfig()
+    outbox: OutboxConfig = OutboxConfig()
     # Customer-facing texts override the built-in ones for `language`, key by key.
     texts: dict[str, str] = {}
 

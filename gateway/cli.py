@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     outbox = sub.add_parser("outbox", help="queued and sent outbound messages")
     outbox.add_argument("--json", action="store_true", help="print JSON")
+    osub = outbox.add_subparsers(dest="action", metavar="ACTION")
+    oretry = osub.add_parser("retry", help="send a parked or uncertain message again")
+    oretry.add_argument("id", type=int)
+
+    reply = sub.add_parser("reply", help="add a staff comment to a ticket; a public one "
+                           "goes to the customer")
+    reply.add_argument("number", type=int)
+    reply.add_argument("text", help="the comment, or - for standard input")
+    reply.add_argument("--private", action="store_true",
+                       help="an internal comment: never sent to the customer")
+    reply.add_argument("--as", dest="author", metavar="EMAIL",
+                       help="the employee signing it (default: the earliest administrator)")
 
     quarantine = sub.add_parser("quarantine", help="messages that could not be processed")
     qsub = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -236,7 +248,15 @@ def _parse_time(value: str) -> datetime:
 
 
 async def _cmd_outbox(args, config: Config, store) -> int:
+    from helpgate.outbound import outbox
     from helpgate.ticketstore.queries import outbox_list
+    if args.action == "retry":
+        try:
+            await store.run(outbox.retry, args.id, _now())
+        except outbox.RetryError as exc:
+            raise CliError(str(exc)) from None
+        _print({"retry": args.id, "state": "queued"})
+        return 0
     rows = await store.run(outbox_list)
     if args.json:
         _print(rows)
@@ -263,6 +283,18 @@ async def _cmd_quarantine(args, config: Config, store) -> int:
     except ReplayError as exc:
         raise CliError(str(exc)) from None
     print(json.dumps(result.as_dict(), ensure_ascii=False))
+    return 0
+
+
+async def _cmd_reply(args, config: Config, store) -> int:
+    from helpgate.gateway.replies import ReplyError, staff_reply
+    text = sys.stdin.read() if args.text == "-" else args.text
+    try:
+        result = await store.run(staff_reply, config, args.number, text, not args.private,
+                                 args.author, "cli", _now())
+    except ReplyError as exc:
+        raise CliError(str(exc)) from None
+    _print(result)
     return 0
 
 
@@ -323,7 +355,7 @@ def _add_entry(session, args, now) -> None:
 COMMANDS = {
     "run": _cmd_run, "ingest": _cmd_ingest, "ticket": _cmd_ticket, "tickets": _cmd_tickets,
     "status": _cmd_status, "outbox": _cmd_outbox, "quarantine": _cmd_quarantine,
-    "db": _cmd_db, "directory": _cmd_directory,
+    "db": _cmd_db, "directory": _cmd_directory, "reply": _cmd_reply,
 }
 
 if __name__ == "__main__":

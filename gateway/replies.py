@@ -1,0 +1,59 @@
+"""A staff member's comment on a ticket from the command line (and later the HTTP API).
+
+The way to the customer is the one an employee's answer by email takes (R-GW-1): the
+comment is stored authored by the employee, and `Notifier.comment` queues its relay to the
+customer in the same transaction. A private comment is stored and reaches no one (R-GW-2).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from helpgate.config.schema import Config
+from helpgate.outbound.notify import Notifier
+from helpgate.ticketstore.models import Comment, Employee
+from helpgate.ticketstore.repository import earliest_admin, ticket_by_number
+
+
+class ReplyError(ValueError):
+    """The reply cannot be added (no such ticket, no such employee, empty text)."""
+
+
+def staff_reply(session: Session, config: Config, number: int, text: str, public: bool,
+                author_email: str | None, channel: str, now: datetime) -> dict:
+    text = text.strip()
+    if not text:
+        raise ReplyError("the reply text is empty")
+    ticket = ticket_by_number(session, number, lock=True)
+    if ticket is None:
+        raise ReplyError(f"no ticket {number}")
+    author = _author(session, author_email)
+    comment = Comment(ticket_id=ticket.id, author_kind="employee", employee_id=author.id,
+                      public=public, channel=channel, text=text, email_from=author.email,
+                      created_at=now, decision={"action": "staff_reply", "rules": [],
+                                                "notes": [f"added through {channel}"]})
+    session.add(comment)
+    ticket.updated_at = now
+    if public and ticket.first_response_at is None:
+        ticket.first_response_at = now
+    session.flush()
+    drafts = Notifier(config).comment(session, ticket, comment, now)
+    return {"ticket": ticket.number, "comment": comment.id, "public": public,
+            "author": {"kind": "employee", "email": author.email},
+            "queued": [{"channel": d.channel, "to": d.recipient} for d in drafts]}
+
+
+def _author(session: Session, email: str | None) -> Employee:
+    if email:
+        employee = session.scalar(select(Employee).where(Employee.email == email.lower()))
+        if employee is None:
+            raise ReplyError(f"no employee with email {email}")
+        return employee
+    admin = earliest_admin(session)
+    if admin is None:
+        raise ReplyError("no employee to sign the reply: add one (helpgate directory add "
+                         "employee …) or name one with --as EMAIL")
+    return admin

@@ -1,0 +1,57 @@
+"""What every outbound transport (email, Telegram, VK, SMS) promises the outbox worker.
+
+A transport takes one `Outgoing` message and answers with a `DeliveryResult`: delivered,
+failed for now (try again later) or failed for good (park it). It never retries by itself
+and never touches the database: retries, backoff and "never twice" are the outbox's job
+(outbound/outbox.py), the same for every transport.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One outbox row as a transport sees it."""
+
+    id: int
+    channel: str
+    kind: str
+    recipient: str
+    subject: str | None
+    text: str
+    html: str | None = None
+    message_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    delivered: bool
+    # Worth another attempt later (a 4xx answer, a network error, a rate limit).
+    temporary: bool = False
+    error: str | None = None
+
+    @classmethod
+    def ok(cls) -> DeliveryResult:
+        return cls(delivered=True)
+
+    @classmethod
+    def retry(cls, error: str) -> DeliveryResult:
+        return cls(delivered=False, temporary=True, error=error)
+
+    @classmethod
+    def failed(cls, error: str) -> DeliveryResult:
+        return cls(delivered=False, temporary=False, error=error)
+
+
+class Transport(Protocol):
+    """Delivers messages of one channel ("email", "telegram", …)."""
+
+    channel: str
+
+    async def send(self, message: Outgoing) -> DeliveryResult: ...
+
+    async def close(self) -> None: ...

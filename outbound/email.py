@@ -1,0 +1,116 @@
+"""Email delivery through the admin's SMTP relay (aiosmtplib): STARTTLS or implicit TLS,
+AUTH when configured.
+
+The outbox row already holds what to say (outbound/compose.py: marker, separator, quoted
+history, threading headers); this module turns it into MIME — a text/plain part always,
+an HTML alternative when the admin gave a design template — and maps the relay's answer
+onto the outbox's outcomes: 2xx delivered, 4xx and network trouble temporary, 5xx parked.
+The envelope sender is our own address, so bounces come back to us and are recorded
+against the message (R-TH-8).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import ssl
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, make_msgid
+from pathlib import Path
+
+import aiosmtplib
+
+from helpgate.config.schema import Config
+from helpgate.outbound.base import DeliveryResult, Outgoing
+
+log = logging.getLogger("helpgate.email")
+CONTENT_SLOT = "{{{CONTENT}}}"
+# Headers composed with the notification that go onto the mail as they are.
+PASSED_HEADERS = ("Reply-To", "In-Reply-To", "References", "Auto-Submitted",
+                  "X-Helpgate-Ticket")
+
+
+class TemplateError(ValueError):
+    """The HTML design template cannot be used."""
+
+
+def load_template(path: str) -> str | None:
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TemplateError(f"mail.html_template: cannot read {path}: {exc.strerror}") from exc
+    if CONTENT_SLOT not in text:
+        raise TemplateError(f"mail.html_template: {path} has no {CONTENT_SLOT} slot")
+    return text
+
+
+class EmailTransport:
+    channel = "email"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.relay = config.mail.smtp
+        self.template = load_template(config.mail.html_template)
+        self._tls = self._tls_context()
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.relay.security == "none":
+            return None
+        context = ssl.create_default_context(cafile=self.relay.ca_file or None)
+        if not self.relay.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def build(self, message: Outgoing) -> EmailMessage:
+        mail = self.config.mail
+        mime = EmailMessage()
+        mime["From"] = message.headers.get("From") or formataddr((mail.display_name,
+                                                                   mail.address))
+        mime["To"] = message.recipient
+        mime["Subject"] = message.subject or ""
+        mime["Date"] = formatdate(usegmt=True)
+        mime["Message-ID"] = message.message_id or make_msgid(domain=mail.message_id_domain)
+        for name in PASSED_HEADERS:
+            if message.headers.get(name):
+                mime[name] = message.headers[name]
+        mime.set_content(message.text)
+        markup = message.html or self._render(message.text)
+        if markup:
+            mime.add_alternative(markup, subtype="html")
+        return mime
+
+    def _render(self, text: str) -> str | None:
+        if self.template is None:
+            return None
+        body = html.escape(text).replace("\n", "<br>\n")
+        return self.template.replace(CONTENT_SLOT, body)
+
+    async def send(self, message: Outgoing) -> DeliveryResult:
+        relay = self.relay
+        try:
+            await aiosmtplib.send(
+                self.build(message), sender=self.config.mail.address,
+                recipients=[message.recipient], hostname=relay.host, port=relay.port,
+                username=relay.username or None, password=relay.password or None,
+                use_tls=relay.security == "tls", start_tls=relay.security == "starttls",
+                tls_context=self._tls, timeout=relay.timeout)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            return _by_code(exc.recipients[0].code, exc.recipients[0].message)
+        except aiosmtplib.SMTPResponseException as exc:
+            return _by_code(exc.code, exc.message)
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            return DeliveryResult.retry(f"relay {relay.host}:{relay.port}: "
+                                        f"{type(exc).__name__}: {exc}")
+        return DeliveryResult.ok()
+
+    async def close(self) -> None:
+        """Each send opens its own connection: nothing to close."""
+
+
+def _by_code(code: int, text: str) -> DeliveryResult:
+    error = f"relay answered {code} {text}".strip()
+    # 5xx is permanent (RFC 5321 §4.2.1); anything else is worth another try.
+    return DeliveryResult.failed(error) if 500 <= code < 600 else DeliveryResult.retry(error)

@@ -1,0 +1,237 @@
+"""The outbox worker and email delivery against a real aiosmtpd relay (R-OUT-2, R-OUT-6):
+what the customer receives, retries on 4xx and on a relay that is down, parking on 5xx,
+never twice — not after a crash mid-send, not with two gateway instances."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from helpgate.config.schema import Config
+from helpgate.gateway.pipeline import Pipeline
+from helpgate.outbound import outbox
+from helpgate.outbound.email import EmailTransport, TemplateError
+from helpgate.outbound.outbox import OutboxWorker
+from helpgate.ticketstore.queries import outbox_list
+from helpgate.ticketstore.repository import Store
+from tests.mailfactory import mail
+from tests.mailservers import Relay, make_certificate
+
+SEPARATOR = "##- Пожалуйста, пишите ответ выше этой строки -##"
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+async def relay():
+    server = await Relay().start()
+    yield server
+    await server.stop()
+
+
+def relay_config(relay: Relay, **mail) -> Config:
+    return Config(mail={"smtp": relay.smtp_config(), **mail},
+                  notifications={"employees": "none"},
+                  outbox={"retry_after": "1m", "retry_max": "10m", "max_attempts": 3})
+
+
+def worker(store: Store, config: Config, clock) -> OutboxWorker:
+    return OutboxWorker(store, config.outbox, {"email": EmailTransport(config)}, clock)
+
+
+async def states(store) -> list[tuple[str, int]]:
+    return [(r["state"], r["attempts"]) for r in await store.run(outbox_list)]
+
+
+async def test_an_acknowledgement_reaches_the_customer_threaded(store, relay, clock):
+    config = relay_config(relay, reply_to="help@helpgate.localhost")
+    result = await Pipeline(config, store, clock).ingest_email(
+        mail(message_id="<q1@client.example>", body="Принтер не печатает."))
+    assert await worker(store, config, clock).run_once() == 1
+    [sent] = relay.received
+    row = (await store.run(outbox_list))[0]
+    message = sent.message
+    assert (sent.mail_from, sent.rcpt_tos) == ("support@helpgate.localhost",
+                                               ["ivan@romashka.ru"])
+    assert message["Subject"] == f"[#{result.ticket}] Не работает принтер"
+    assert message["Message-ID"] == row["message_id"]
+    assert message["In-Reply-To"] == "<q1@client.example>"
+    assert message["References"] == "<q1@client.example>"
+    assert message["Auto-Submitted"] == "auto-replied"
+    assert message["Reply-To"] == "help@helpgate.localhost"
+    assert message["From"] == "Support <support@helpgate.localhost>"
+    text = sent.text()
+    assert text.startswith(SEPARATOR)
+    assert "> Принтер не печатает." in text
+    assert not message.is_multipart()  # no design template: text/plain only
+    assert (row["state"], row["attempts"], row["sent_at"] is not None) == ("sent", 1, True)
+
+
+async def test_a_temporary_refusal_is_retried_later_and_sent_once(store, relay, clock):
+    config = relay_config(relay)
+    await Pipeline(config, store, clock).ingest_email(mail())
+    relay.handler.rcpt_answer = "451 4.3.0 Mailbox busy, try later"
+    delivery = worker(store, config, clock)
+    await delivery.run_once()
+    row = (await store.run(outbox_list))[0]
+    assert (row["state"], row["attempts"]) == ("queued", 1)
+    assert "451" in row["last_error"]
+    relay.handler.rcpt_answer = None
+    assert await delivery.run_once() == 0  # not due yet: backoff
+    clock.advance(minutes=1)
+    assert await delivery.run_once() == 1
+    assert await states(store) == [("sent", 2)]
+    assert len(relay.received) == 1
+
+
+async def test_a_relay_that_is_down_gets_the_mail_when_it_returns(store, relay, clock):
+    config = relay_config(relay)
+    await Pipeline(config, store, clock).ingest_email(mail())
+    await relay.stop()
+    delivery = worker(store, config, clock)
+    await delivery.run_once()
+    row = (await store.run(outbox_list))[0]
+    assert row["state"] == "queued" and "ConnectError" in row["last_error"]
+    await relay.start()  # the same port again
+    clock.advance(minutes=1)
+    await delivery.run_once()
+    assert await states(store) == [("sent", 2)] and len(relay.received) == 1
+
+
+async def test_a_permanent_refusal_parks_the_message_visibly(store, relay, clock):
+    config = relay_config(relay)
+    await Pipeline(config, store, clock).ingest_email(mail())
+    relay.handler.rcpt_answer = "550 5.1.1 No such user"
+    await worker(store, config, clock).run_once()
+    row = (await store.run(outbox_list))[0]
+    assert row["state"] == "parked" and "550 5.1.1 No such user" in row["last_error"]
+    clock.advance(hours=5)
+    assert await worker(store, config, clock).run_once() == 0
+    assert relay.received == []
+
+
+async def test_temporary_failures_give_up_after_max_attempts(store, relay, clock):
+    config = relay_config(relay)
+    await Pipeline(config, store, clock).ingest_email(mail())
+    relay.handler.data_answer = "452 4.3.1 Insufficient system storage"
+    delivery = worker(store, config, clock)
+    for _ in range(3):
+        await delivery.run_once()
+        clock.advance(hours=1)
+    row = (await store.run(outbox_list))[0]
+    assert (row["state"], row["attempts"]) == ("parked", 3)
+    assert row["last_error"].startswith("gave up after 3 attempts: relay answered 452")
+
+
+async def test_backoff_doubles_up_to_the_maximum():
+    config = Config(outbox={"retry_after": "1m", "retry_max": "10m"}).outbox
+    assert [outbox.backoff(n, config) for n in (1, 2, 3, 4, 5)] == [
+        timedelta(minutes=m) for m in (1, 2, 4, 8, 10)]
+
+
+@pytest.mark.pipeline_errors_expected  # the parking is logged as an error for the admin
+async def test_a_send_cut_off_by_a_crash_is_parked_uncertain_not_sent_twice(store, relay,
+                                                                              clock):
+    config = relay_config(relay)
+    await Pipeline(config, store, clock).ingest_email(mail())
+    # The gateway claims the row, hands it to the relay, and dies before recording.
+    [claimed] = await store.run(outbox.claim, ["email"], clock(), timedelta(minutes=10))
+    await EmailTransport(config).send(claimed)
+    assert len(relay.received) == 1
+    delivery = worker(store, config, clock)
+    assert await delivery.run_once() == 0  # within the lease: left alone
+    clock.advance(minutes=11)
+    assert await delivery.run_once() == 0
+    row = (await store.run(outbox_list))[0]
+    assert row["state"] == "uncertain" and "may have gone out" in row["last_error"]
+    assert len(relay.received) == 1
+    # An admin who checked decides to send it again.
+    await store.run(outbox.retry, row["id"], clock())
+    await delivery.run_once()
+    assert await states(store) == [("sent", 1)] and len(relay.received) == 2
+
+
+async def test_retry_refuses_a_message_that_is_not_parked(store, relay, clock):
+    config = relay_config(relay)
+    await Pipeline(config, store, clock).ingest_email(mail())
+    with pytest.raises(outbox.RetryError, match="is queued"):
+        await store.run(outbox.retry, 1, clock())
+    with pytest.raises(outbox.RetryError, match="no outbox message 99"):
+        await store.run(outbox.retry, 99, clock())
+
+
+async def test_two_instances_send_each_message_exactly_once(store, relay, clock):
+    config = relay_config(relay)
+    pipeline = Pipeline(config, store, clock)
+    for n in range(30):
+        await pipeline.ingest_email(mail(sender=f"user{n}@romashka.ru"))
+    other = Store(store.url, connect_args=store.connect_args)
+    try:
+        workers = [worker(store, config, clock), worker(other, config, clock)]
+        while sum(await asyncio.gather(*(w.run_once() for w in workers))):
+            pass
+    finally:
+        await other.close()
+    recipients = sorted(r.rcpt_tos[0] for r in relay.received)
+    assert recipients == sorted(f"user{n}@romashka.ru" for n in range(30))
+    assert {state for state, _ in await states(store)} == {"sent"}
+
+
+async def test_the_worker_wakes_for_new_mail_and_drains_on_stop(store, relay, clock):
+    config = Config(mail={"smtp": relay.smtp_config()}, notifications={"employees": "none"},
+                    outbox={"poll_interval": 60})
+    delivery = worker(store, config, clock)
+    stop = asyncio.Event()
+    running = asyncio.create_task(delivery.run(stop))
+    await asyncio.sleep(0.05)
+    await Pipeline(config, store, clock).ingest_email(mail())
+    delivery.wake()  # what the gateway does after queueing: no minute-long poll wait
+    await asyncio.wait_for(relay.handler.arrived.wait(), timeout=5)
+    stop.set()
+    await asyncio.wait_for(running, timeout=5)
+    assert await states(store) == [("sent", 1)]
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+async def test_tls_and_starttls_with_auth(store, clock, certificate, security):
+    relay = await Relay(security, certificate, login=("helpgate", "s3cret")).start()
+    try:
+        config = relay_config(relay)
+        await Pipeline(config, store, clock).ingest_email(mail())
+        await worker(store, config, clock).run_once()
+        row = (await store.run(outbox_list))[0]
+        assert row["state"] == "sent", row["last_error"]
+        assert len(relay.received) == 1
+        wrong = Config(mail={"smtp": relay.smtp_config(password="wrong")},
+                       notifications={"employees": "none"})
+        await Pipeline(wrong, store, clock).ingest_email(mail(sender="petr@romashka.ru"))
+        await worker(store, wrong, clock).run_once()
+        row = (await store.run(outbox_list))[-1]
+        assert row["state"] == "parked" and "535" in row["last_error"], row["last_error"]
+    finally:
+        await relay.stop()
+
+
+async def test_an_html_design_wraps_the_text(store, relay, clock, tmp_path):
+    design = tmp_path / "design.html"
+    design.write_text("<html><body><div class=brand>{{{CONTENT}}}</div></body></html>")
+    config = relay_config(relay, html_template=str(design))
+    await Pipeline(config, store, clock).ingest_email(mail(body="<script>x</script>"))
+    await worker(store, config, clock).run_once()
+    message = relay.received[0].message
+    html = message.get_body(("html",)).get_content()
+    assert html.startswith("<html><body><div class=brand>" + SEPARATOR)
+    assert "&gt; &lt;script&gt;x&lt;/script&gt;" in html
+    assert message.get_body(("plain",)).get_content().startswith(SEPARATOR)
+
+
+def test_a_template_without_the_slot_is_a_clear_error(tmp_path):
+    design = tmp_path / "design.html"
+    design.write_text("<html></html>")
+    with pytest.raises(TemplateError, match=r"has no \{\{\{CONTENT\}\}\} slot"):
+        EmailTransport(Config(mail={"html_template": str(design)}))
