@@ -128,6 +128,8 @@ class ImapConfig(Section):
     # IMAP IDLE where the server offers it; polling every poll_interval otherwise.
     idle: bool = True
     poll_interval: float = 60.0
+    # Seconds to wait for the server's greeting and for each command's answer.
+    timeout: float = 30.0
     verify_tls: bool = True
     ca_file: str = ""
 

@@ -87,6 +87,8 @@ class Pipeline:
         self.store = store
         self.clock = clock
         self.notifier = Notifier(config)
+        # Called after messages were committed, e.g. to wake the outbox worker at once.
+        self.on_commit: list[Callable[[], None]] = []
 
     async def ingest_email(self, raw: bytes, ticket_type: str | None = None) -> Result:
         """One raw email through the whole pipeline."""
@@ -117,7 +119,12 @@ class Pipeline:
             results = [await self._ingest_carefully(m, ticket_type) for m in messages]
         for result in results:
             _log_result(result)
+        self._committed()
         return results
+
+    def _committed(self) -> None:
+        for listener in self.on_commit:
+            listener()
 
     def _ingest_batch(self, session: Session, messages: list[InboundMessage],
                       ticket_type: str | None, now: datetime) -> list[Result]:
@@ -166,6 +173,7 @@ class Pipeline:
                                          replay=False)
             _log_result(result)
             results.append(result)
+        self._committed()
         return results
 
     async def replay(self, inbound_id: int) -> Result:
@@ -174,6 +182,7 @@ class Pipeline:
         message = parse_safely(raw, self.clock(), channel)
         result = await self._process(inbound_id, message, meta.get("ticket_type"), replay=True)
         _log_result(result)
+        self._committed()
         return result
 
     async def _process(self, inbound_id: int, message: InboundMessage,

@@ -1,8 +1,13 @@
-"""`helpgate run`: assembly of the configured parts on one event loop.
+"""`helpgate run`: every configured part on one event loop.
 
-Today the gateway runs the status timers on the embedded default (SQLite); the email
-transport and messenger channels plug into `serve` as their issues land. SIGTERM and
-SIGINT stop it between two units of work, never in the middle of one.
+The parts: the inbound channels (the SMTP/LMTP endpoint, the IMAP mailboxes), the outbox
+worker with a transport per configured outbound channel, and the status timers. With no
+config at all this is the embedded default: SQLite in ./helpgate.db and the SMTP endpoint
+on 127.0.0.1:2525, so a new user can send a mail with any client and see a ticket.
+
+SIGTERM and SIGINT drain: channels stop taking messages and finish storing the ones in
+flight, the outbox worker finishes the round it is sending, and only then does the
+process exit — no message is left half-processed.
 """
 
 from __future__ import annotations
@@ -11,32 +16,97 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from datetime import datetime, timezone
 
+from helpgate.channels.mail.smtp import MailEndpoint
 from helpgate.config.schema import Config
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.gateway.timers import run_due_timers
+from helpgate.outbound.base import Transport
+from helpgate.outbound.email import EmailTransport
+from helpgate.outbound.outbox import OutboxWorker
 from helpgate.ticketstore.repository import Store
 
 log = logging.getLogger("helpgate.run")
 
 
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def transports(config: Config) -> dict[str, Transport]:
+    """A transport for each outbound channel the config sets up."""
+    found: dict[str, Transport] = {}
+    if config.mail.smtp.host:
+        found["email"] = EmailTransport(config)
+    return found
+
+
+class Gateway:
+    """The assembled parts; `serve()` runs them until `stop` is set."""
+
+    def __init__(self, config: Config, store: Store, timer_interval: float = 30.0,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.config = config
+        self.store = store
+        self.timer_interval = timer_interval
+        self.clock = clock
+        self.pipeline = Pipeline(config, store, clock)
+        self.worker = OutboxWorker(store, config.outbox, transports(config), clock)
+        self.pipeline.on_commit.append(self.worker.wake)
+        self.channels: list = []
+        if config.mail.endpoint.enabled:
+            self.channels.append(MailEndpoint(config, self.pipeline.ingest_email))
+        from helpgate.channels.mail.imap import ImapMailbox
+        self.channels += [ImapMailbox(mailbox, self.pipeline, store, clock)
+                          for mailbox in config.mail.imap]
+        self.stop = asyncio.Event()
+
+    async def serve(self) -> None:
+        recovered = await self.pipeline.process_received()
+        if recovered:
+            log.warning("decided %d messages kept but left undecided by an earlier stop",
+                        len(recovered))
+        for channel in self.channels:
+            await channel.start()
+        tasks = [asyncio.create_task(self.worker.run(self.stop), name="outbox"),
+                 asyncio.create_task(self._timers(), name="timers")]
+        print(self.banner(), flush=True)
+        try:
+            await self.stop.wait()
+        finally:
+            # Inbound first: what is stored now still gets its notifications queued.
+            for channel in self.channels:
+                await channel.stop()
+            self.stop.set()
+            await asyncio.gather(*tasks)
+            for transport in self.worker.transports.values():
+                await transport.close()
+        print("helpgate stopped", flush=True)
+
+    def banner(self) -> str:
+        inbound = ", ".join(channel.name for channel in self.channels) or "none"
+        outbound = ", ".join(self.worker.transports) or "none (notifications wait in the outbox)"
+        return (f"helpgate running: database {self.store.url.split('@')[-1]}; inbound: "
+                f"{inbound}; outbound: {outbound}. Stop with Ctrl-C.")
+
+    async def _timers(self) -> None:
+        while not self.stop.is_set():
+            try:
+                moved = await self.store.run(run_due_timers, self.config, self.clock())
+                if moved:
+                    log.info("timers moved %d tickets", moved)
+                    self.worker.wake()
+            except Exception:  # the database away for a moment: the next round retries
+                log.exception("status timers failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=self.timer_interval)
+
+
 async def serve(config: Config, store: Store, timer_interval: float = 30.0) -> None:
-    stop = asyncio.Event()
+    gateway = Gateway(config, store, timer_interval)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    recovered = await Pipeline(config, store).process_received()
-    if recovered:
-        log.warning("decided %d messages kept but left undecided by an earlier stop",
-                    len(recovered))
-    print(f"helpgate running: database {store.url.split('@')[-1]}; no channels configured "
-          "yet; status timers every "
-          f"{timer_interval:g}s. Stop with Ctrl-C.", flush=True)
-    while not stop.is_set():
-        moved = await store.run(run_due_timers, config, datetime.now(timezone.utc))
-        if moved:
-            log.info("timers moved %d tickets", moved)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=timer_interval)
-    print("helpgate stopped", flush=True)
+        loop.add_signal_handler(sig, gateway.stop.set)
+    await gateway.serve()

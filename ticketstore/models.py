@@ -64,6 +64,18 @@ class Counter(Base):
     value: Mapped[int] = mapped_column(BigInteger)
 
 
+class ChannelCursor(Base):
+    """Where an inbound channel has read up to: an IMAP mailbox's UIDVALIDITY and last
+    processed UID, later a messenger's update offset. Advanced only after the messages
+    before it are stored, so a restart resumes without skipping one (R-CH-1)."""
+
+    __tablename__ = "channel_cursors"
+    key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    validity: Mapped[int | None] = mapped_column(BigInteger)
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime]
+
+
 class Company(Base):
     __tablename__ = "companies"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from helpgate.channels.base import InboundMessage
 from helpgate.threading.context import Person, TicketView
 from helpgate.ticketstore.models import (
+    ChannelCursor,
     Comment,
     CompanyDomain,
     Contact,
@@ -518,3 +519,20 @@ def ticket_by_number(session: Session, number: int, lock: bool = False) -> Ticke
 def earliest_admin(session: Session) -> Employee | None:
     return session.scalar(select(Employee).where(Employee.role == ADMIN_ROLE)
                           .order_by(Employee.created_at, Employee.id).limit(1))
+
+
+# ------------------------------------------------------------------ channel cursors
+def get_cursor(session: Session, key: str) -> tuple[int | None, int] | None:
+    """(validity, position) of an inbound channel's cursor, None before its first read."""
+    row = session.get(ChannelCursor, key)
+    return (row.validity, row.position) if row is not None else None
+
+
+def set_cursor(session: Session, key: str, validity: int | None, position: int,
+               now: datetime) -> None:
+    row = session.get(ChannelCursor, key, with_for_update=True)
+    if row is None:
+        session.add(ChannelCursor(key=key, validity=validity, position=position,
+                                  updated_at=now))
+    else:
+        row.validity, row.position, row.updated_at = validity, position, now

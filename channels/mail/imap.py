@@ -1,0 +1,302 @@
+"""One IMAP mailbox read into helpgate (R-CH-1), with aioimaplib.
+
+The order of events is what makes it safe:
+
+1. fetch the messages after the cursor (UID > last processed, same UIDVALIDITY);
+2. store them through the pipeline — committed before anything else happens (R-TS-5);
+3. flag, move or delete them on the server, as configured;
+4. advance the cursor in the database.
+
+A crash between any two steps repeats at most the later ones: a message stored but not
+flagged is fetched again after a restart and recognised as a duplicate (its Message-ID,
+else its bytes), then flagged. A UIDVALIDITY change (a restored or migrated mailbox)
+makes every UID meaningless: the whole folder is read again and the duplicates drop out
+the same way. A message that cannot be processed is quarantined by the pipeline and
+flagged like any other, so it never blocks the mailbox.
+
+IDLE is used where the server offers it (and config allows), polling otherwise. A dropped
+connection or a restarted server is reconnected with backoff; nothing is lost meanwhile
+because nothing is flagged that was not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import ssl
+from collections.abc import Callable
+from datetime import datetime
+
+import aioimaplib
+
+from helpgate.config.schema import ImapConfig
+from helpgate.ticketstore.repository import Store, get_cursor, set_cursor
+
+log = logging.getLogger("helpgate.imap")
+FETCH_BATCH = 50
+# The server drops an IDLE after 30 minutes (RFC 2177): renew before.
+IDLE_RENEW = 25 * 60.0
+MAX_BACKOFF = 60.0
+_UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
+_FETCH_HEAD = re.compile(rb"^\d+ FETCH \(")
+_UID = re.compile(rb"UID (\d+)")
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+
+
+class ImapError(Exception):
+    """The server refused a command (login, select, fetch…)."""
+
+
+class ImapMailbox:
+    """Reads one configured mailbox until stopped; see the module docstring."""
+
+    def __init__(self, config: ImapConfig, pipeline, store: Store,
+                 clock: Callable[[], datetime]) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.store = store
+        self.clock = clock
+        self.key = f"imap:{config.name}"
+        self._stop = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.connected = asyncio.Event()  # set while logged in (tests and health)
+
+    @property
+    def name(self) -> str:
+        return f"imap {self.config.name}"
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, leave IDLE, log out."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    # ------------------------------------------------------------------ connection
+    async def _run(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                await self._session()
+                backoff = 1.0
+            except Exception as exc:
+                self.connected.clear()
+                if self._stop.is_set():
+                    break
+                # Network trouble and a server restart are expected; say so in one line.
+                expected = isinstance(exc, (OSError, TimeoutError, ImapError,
+                                            aioimaplib.Abort, aioimaplib.CommandTimeout))
+                log.log(logging.WARNING if expected else logging.ERROR,
+                        "mailbox %s: %s: %s; reconnecting in %.0f s", self.config.name,
+                        type(exc).__name__, exc, backoff, exc_info=not expected)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _connect(self) -> aioimaplib.IMAP4:
+        config = self.config
+        self._lost.clear()
+        context = self._tls_context() if config.security != "none" else None
+        client = aioimaplib.IMAP4(
+            config.host, config.effective_port, timeout=config.timeout,
+            conn_lost_cb=lambda exc: self._lost.set(),
+            ssl_context=context if config.security == "tls" else None)
+        await client.wait_hello_from_server()
+        if config.security == "starttls":
+            await _starttls(client, context, config.host)
+        response = await client.login(config.username, config.password)
+        if response.result != "OK":
+            raise ImapError(f"login refused: {_text(response)}")
+        await client.protocol.capability()  # they may grow after login
+        return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.config.ca_file or None)
+        if not self.config.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def _session(self) -> None:
+        client = await self._connect()
+        try:
+            response = await client.select(self.config.folder)
+            if response.result != "OK":
+                raise ImapError(f"cannot select {self.config.folder}: {_text(response)}")
+            validity = _uidvalidity(response)
+            last = await self._cursor(validity)
+            self.connected.set()
+            log.info("mailbox %s: connected, UIDVALIDITY %s, after UID %s", self.config.name,
+                     validity, last)
+            idle = self.config.idle and client.has_capability("IDLE")
+            while not self._stop.is_set():
+                last = await self._fetch_new(client, validity, last)
+                if self._stop.is_set():
+                    break
+                if self._lost.is_set():
+                    raise ConnectionError("connection lost")
+                if idle:
+                    await self._idle(client)
+                else:
+                    await self._pause(self.config.poll_interval)
+        finally:
+            self.connected.clear()
+            if not self._lost.is_set():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.logout(), 5)
+
+    async def _cursor(self, validity: int) -> int:
+        cursor = await self.store.run(get_cursor, self.key)
+        if cursor is not None and cursor[0] == validity:
+            return cursor[1]
+        if cursor is not None:
+            log.warning("mailbox %s: UIDVALIDITY changed from %s to %s; reading the whole "
+                        "folder again (what was stored before is recognised as duplicate)",
+                        self.config.name, cursor[0], validity)
+        await self.store.run(set_cursor, self.key, validity, 0, self.clock())
+        return 0
+
+    async def _pause(self, seconds: float) -> None:
+        waits = [asyncio.ensure_future(self._stop.wait()),
+                 asyncio.ensure_future(self._lost.wait())]
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
+
+    async def _idle(self, client: aioimaplib.IMAP4) -> None:
+        """Wait in IDLE until the server pushes something, the renewal time, or stop."""
+        idling = await client.idle_start(timeout=IDLE_RENEW + 60)
+        push = asyncio.ensure_future(client.wait_server_push(timeout=IDLE_RENEW))
+        stop = asyncio.ensure_future(self._stop.wait())
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait([push, stop, lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (push, stop, lost):
+                waiting.cancel()
+        if self._lost.is_set():
+            raise ConnectionError("connection lost during IDLE")
+        client.idle_done()
+        await asyncio.wait_for(idling, 30)
+
+    # ------------------------------------------------------------------- messages
+    async def _fetch_new(self, client: aioimaplib.IMAP4, validity: int, last: int) -> int:
+        response = await client.uid_search(f"UID {last + 1}:*", charset=None)
+        if response.result != "OK":
+            raise ImapError(f"search failed: {_text(response)}")
+        # "n:*" also matches the highest UID when it is below n: keep only new ones.
+        uids = sorted(u for u in _numbers(response.lines[0]) if u > last)
+        for start in range(0, len(uids), FETCH_BATCH):
+            batch = uids[start:start + FETCH_BATCH]
+            raws = await self._fetch(client, batch)
+            messages = [self.pipeline.parse(raws[uid]) for uid in batch if uid in raws]
+            await self.pipeline.ingest_many(messages, self.config.ticket_type)
+            await self._after_stored(client, [uid for uid in batch if uid in raws])
+            last = batch[-1]
+            await self.store.run(set_cursor, self.key, validity, last, self.clock())
+            if self._stop.is_set():
+                break
+        return last
+
+    async def _fetch(self, client: aioimaplib.IMAP4, uids: list[int]) -> dict[int, bytes]:
+        response = await client.uid("fetch", _uid_set(uids), "(UID RFC822.SIZE BODY.PEEK[])")
+        if response.result != "OK":
+            raise ImapError(f"fetch failed: {_text(response)}")
+        found = _fetched(response.lines)
+        missing = [uid for uid in uids if uid not in found]
+        if missing:
+            # Expunged by someone else between SEARCH and FETCH: nothing to store.
+            log.warning("mailbox %s: UIDs %s vanished before they could be fetched",
+                        self.config.name, missing)
+        return found
+
+    async def _after_stored(self, client: aioimaplib.IMAP4, uids: list[int]) -> None:
+        if not uids:
+            return
+        uid_set = _uid_set(uids)
+        after = self.config.after
+        if after == "flag":
+            await _ok(client.uid("store", uid_set, "+FLAGS.SILENT", r"(\Seen)"), "flag")
+            return
+        if after == "move" and client.has_capability("MOVE"):
+            await _ok(client.uid("move", uid_set, _quote(self.config.move_to)), "move")
+            return
+        if after == "move":
+            await _ok(client.uid("copy", uid_set, _quote(self.config.move_to)), "copy")
+        await _ok(client.uid("store", uid_set, "+FLAGS.SILENT", r"(\Deleted)"), "delete")
+        if client.has_capability("UIDPLUS"):
+            await _ok(client.uid("expunge", uid_set), "expunge")
+        else:
+            await _ok(client.expunge(), "expunge")
+
+
+async def _starttls(client: aioimaplib.IMAP4, context: ssl.SSLContext, host: str) -> None:
+    """STARTTLS, which aioimaplib 2 lacks: the command, then asyncio's own TLS upgrade
+    of the same connection, then the capabilities again (RFC 3501 §6.2.1)."""
+    protocol = client.protocol
+    if "STARTTLS" not in protocol.capabilities:
+        raise ImapError("the server does not offer STARTTLS")
+    response = await asyncio.wait_for(protocol.execute(aioimaplib.Command(
+        "STARTTLS", protocol.new_tag(), loop=protocol.loop)), client.timeout)
+    if response.result != "OK":
+        raise ImapError(f"STARTTLS refused: {_text(response)}")
+    loop = asyncio.get_running_loop()
+    protocol.transport = await loop.start_tls(protocol.transport, protocol, context,
+                                              server_hostname=host)
+    await asyncio.wait_for(protocol.capability(), client.timeout)
+
+
+async def _ok(command, what: str) -> None:
+    response = await command
+    if response.result != "OK":
+        raise ImapError(f"{what} failed: {_text(response)}")
+
+
+def _fetched(lines: list) -> dict[int, bytes]:
+    """UID -> raw message from the lines of a `UID FETCH (UID BODY.PEEK[])` response."""
+    found: dict[int, bytes] = {}
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if isinstance(line, bytes) and _FETCH_HEAD.match(line) and line.endswith(b"}") \
+                and index + 1 < len(lines):
+            literal = bytes(lines[index + 1])
+            # The UID may come before the literal or after it, on the closing line.
+            tail = lines[index + 2] if index + 2 < len(lines) else b""
+            uid = _UID.search(line) or (isinstance(tail, bytes) and _UID.search(tail))
+            if uid:
+                found[int(uid.group(1))] = literal
+            index += 2
+            continue
+        index += 1
+    return found
+
+
+def _uidvalidity(response) -> int:
+    for line in response.lines:
+        if isinstance(line, bytes) and (match := _UIDVALIDITY.search(line)):
+            return int(match.group(1))
+    raise ImapError("the server sent no UIDVALIDITY")
+
+
+def _numbers(line) -> list[int]:
+    return [int(part) for part in bytes(line).split() if part.isdigit()]
+
+
+def _uid_set(uids: list[int]) -> str:
+    return ",".join(str(uid) for uid in uids)
+
+
+def _quote(folder: str) -> str:
+    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _text(response) -> str:
+    return " ".join(bytes(line).decode("utf-8", "replace") for line in response.lines
+                    if isinstance(line, (bytes, bytearray)))[:300]

@@ -1,0 +1,128 @@
+"""Our SMTP or LMTP endpoint (aiosmtpd): a mail server, or a mail client, delivers here.
+
+R-CH-2: only the configured recipient addresses and domains are accepted (550 otherwise:
+helpgate is never an open relay), a message over the size limit gets 552, and 250 is
+answered only once the raw message is committed to the store (R-TS-5). When it cannot be
+stored the answer is 451, so the sending server keeps the mail and tries again: nothing
+is lost on our side of the conversation.
+
+The server runs on the gateway's own event loop (PROTOCOLS.md), not aiosmtpd's threaded
+Controller. Stopping closes the listening socket first and then waits for the messages
+in flight to be stored and answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP
+
+from helpgate.config.schema import Config
+
+log = logging.getLogger("helpgate.smtp")
+REFUSED = "550 5.7.1 <{address}>: recipient not accepted here (not a relay)"
+NOT_STORED = "451 4.3.0 Could not store the message now; please try again later"
+
+
+class Recipients:
+    """Which envelope recipients the endpoint accepts."""
+
+    def __init__(self, config: Config) -> None:
+        endpoint = config.mail.endpoint
+        self.addresses = set(endpoint.addresses)
+        self.domains = set(endpoint.domains)
+        if not self.addresses and not self.domains:
+            self.addresses = {config.mail.address.lower()}
+
+    def accepts(self, address: str) -> bool:
+        address = address.strip().strip("<>").lower()
+        domain = address.rpartition("@")[2]
+        return address in self.addresses or (bool(domain) and domain in self.domains)
+
+
+class _Handler:
+    def __init__(self, endpoint: MailEndpoint) -> None:
+        self.endpoint = endpoint
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if not self.endpoint.recipients.accepts(address):
+            log.warning("refused recipient %s from %s", address, session.peer)
+            return REFUSED.format(address=address)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        raw = envelope.original_content or envelope.content
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        status = await self.endpoint.store(raw)
+        # LMTP answers once per accepted recipient (RFC 2033); the message is one either way.
+        count = len(envelope.rcpt_tos) if self.endpoint.lmtp else 1
+        return "\r\n".join([status] * max(1, count))
+
+
+class MailEndpoint:
+    """The SMTP/LMTP server; `deliver(raw)` stores a message and may raise."""
+
+    def __init__(self, config: Config, deliver: Callable, ticket_type: str | None = None) -> None:
+        self.config = config
+        self.endpoint = config.mail.endpoint
+        self.lmtp = self.endpoint.protocol == "lmtp"
+        self.recipients = Recipients(config)
+        self.deliver = deliver
+        self.ticket_type = ticket_type or self.endpoint.ticket_type
+        self.port: int | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._protocols: list[SMTP] = []
+        self._in_flight: set[asyncio.Task] = set()
+
+    @property
+    def name(self) -> str:
+        return f"{self.endpoint.protocol} endpoint {self.endpoint.host}:{self.port}"
+
+    def _protocol(self) -> SMTP:
+        server_class = LMTP if self.lmtp else SMTP
+        protocol = server_class(_Handler(self), hostname=self.config.mail.message_id_domain,
+                                data_size_limit=self.config.mail.max_message_size,
+                                enable_SMTPUTF8=True, ident="helpgate")
+        self._protocols = [p for p in self._protocols if p.transport is not None]
+        self._protocols.append(protocol)
+        return protocol
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, self.endpoint.host,
+                                                self.endpoint.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("%s listening", self.name)
+
+    async def store(self, raw: bytes) -> str:
+        task = asyncio.ensure_future(self.deliver(raw, self.ticket_type))
+        self._in_flight.add(task)
+        try:
+            # Shielded: a client hanging up mid-answer must not cancel the store itself.
+            result = await asyncio.shield(task)
+        except Exception:
+            log.exception("could not store a message received over %s",
+                          self.endpoint.protocol)
+            return NOT_STORED
+        finally:
+            self._in_flight.discard(task)
+        return f"250 2.0.0 Stored as inbound message {result.inbound} ({result.action})"
+
+    async def stop(self) -> None:
+        """No new connections; messages being stored finish and get their answer."""
+        if self._server is None:
+            return
+        self._server.close()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        await asyncio.sleep(0)  # let the answers go out
+        for protocol in self._protocols:
+            if protocol.transport is not None:
+                protocol.transport.close()
+        await self._server.wait_closed()
+        self._server = None

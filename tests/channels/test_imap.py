@@ -1,0 +1,208 @@
+"""The IMAP adapter against a real Dovecot (R-CH-1): IDLE and polling, TLS and STARTTLS,
+the cursor across restarts, a UIDVALIDITY change, a server restarted under a running
+gateway, move-after-store, and poisoned or half-processed messages that must neither
+block the mailbox nor be stored twice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from helpgate.channels.mail import imap as imap_module
+from helpgate.channels.mail.imap import ImapMailbox
+from helpgate.config.schema import Config
+from helpgate.gateway.pipeline import Pipeline
+from helpgate.ticketstore.models import InboundMessage, Ticket
+from helpgate.ticketstore.repository import get_cursor
+from tests.dovecot import Dovecot
+from tests.mailfactory import mail
+from tests.mailservers import make_certificate
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    return make_certificate(tmp_path_factory.mktemp("imap-tls"))
+
+
+@pytest.fixture
+def dovecot(certificate):
+    server = Dovecot(certificate).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+async def mailboxes(store, clock):
+    """Start ImapMailbox readers for configs; all are stopped after the test."""
+    running: list[ImapMailbox] = []
+
+    async def start(imap: dict) -> ImapMailbox:
+        config = Config(mail={"imap": [imap]}, notifications={"employees": "none"})
+        mailbox = ImapMailbox(config.mail.imap[0], Pipeline(config, store, clock), store,
+                              clock)
+        await mailbox.start()
+        running.append(mailbox)
+        await asyncio.wait_for(mailbox.connected.wait(), 10)
+        return mailbox
+    yield start
+    for mailbox in running:
+        await mailbox.stop()
+
+
+async def count(store, model, *where) -> int:
+    return await store.run(lambda s: s.scalar(
+        select(func.count()).select_from(model).where(*where)))
+
+
+async def eventually(check, within: float = 10.0):
+    """Wait for an async condition; its last value when it holds, an assertion if not."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def stored(store, n: int):
+    return await eventually(lambda: _at_least(store, n))
+
+
+async def _at_least(store, n: int) -> bool:
+    return await count(store, InboundMessage) >= n
+
+
+async def deliver(dovecot: Dovecot, *raws: bytes) -> None:
+    await asyncio.to_thread(dovecot.deliver, *raws)
+
+
+async def test_idle_picks_up_a_new_mail_without_polling(store, dovecot, mailboxes):
+    await mailboxes(dovecot.imap_config(idle=True, poll_interval=3600))
+    await deliver(dovecot, mail(subject="Через IDLE"))
+    await stored(store, 1)
+    assert await count(store, Ticket) == 1
+    assert await eventually(lambda: _flags(dovecot)) == {1: "\\Seen"}
+
+
+async def _flags(dovecot):
+    flags = await asyncio.to_thread(dovecot.flags)
+    return flags if flags and all(flags.values()) else None
+
+
+async def test_polling_where_idle_is_off(store, dovecot, mailboxes):
+    await deliver(dovecot, mail(subject="Первое"))
+    await mailboxes(dovecot.imap_config(idle=False, poll_interval=0.2))
+    await stored(store, 1)
+    await deliver(dovecot, mail(subject="Второе"))
+    await stored(store, 2)
+    assert await count(store, Ticket) == 2
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+async def test_tls_and_starttls(store, dovecot, mailboxes, security):
+    await deliver(dovecot, mail())
+    await mailboxes(dovecot.imap_config(security))
+    await stored(store, 1)
+
+
+async def test_a_restart_resumes_from_the_cursor(store, dovecot, mailboxes, clock):
+    await deliver(dovecot, *(mail(subject=f"Письмо {i}") for i in range(3)))
+    first = await mailboxes(dovecot.imap_config())
+    await stored(store, 3)
+    await first.stop()
+    await deliver(dovecot, *(mail(subject=f"Позже {i}") for i in range(2)))
+    await mailboxes(dovecot.imap_config())
+    await stored(store, 5)
+    await asyncio.sleep(0.3)
+    assert await count(store, InboundMessage) == 5
+    assert await count(store, Ticket) == 5
+    assert (await store.run(get_cursor, first.key))[1] == 5
+
+
+async def test_a_uidvalidity_change_reads_again_without_duplicates(store, dovecot,
+                                                                   mailboxes):
+    await deliver(dovecot, mail(subject="A"), mail(subject="B"))
+    first = await mailboxes(dovecot.imap_config())
+    await stored(store, 2)
+    validity = (await store.run(get_cursor, first.key))[0]
+    await first.stop()
+    await asyncio.to_thread(dovecot.recreate_inbox_with_new_uidvalidity)
+    await deliver(dovecot, mail(subject="C"))
+    second = await mailboxes(dovecot.imap_config())
+    await stored(store, 3)
+    await eventually(lambda: _cursor_at(store, second.key, 3))
+    assert (await store.run(get_cursor, second.key))[0] != validity
+    assert await count(store, Ticket) == 3
+    assert await count(store, InboundMessage) == 3
+
+
+async def _cursor_at(store, key, position) -> bool:
+    cursor = await store.run(get_cursor, key)
+    return cursor is not None and cursor[1] == position
+
+
+@pytest.mark.pipeline_errors_expected
+async def test_a_server_restart_under_a_running_gateway_loses_nothing(store, dovecot,
+                                                                      mailboxes):
+    mailbox = await mailboxes(dovecot.imap_config(idle=True))
+    await deliver(dovecot, mail(subject="До перезапуска"))
+    await stored(store, 1)
+    await asyncio.to_thread(dovecot.stop)
+    await eventually(lambda: _disconnected(mailbox))
+    await asyncio.to_thread(dovecot.start)
+    await deliver(dovecot, mail(subject="После перезапуска"))
+    await stored(store, 2)
+    assert await count(store, Ticket) == 2
+
+
+async def _disconnected(mailbox) -> bool:
+    return not mailbox.connected.is_set()
+
+
+async def test_move_after_store(store, dovecot, mailboxes):
+    await asyncio.to_thread(dovecot.create, "Processed")
+    await deliver(dovecot, mail(subject="Переложить"))
+    await mailboxes(dovecot.imap_config(after="move", move_to="Processed"))
+    await stored(store, 1)
+    await eventually(lambda: _moved(dovecot))
+
+
+async def _moved(dovecot) -> bool:
+    return await asyncio.to_thread(dovecot.count) == 0 and \
+        await asyncio.to_thread(dovecot.count, "Processed") == 1
+
+
+async def test_a_poisoned_message_is_quarantined_and_does_not_block(store, dovecot,
+                                                                    mailboxes):
+    await deliver(dovecot, b"X-Garbage: yes\n\n", mail(subject="После мусора"))
+    await mailboxes(dovecot.imap_config())
+    await stored(store, 2)
+    await eventually(lambda: _flags(dovecot))
+    assert await count(store, InboundMessage, InboundMessage.state == "quarantined") == 1
+    assert await count(store, Ticket) == 1
+
+
+@pytest.mark.pipeline_errors_expected
+async def test_stored_but_not_flagged_is_not_stored_twice(store, dovecot, mailboxes,
+                                                          monkeypatch):
+    original = imap_module.ImapMailbox._after_stored
+    calls = []
+
+    async def crash_once(self, client, uids):
+        calls.append(uids)
+        if len(calls) == 1:
+            raise ConnectionResetError("connection dropped before the flag")
+        return await original(self, client, uids)
+    monkeypatch.setattr(imap_module.ImapMailbox, "_after_stored", crash_once)
+    monkeypatch.setattr(imap_module, "MAX_BACKOFF", 0.1)
+    await deliver(dovecot, mail(subject="Один раз"))
+    await mailboxes(dovecot.imap_config())
+    await eventually(lambda: _flags(dovecot))
+    assert len(calls) == 2
+    assert await count(store, InboundMessage) == 1
+    assert await count(store, Ticket) == 1

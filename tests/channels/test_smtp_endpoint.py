@@ -1,0 +1,140 @@
+"""Our SMTP/LMTP endpoint (R-CH-2), spoken to with the standard library's clients: only
+our recipients (never an open relay), the size limit, 250 only after the message is
+stored, 451 when it cannot be, and LMTP's one answer per recipient."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+
+import pytest
+from sqlalchemy import func, select
+
+from helpgate.channels.mail.smtp import MailEndpoint
+from helpgate.config.schema import Config
+from helpgate.gateway.pipeline import Pipeline
+from helpgate.ticketstore import repository
+from helpgate.ticketstore.models import InboundMessage, Ticket
+from tests.mailfactory import mail
+
+
+def endpoint_config(**endpoint) -> Config:
+    return Config(mail={"endpoint": {"port": 0, **endpoint}, "max_message_size": "64KB"})
+
+
+@pytest.fixture
+async def served(store, clock):
+    """Start an endpoint for a config; stopped after the test."""
+    started: list[MailEndpoint] = []
+
+    async def start(config: Config) -> MailEndpoint:
+        pipeline = Pipeline(config, store, clock)
+        endpoint = MailEndpoint(config, pipeline.ingest_email)
+        await endpoint.start()
+        started.append(endpoint)
+        return endpoint
+    yield start
+    for endpoint in started:
+        await endpoint.stop()
+
+
+async def count(store, model) -> int:
+    return await store.run(lambda s: s.scalar(select(func.count()).select_from(model)))
+
+
+def crlf(raw: bytes) -> bytes:
+    # On the wire lines end in CRLF; smtplib sends bytes as they are.
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def talk(port: int, recipients: list[str], raw: bytes, lmtp: bool = False):
+    """One SMTP (or LMTP) session; returns (refused recipients, DATA answer or error)."""
+    client = smtplib.LMTP("127.0.0.1", port) if lmtp else smtplib.SMTP("127.0.0.1", port)
+    try:
+        client.ehlo_or_helo_if_needed()
+        client.mail("ivan@romashka.ru")
+        refused = {}
+        for rcpt in recipients:
+            code, text = client.rcpt(rcpt)
+            if code != 250:
+                refused[rcpt] = (code, text.decode())
+        if len(refused) == len(recipients):
+            return refused, None
+        code, text = client.data(crlf(raw))
+        return refused, (code, text.decode())
+    finally:
+        client.close()
+
+
+async def in_thread(function, *args, **kwargs):
+    return await asyncio.to_thread(function, *args, **kwargs)
+
+
+async def test_mail_to_our_address_becomes_a_ticket_after_250(store, served):
+    endpoint = await served(endpoint_config())
+    refused, answer = await in_thread(talk, endpoint.port, ["support@helpgate.localhost"],
+                                      mail(body="Принтер не печатает."))
+    assert refused == {}
+    assert answer[0] == 250 and "Stored as inbound message 1 (new_ticket)" in answer[1]
+    assert await count(store, Ticket) == 1
+
+
+async def test_other_recipients_are_refused_and_nothing_is_stored(store, served):
+    endpoint = await served(endpoint_config())
+    refused, answer = await in_thread(talk, endpoint.port,
+                                      ["victim@gmail.com", "support@evil.example"], mail())
+    assert answer is None
+    assert {code for code, _ in refused.values()} == {550}
+    assert "not a relay" in refused["victim@gmail.com"][1]
+    assert await count(store, InboundMessage) == 0
+
+
+async def test_configured_addresses_and_domains_are_accepted(store, served):
+    endpoint = await served(endpoint_config(addresses=["Help@Firm.Example"],
+                                            domains=["desk.example"]))
+    refused, answer = await in_thread(
+        talk, endpoint.port, ["help@firm.example", "any@desk.example",
+                              "support@helpgate.localhost", "x@sub.desk.example"], mail())
+    assert set(refused) == {"support@helpgate.localhost", "x@sub.desk.example"}
+    assert answer[0] == 250
+
+
+async def test_a_message_over_the_size_limit_gets_552(store, served):
+    endpoint = await served(endpoint_config())
+    _, answer = await in_thread(talk, endpoint.port, ["support@helpgate.localhost"],
+                                mail(body="строка текста\n" * 5_000))
+    assert answer[0] == 552
+    assert await count(store, InboundMessage) == 0
+
+
+@pytest.mark.pipeline_errors_expected
+async def test_a_message_that_cannot_be_stored_gets_451(store, served, monkeypatch):
+    endpoint = await served(endpoint_config())
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(repository, "insert_ignoring_conflict", broken)
+    _, answer = await in_thread(talk, endpoint.port, ["support@helpgate.localhost"], mail())
+    assert answer[0] == 451 and "try again later" in answer[1]
+    monkeypatch.undo()
+    assert await count(store, InboundMessage) == 0
+    # The sending server retries later and the message gets in.
+    _, answer = await in_thread(talk, endpoint.port, ["support@helpgate.localhost"], mail())
+    assert answer[0] == 250
+
+
+async def test_lmtp_answers_once_per_recipient_and_stores_once(store, served):
+    endpoint = await served(endpoint_config(protocol="lmtp", domains=["helpgate.localhost"]))
+
+    def session():
+        client = smtplib.LMTP("127.0.0.1", endpoint.port)
+        try:
+            client.ehlo_or_helo_if_needed()
+            # smtplib.LMTP.sendmail reads one DATA reply per recipient (RFC 2033).
+            return client.sendmail("ivan@romashka.ru", ["support@helpgate.localhost",
+                                                        "sales@helpgate.localhost"],
+                                   crlf(mail()))
+        finally:
+            client.close()
+    assert await in_thread(session) == {}
+    assert await count(store, InboundMessage) == 1
