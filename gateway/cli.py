@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     oretry = osub.add_parser("retry", help="send a parked or uncertain message again")
     oretry.add_argument("id", type=int)
 
+    mport = sub.add_parser("import", help="bring an existing mailbox's history in "
+                           "(idempotent: a second run adds nothing)")
+    mport.add_argument("format", choices=["mbox", "maildir"])
+    mport.add_argument("path")
+    mport.add_argument("--type", dest="ticket_type", help="ticket type for new tickets")
+    mport.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     reply = sub.add_parser("reply", help="add a staff comment to a ticket; a public one "
                            "goes to the customer")
     reply.add_argument("number", type=int)
@@ -102,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+    # The running gateway logs one line per decision; one-shot commands only trouble.
+    level = logging.DEBUG if args.verbose else (
+        logging.INFO if args.command == "run" else logging.WARNING)
+    logging.basicConfig(level=level,
                         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = load_config(args.config)
@@ -286,6 +296,20 @@ async def _cmd_quarantine(args, config: Config, store) -> int:
     return 0
 
 
+async def _cmd_import(args, config: Config, store) -> int:
+    from helpgate.gateway.mailbox_import import MailboxError, import_mailbox
+    if args.ticket_type and args.ticket_type not in config.tickets.types:
+        raise CliError(f"unknown ticket type {args.ticket_type!r}; known: "
+                       f"{', '.join(config.tickets.types)}")
+    try:
+        summary = await import_mailbox(config, store, args.format, args.path,
+                                       args.ticket_type, progress=not args.no_progress)
+    except MailboxError as exc:
+        raise CliError(str(exc)) from None
+    _print(summary)
+    return 0
+
+
 async def _cmd_reply(args, config: Config, store) -> int:
     from helpgate.gateway.replies import ReplyError, staff_reply
     text = sys.stdin.read() if args.text == "-" else args.text
@@ -356,6 +380,7 @@ COMMANDS = {
     "run": _cmd_run, "ingest": _cmd_ingest, "ticket": _cmd_ticket, "tickets": _cmd_tickets,
     "status": _cmd_status, "outbox": _cmd_outbox, "quarantine": _cmd_quarantine,
     "db": _cmd_db, "directory": _cmd_directory, "reply": _cmd_reply,
+    "import": _cmd_import,
 }
 
 if __name__ == "__main__":

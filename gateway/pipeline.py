@@ -82,10 +82,12 @@ class Result:
 
 class Pipeline:
     def __init__(self, config: Config, store: Store,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, quiet: bool = False) -> None:
         self.config = config
         self.store = store
         self.clock = clock
+        # Quiet: decide and store, but queue no notification (importing old history).
+        self.quiet = quiet
         self.notifier = Notifier(config)
         # Called after messages were committed, e.g. to wake the outbox worker at once.
         self.on_commit: list[Callable[[], None]] = []
@@ -282,7 +284,9 @@ class Pipeline:
         if author is not None and author.kind == "employee" and not new:
             connection(session).execute(_FIRST_RESPONSE, {"ticket_id": ticket.id,
                                                           "at": now})
-        if new:
+        if self.quiet:
+            pass
+        elif new:
             ack_to = message.reply_to or message.sender_email
             self.notifier.new_ticket(session, ticket, comment, ack_to, message.message_id, now)
         else:

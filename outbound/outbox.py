@@ -3,16 +3,20 @@
 Outbox rows are written in the transaction of the event they announce (outbound/notify.py).
 This worker moves them through their states:
 
-    queued --claim--> sending --delivered--> sent
-                         |----temporary----> queued (later: backoff) -> parked after N
-                         |----permanent----> parked
-                         '----lease ran out (the gateway stopped mid-send)--> uncertain
+    queued --claim--> claimed --handed to the transport--> sending --delivered--> sent
+                         |                                   |----temporary--> queued
+                         |                                   |  (later: backoff), parked
+                         |                                   |  after max_attempts
+                         |                                   |----permanent--> parked
+                         '--lease ran out--> queued          '--lease ran out--> uncertain
 
 A claim is a committed state change made under `FOR UPDATE SKIP LOCKED` on PostgreSQL
 (SQLite's write lock serializes claims), so several gateway instances share one outbox and
-no row is sent by two of them. A row whose outcome is unknown — the process died between
-handing it to the relay and recording the answer — is parked as "uncertain" rather than
-sent again; `helpgate outbox retry ID` sends it once more on an admin's word.
+no row is sent by two of them. Each row is marked "sending" in its own commit just before
+the transport gets it: a gateway that dies leaves its claimed rows to go back to the
+queue, and only a row whose outcome is truly unknown — handed to the relay, answer not
+recorded — is parked as "uncertain" rather than sent again; `helpgate outbox retry ID`
+sends it once more on an admin's word.
 """
 
 from __future__ import annotations
@@ -34,13 +38,15 @@ from helpgate.ticketstore.repository import Store
 log = logging.getLogger("helpgate.outbox")
 OUTBOX = OutboxMessage.__table__
 BATCH = 20
+# Messages handed over at the same moment: what a crash can leave uncertain, at most.
+IN_FLIGHT = 4
 UNCERTAIN = ("the gateway stopped while handing this message over; it may have gone out, "
              "so it is not sent again by itself (`helpgate outbox retry {id}` sends it)")
 
 
 def claim(session: Session, channels: list[str], now: datetime, lease: timedelta,
           limit: int = BATCH) -> list[Outgoing]:
-    """Take due rows of these channels for sending: state "sending" until `now + lease`."""
+    """Take due rows of these channels: state "claimed" until `now + lease`."""
     rows = session.execute(
         select(OUTBOX).where(OUTBOX.c.state == "queued", OUTBOX.c.next_attempt_at <= now,
                              OUTBOX.c.channel.in_(channels))
@@ -48,11 +54,18 @@ def claim(session: Session, channels: list[str], now: datetime, lease: timedelta
         .with_for_update(skip_locked=True)).all()
     if rows:
         session.execute(update(OUTBOX).where(OUTBOX.c.id.in_([r.id for r in rows]))
-                        .values(state="sending", attempts=OUTBOX.c.attempts + 1,
-                                next_attempt_at=now + lease))
+                        .values(state="claimed", next_attempt_at=now + lease))
     return [Outgoing(id=r.id, channel=r.channel, kind=r.kind, recipient=r.recipient,
                      subject=r.subject, text=r.text, html=r.html, message_id=r.message_id,
                      headers=dict(r.headers or {})) for r in rows]
+
+
+def mark_sending(session: Session, outbox_id: int) -> bool:
+    """The point of no return, committed before the transport gets the message."""
+    result = session.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id,
+                                                  OUTBOX.c.state == "claimed")
+                             .values(state="sending", attempts=OUTBOX.c.attempts + 1))
+    return result.rowcount == 1
 
 
 def record(session: Session, outbox_id: int, result: DeliveryResult, now: datetime,
@@ -86,14 +99,21 @@ def backoff(attempts: int, config: OutboxConfig) -> timedelta:
 
 
 def expire_leases(session: Session, now: datetime) -> int:
-    """Rows left "sending" by a gateway that stopped: parked as uncertain, never resent."""
-    rows = session.execute(select(OUTBOX.c.id).where(OUTBOX.c.state == "sending",
-                                                     OUTBOX.c.next_attempt_at <= now)
-                           .with_for_update(skip_locked=True)).scalars().all()
-    for outbox_id in rows:
-        session.execute(_UNCERTAIN, {"outbox_id": outbox_id,
-                                     "error": UNCERTAIN.format(id=outbox_id)})
-    return len(rows)
+    """Rows a stopped gateway left behind: claimed ones go back to the queue; ones it was
+    sending are parked as uncertain, never resent. Returns how many were parked."""
+    rows = session.execute(select(OUTBOX.c.id, OUTBOX.c.state).where(
+        OUTBOX.c.state.in_(("claimed", "sending")), OUTBOX.c.next_attempt_at <= now)
+        .with_for_update(skip_locked=True)).all()
+    parked = 0
+    for row in rows:
+        if row.state == "claimed":
+            session.execute(update(OUTBOX).where(OUTBOX.c.id == row.id)
+                            .values(state="queued", next_attempt_at=now))
+        else:
+            session.execute(_UNCERTAIN, {"outbox_id": row.id,
+                                         "error": UNCERTAIN.format(id=row.id)})
+            parked += 1
+    return parked
 
 
 _UNCERTAIN = update(OUTBOX).where(OUTBOX.c.id == bindparam("outbox_id")).values(
@@ -132,6 +152,7 @@ class OutboxWorker:
         self.transports = transports
         self.clock = clock
         self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
 
     def wake(self) -> None:
         self._wake.set()
@@ -170,6 +191,13 @@ class OutboxWorker:
         return len(batch)
 
     async def _deliver(self, message: Outgoing) -> None:
+        async with self._slots:
+            await self._hand_over(message)
+
+    async def _hand_over(self, message: Outgoing) -> None:
+        if not await self.store.run(mark_sending, message.id):
+            log.warning("outbox %s: claim lost before sending; left alone", message.id)
+            return
         try:
             result = await self.transports[message.channel].send(message)
         except Exception as exc:  # a transport bug: retry later rather than lose it

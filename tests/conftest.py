@@ -133,3 +133,19 @@ def pipeline(config, store, clock) -> Pipeline:
 
 def eml(name: str) -> bytes:
     return (DATA / name).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for localhost, for the TLS servers of the tests."""
+    from tests.mailservers import make_certificate
+    return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def dovecot(certificate):
+    """A real Dovecot IMAP server of the test's own (tests/dovecot.py)."""
+    from tests.dovecot import Dovecot
+    server = Dovecot(certificate).start()
+    yield server
+    server.cleanup()

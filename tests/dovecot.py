@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import need_service
-from tests.mailservers import Certificate, free_port
+from tests.mailservers import Certificate, free_ports
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 USER, PASSWORD = "support", "secret"
@@ -87,7 +87,7 @@ class Dovecot:
         (self.base / "users").write_text(
             f"{USER}:{{PLAIN}}{PASSWORD}:{self.uid}:{self.gid}::{home}\n", encoding="utf-8")
         self.certificate = certificate
-        self.port, self.tls_port = free_port(), free_port()
+        self.port, self.tls_port = free_ports(2)
         self.config = self.base / "dovecot.conf"
         self.config.write_text(CONFIG.format(
             base=self.base, cert=certificate.cert, key=certificate.key, uid=self.uid,

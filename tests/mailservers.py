@@ -150,8 +150,18 @@ class Relay:
         return {**config, **extra}
 
 
-def free_port() -> int:
+def free_ports(count: int) -> list[int]:
+    """Distinct loopback ports nobody listens on (all held open while choosing)."""
     import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]

@@ -20,3 +20,6 @@ def test_compose_file_wires_gateway_to_postgres():
     assert "healthcheck" in gateway and "healthcheck" in services["db"]
     assert "pgdata" in compose["volumes"]
     assert services["db"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD")
+    # The SMTP/LMTP endpoint is published for the mail server in front of it.
+    assert "2525:2525" in gateway["ports"]
+    assert gateway["environment"]["SMTP_PASSWORD"].startswith("${SMTP_PASSWORD")

@@ -19,19 +19,6 @@ from helpgate.ticketstore.models import InboundMessage, Ticket
 from helpgate.ticketstore.repository import get_cursor
 from tests.dovecot import Dovecot
 from tests.mailfactory import mail
-from tests.mailservers import make_certificate
-
-
-@pytest.fixture(scope="session")
-def certificate(tmp_path_factory):
-    return make_certificate(tmp_path_factory.mktemp("imap-tls"))
-
-
-@pytest.fixture
-def dovecot(certificate):
-    server = Dovecot(certificate).start()
-    yield server
-    server.cleanup()
 
 
 @pytest.fixture

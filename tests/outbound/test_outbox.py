@@ -17,14 +17,9 @@ from helpgate.outbound.outbox import OutboxWorker
 from helpgate.ticketstore.queries import outbox_list
 from helpgate.ticketstore.repository import Store
 from tests.mailfactory import mail
-from tests.mailservers import Relay, make_certificate
+from tests.mailservers import Relay
 
 SEPARATOR = "##- Пожалуйста, пишите ответ выше этой строки -##"
-
-
-@pytest.fixture(scope="session")
-def certificate(tmp_path_factory):
-    return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
@@ -141,6 +136,7 @@ async def test_a_send_cut_off_by_a_crash_is_parked_uncertain_not_sent_twice(stor
     await Pipeline(config, store, clock).ingest_email(mail())
     # The gateway claims the row, hands it to the relay, and dies before recording.
     [claimed] = await store.run(outbox.claim, ["email"], clock(), timedelta(minutes=10))
+    assert await store.run(outbox.mark_sending, claimed.id)
     await EmailTransport(config).send(claimed)
     assert len(relay.received) == 1
     delivery = worker(store, config, clock)
@@ -154,6 +150,18 @@ async def test_a_send_cut_off_by_a_crash_is_parked_uncertain_not_sent_twice(stor
     await store.run(outbox.retry, row["id"], clock())
     await delivery.run_once()
     assert await states(store) == [("sent", 1)] and len(relay.received) == 2
+
+
+async def test_a_claim_never_handed_over_goes_back_to_the_queue(store, relay, clock):
+    config = relay_config(relay)
+    await Pipeline(config, store, clock).ingest_email(mail())
+    # Claimed by a gateway that died before handing the message to the relay.
+    await store.run(outbox.claim, ["email"], clock(), timedelta(minutes=10))
+    delivery = worker(store, config, clock)
+    assert await delivery.run_once() == 0
+    clock.advance(minutes=11)
+    assert await delivery.run_once() == 1
+    assert await states(store) == [("sent", 1)] and len(relay.received) == 1
 
 
 async def test_retry_refuses_a_message_that_is_not_parked(store, relay, clock):
