@@ -149,3 +149,12 @@ def dovecot(certificate):
     server = Dovecot(certificate).start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture
+async def relay():
+    """A real aiosmtpd SMTP relay on a loopback port, with an error-injection switch."""
+    from tests.mailservers import Relay
+    server = await Relay().start()
+    yield server
+    await server.stop()

@@ -29,13 +29,6 @@ SEPARATOR = "##- Пожалуйста, пишите ответ выше этой
 
 
 @pytest.fixture
-async def relay():
-    server = await Relay().start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def desk(store, dovecot, relay):
     """A running gateway: endpoint on a free port, the Dovecot mailbox, the relay."""
     await store.run(people.import_directory, people.DirectoryFile(

@@ -22,13 +22,6 @@ from tests.mailservers import Relay
 SEPARATOR = "##- Пожалуйста, пишите ответ выше этой строки -##"
 
 
-@pytest.fixture
-async def relay():
-    server = await Relay().start()
-    yield server
-    await server.stop()
-
-
 def relay_config(relay: Relay, **mail) -> Config:
     return Config(mail={"smtp": relay.smtp_config(), **mail},
                   notifications={"employees": "none"},
