@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import ssl
@@ -53,8 +54,10 @@ class ImapMailbox:
     """Reads one configured mailbox until stopped; see the module docstring."""
 
     def __init__(self, config: ImapConfig, pipeline, store: Store,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], max_size: int | None = None) -> None:
         self.config = config
+        # Larger messages are not fetched whole: their header is kept and quarantined.
+        self.max_size = max_size or pipeline.config.mail.max_message_size
         self.pipeline = pipeline
         self.store = store
         self.clock = clock
@@ -194,18 +197,43 @@ class ImapMailbox:
         uids = sorted(u for u in _numbers(response.lines[0]) if u > last)
         for start in range(0, len(uids), FETCH_BATCH):
             batch = uids[start:start + FETCH_BATCH]
-            raws = await self._fetch(client, batch)
-            messages = [self.pipeline.parse(raws[uid]) for uid in batch if uid in raws]
-            await self.pipeline.ingest_many(messages, self.config.ticket_type)
-            await self._after_stored(client, [uid for uid in batch if uid in raws])
+            messages = await self._messages(client, batch)
+            await self.pipeline.ingest_many(list(messages.values()), self.config.ticket_type)
+            await self._after_stored(client, list(messages))
             last = batch[-1]
             await self.store.run(set_cursor, self.key, validity, last, self.clock())
             if self._stop.is_set():
                 break
         return last
 
-    async def _fetch(self, client: aioimaplib.IMAP4, uids: list[int]) -> dict[int, bytes]:
-        response = await client.uid("fetch", _uid_set(uids), "(UID RFC822.SIZE BODY.PEEK[])")
+    async def _messages(self, client: aioimaplib.IMAP4, uids: list[int]) -> dict:
+        """UID -> parsed message, in UID order; an oversized one as its header only, with
+        the reason it is quarantined (it cannot be stored whole, and must not block)."""
+        response = await client.uid("fetch", _uid_set(uids), "(UID RFC822.SIZE)")
+        if response.result != "OK":
+            raise ImapError(f"fetch failed: {_text(response)}")
+        sizes = {int(uid.group(1)): int(size.group(1)) for line in response.lines
+                 if isinstance(line, bytes) and (uid := _UID.search(line))
+                 and (size := _SIZE.search(line))}
+        big = [uid for uid in uids if sizes.get(uid, 0) > self.max_size]
+        whole = await self._fetch(client, [uid for uid in uids if uid not in big], "BODY.PEEK[]")
+        heads = await self._fetch(client, big, "BODY.PEEK[HEADER]") if big else {}
+        messages = {}
+        for uid in uids:
+            if uid in whole:
+                messages[uid] = self.pipeline.parse(whole[uid])
+            elif uid in heads:
+                messages[uid] = dataclasses.replace(
+                    self.pipeline.parse(heads[uid]),
+                    problem=f"message of {sizes[uid]} bytes is over mail.max_message_size "
+                            f"({self.max_size}); only its header was kept")
+        return messages
+
+    async def _fetch(self, client: aioimaplib.IMAP4, uids: list[int],
+                     part: str) -> dict[int, bytes]:
+        if not uids:
+            return {}
+        response = await client.uid("fetch", _uid_set(uids), f"(UID {part})")
         if response.result != "OK":
             raise ImapError(f"fetch failed: {_text(response)}")
         found = _fetched(response.lines)

@@ -193,3 +193,29 @@ async def test_stored_but_not_flagged_is_not_stored_twice(store, dovecot, mailbo
     assert len(calls) == 2
     assert await count(store, InboundMessage) == 1
     assert await count(store, Ticket) == 1
+
+
+async def test_an_oversized_message_keeps_its_header_in_quarantine(store, dovecot, clock):
+    config = Config(mail={"imap": [dovecot.imap_config()], "max_message_size": "4KB"})
+    mailbox = ImapMailbox(config.mail.imap[0], Pipeline(config, store, clock), store, clock)
+    await deliver(dovecot, mail(subject="Огромное", body="строка\n" * 2000),
+                  mail(subject="Обычное"))
+    await mailbox.start()
+    try:
+        await stored(store, 2)
+        await eventually(lambda: _flags(dovecot))
+    finally:
+        await mailbox.stop()
+    reasons = await store.run(lambda s: s.scalars(select(InboundMessage.reason).where(
+        InboundMessage.state == "quarantined")).all())
+    assert len(reasons) == 1 and "is over mail.max_message_size (4096)" in reasons[0]
+    assert await count(store, Ticket) == 1
+
+
+async def test_a_mailbox_opens_tickets_of_its_own_type(store, dovecot, mailboxes):
+    from helpgate.ticketstore.queries import ticket_list
+    await deliver(dovecot, mail(subject="Авария"))
+    await mailboxes(dovecot.imap_config(ticket_type="incident"))
+    await stored(store, 1)
+    [ticket] = await store.run(ticket_list, Config())
+    assert ticket["type"] == "incident"
