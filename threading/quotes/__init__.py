@@ -1,8 +1,25 @@
-"""Quote stripping: the customer's new words out of a reply (R-TH-2).
+"""Quote stripping: only the customer's new words out of a reply (R-TH-2).
 
-One function, `strip_quotes`, is the seam the rest of helpgate calls. This first version
-cuts at our separator line (in any of its quoted or wrapped forms), drops the attribution
-line a client writes above the quote, and lets talon find the remaining quote markers.
+`strip_quotes` is the seam the rest of helpgate calls (the quote_strip rule, the bench).
+`explain` gives the same text and the names of the layers that cut, in order, so a wrong
+cut can be traced to the rule that made it. The layers, in order:
+
+1. html        — HTML-only mail: the clients' quote containers are cut in the HTML
+                 (gmail_quote, divRplyFwdMsg, Outlook's border block, moz-cite-prefix,
+                 blockquotes), then the rest is converted to text;
+2. separator   — our own separator line, quoted, wrapped or mangled: all below it goes;
+3. forward     — a forwarded message stops here: kept whole, with its forward header;
+4. header_block — Outlook/Samsung/Lotus reply headers ("От:/Отправлено:/Кому:/Тема:",
+                 "-----Original Message-----") in the languages of patterns.py;
+5. quote_markers — ">" blocks, keeping the customer's own segments of an interleaved or
+                 bottom-posted reply, with the attribution line above each quote;
+6. attribution — "On … wrote:" followed by an unquoted original (mobile clients);
+7. talon       — last, for what the layers above do not know, and only when what it
+                 would cut looks like history (an address or quoted lines), so a
+                 "Date:" line in the customer's own text does not cut them short.
+
+What is kept: everything the customer wrote, signatures and "Sent from my iPhone" too;
+a message with no quote whole.
 """
 
 from __future__ import annotations
@@ -12,6 +29,8 @@ import re
 import sys
 
 from helpgate.channels.mail.parse import html_to_text
+from helpgate.threading.quotes import html as html_layer
+from helpgate.threading.quotes import text as layers
 
 # talon's package imports its signature module, which pulls in scikit-learn for a second
 # and then fails with current scikit-learn anyway (PROTOCOLS.md). We use only its
@@ -23,25 +42,6 @@ from talon import quotations as _talon  # noqa: E402
 _talon.register_xpath_extensions()
 log = logging.getLogger("helpgate.quotes")
 
-_NON_WORD = re.compile(r"[\W_]+", re.U)
-_QUOTE_PREFIX = re.compile(r"^(\s*>)+\s?")
-_FORWARD = re.compile(
-    r"^\s*(-{2,}\s*(forwarded message|original message|пересылаемое сообщение|"
-    r"пересланное сообщение)\s*-{2,}|begin forwarded message:|"
-    r"-{2,}\s*перенаправленное сообщение\s*-{2,})", re.I | re.M)
-_FORWARD_SUBJECT = re.compile(r"^\s*(fwd?|пересл|переслано)\s*:", re.I)
-# An attribution line ends with a colon and names a date or an address ("On … wrote:",
-# "23 нояб. 2026 г., в 10:00, Support <support@…>:", "Иван пишет:").
-_ATTRIBUTION = re.compile(r"(@|\d|wrote|писал|пишет|schrieb|écrit|escribió).{0,200}:\s*$", re.I)
-# A reply header block's fields, in the languages of our customers' clients.
-_HEADER_FIELD = re.compile(
-    r"^\s*\*?(from|sent|to|cc|subject|date|от|отправлено|кому|копия|тема|дата|von|gesendet|"
-    r"an|betreff|de|envoyé|à|objet)\*?\s*:", re.I)
-# The rule or banner above such a block.
-_HEADER_RULE = re.compile(r"^\s*(_{5,}|-{3,}\s*[^-]*\s*-{3,}|={5,})\s*$")
-# The first half of an attribution the client wrapped: it ends inside the address or
-# after a time ("… 10:00 AM Support <", "… 2026 г., в 10:00,").
-_WRAPPED_HALF = re.compile(r"(<|,|\d{1,2}:\d{2}(\s*[AP]M)?)$", re.I)
 # Every talon splitter and quote marker needs one of these (a colon, ">", "@", a dash rule,
 # or the verb of the colon-less "On …, X wrote"): a text without any has nothing talon
 # could cut, and skipping it saves most of the stripping time of a fresh request.
@@ -51,72 +51,47 @@ _TALON_MAY_CUT = re.compile(r"[:>@]|--|wrote|sent|écrit|napisał|schreef|verzon
 
 def strip_quotes(text: str, html: str | None, separators: list[str], subject: str = "") -> str:
     """The new text of a reply. `html` is given only for an HTML-only message."""
+    return explain(text, html, separators, subject)[0]
+
+
+def explain(text: str, html: str | None, separators: list[str],
+            subject: str = "") -> tuple[str, list[str]]:
+    """The new text and the layers that cut it, in order."""
+    trail: list[str] = []
     if html is not None:
-        text = _html_reply(html, text)
-    if _FORWARD_SUBJECT.match(subject or "") or _is_forward(text):
-        # A forwarded message is kept whole, with its forward header (R-TH-2).
-        return _cut_at_separator(text, separators).strip()
-    cut = _cut_at_separator(text, separators)
-    if cut != text:
-        return _drop_attribution(cut).strip()
+        cut_html = html_layer.cut(html)
+        if cut_html is not None:
+            text = html_to_text(cut_html)
+            trail.append("html")
+    lines = layers.split_shared_line(text.replace("\r\n", "\n").split("\n"))
+
+    def apply(name: str, result: list[str] | None) -> None:
+        nonlocal lines
+        if result is not None and result != lines:
+            lines = result
+            trail.append(name)
+
+    apply("separator", layers.separator(lines, separators))
+    if layers.is_forward(lines, subject):
+        return "\n".join(lines).strip(), [*trail, "forward"]
+    apply("header_block", layers.header_block(lines))
+    apply("quote_markers", layers.quote_markers(lines))
+    apply("attribution", layers.attribution_cut(lines))
+    if not trail:
+        apply("talon", _talon_fallback(lines))
+    if trail:  # something was cut: an attribution left at the end belongs to it
+        apply("attribution", layers.drop_attribution(lines))
+    return "\n".join(lines).strip(), trail
+
+
+def _talon_fallback(lines: list[str]) -> list[str] | None:
+    text = "\n".join(lines)
     if not _TALON_MAY_CUT.search(text):
-        return text.strip()
-    return _talon.extract_from_plain(text).strip()
-
-
-def _html_reply(html: str, fallback: str) -> str:
-    """HTML-only mail is cut in the HTML, then converted (R-TH-2)."""
-    try:
-        return html_to_text(_talon.extract_from_html(html))
-    except Exception:  # talon/lxml refuse some markup: keep the whole text, lose nothing
-        log.warning("HTML quote detection failed; keeping the whole text", exc_info=True)
-        return fallback
-
-
-def _is_forward(text: str) -> bool:
-    match = _FORWARD.search(text)
-    # Only a forward at the top: one inside a quote belongs to old history.
-    return match is not None and not text[: match.start()].strip()
-
-
-def _normalize(line: str) -> str:
-    return _NON_WORD.sub("", _QUOTE_PREFIX.sub("", line)).lower()
-
-
-def _cut_at_separator(text: str, separators: list[str]) -> str:
-    """Everything above the first line holding one of our separators (quoted, wrapped)."""
-    keys = [_normalize(s) for s in separators if _normalize(s)]
-    lines = text.splitlines()
-    normal = [_normalize(line) for line in lines]
-    for index, current in enumerate(normal):
-        if not current:
-            continue
-        # A client may wrap the separator: look at this line joined with the next one,
-        # and cut here if a separator starts on this line.
-        joined = current + (normal[index + 1] if index + 1 < len(normal) else "")
-        for key in keys:
-            position = joined.find(key)
-            if 0 <= position < len(current):
-                return "\n".join(lines[:index])
-    return text
-
-
-def _drop_attribution(text: str) -> str:
-    """Drop what a client writes between the new text and the quote it cut at: a reply
-    header block (Outlook "От:/Отправлено:/Кому:/Тема:", "-----Original Message-----")
-    or an attribution line ("On … wrote:"), also when the client wrapped it in two."""
-    lines = text.rstrip().splitlines()
-    header_lines = 0
-    while lines and _HEADER_FIELD.match(lines[-1]):
-        lines.pop()
-        header_lines += 1
-    if header_lines:
-        while lines and (not lines[-1].strip() or _HEADER_RULE.match(lines[-1])):
-            lines.pop()
-        return "\n".join(lines)
-    if not lines or not _ATTRIBUTION.search(lines[-1].strip()):
-        return text
-    lines.pop()
-    if lines and _WRAPPED_HALF.search(lines[-1].strip()):
-        lines.pop()
-    return "\n".join(lines)
+        return None
+    kept = _talon.extract_from_plain(text).strip()
+    if not kept or kept == text.strip():
+        return None
+    tail = text[len(kept):] if text.startswith(kept) else text
+    looks_like_history = "@" in tail or sum(
+        1 for line in tail.split("\n") if line.lstrip().startswith(">")) >= 2
+    return kept.split("\n") if looks_like_history else None

@@ -1,0 +1,177 @@
+"""The quote stripper's layers (threading/quotes/), each with its own cases, and the trail
+that names the layer that cut — so a wrong cut can be traced to the rule that made it."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpgate.threading.quotes import explain, html, strip_quotes
+from helpgate.threading.quotes import text as layers
+
+SEP = "##- Пожалуйста, пишите ответ выше этой строки -##"
+SEP_EN = "##- Please type your reply above this line -##"
+SEPARATORS = [SEP, SEP_EN]
+OLD = f"> {SEP}\n>\n> Здравствуйте!\n> Ваше обращение зарегистрировано под номером 42."
+
+
+def cut(text: str, subject: str = "", markup: str | None = None) -> tuple[str, list[str]]:
+    return explain(text, markup, SEPARATORS, subject)
+
+
+# ------------------------------------------------------------------------ separator
+@pytest.mark.parametrize("text", [
+    f"Готово.\n\n{SEP}\nстарое",
+    f"Готово.\n\n> {SEP}\n> старое",
+    "Готово.\n\n> ##- Пожалуйста, пишите ответ выше\n> этой строки -##\n> старое",
+    "Готово.\n\n##– Пожалуйста , пишите ответ выше этой строки –##\nстарое",  # mangled
+    f"Готово.\n\n>> {SEP_EN}\n>> old",
+])
+def test_separator_in_every_form(text):
+    assert cut(text) == ("Готово.", ["separator"])
+
+
+def test_separator_takes_the_outlook_header_block_above_it():
+    text = (f"Ок, жду.\n\n________________________________\nОт: Support "
+            f"<support@helpgate.localhost>\nОтправлено: 23 ноября 2026 г. 10:05\n"
+            f"Кому: Иван\nТема: [#42] Принтер\n\n{SEP}\nстарое")
+    assert cut(text)[0] == "Ок, жду."
+
+
+# ---------------------------------------------------------------------- attribution
+@pytest.mark.parametrize("attribution", [
+    "пн, 23 нояб. 2026 г. в 10:05, Support <support@helpgate.localhost>:",      # Gmail ru
+    "23.11.2026, 10:05, \"Support\" <support@helpgate.localhost>:",           # Yandex
+    "Понедельник, 23 ноября 2026, 10:05 +03:00 от Support "
+    "<support@helpgate.localhost>:",                                          # Mail.ru
+    "23 нояб. 2026 г., в 10:05, Support <support@helpgate.localhost> написал(а):",  # Apple
+    "23.11.2026 10:05, Support пишет:",                                       # Thunderbird
+    "On Mon, Nov 23, 2026 at 10:05 AM Support <support@helpgate.localhost> wrote:",
+    "On Mon, Nov 23, 2026 at 10:05 AM Support <\nsupport@helpgate.localhost> wrote:",
+    "Am Mo., 23. Nov. 2026 um 10:05 Uhr schrieb Support <support@helpgate.localhost>:",
+    "Le lun. 23 nov. 2026 à 10:05, Support <support@helpgate.localhost> a écrit :",
+    "El lun, 23 nov 2026 a las 10:05, Support (<support@helpgate.localhost>) escribió:",
+    "W dniu 23.11.2026 o 10:05, Support pisze:\n",
+    "2026年11月23日(月) 10:05 Support <support@helpgate.localhost>:",
+    "2026년 11월 23일 (월) 오전 10:05, Support <support@helpgate.localhost>님이 작성:",
+])
+def test_attribution_lines_go_with_the_quote(attribution):
+    text = f"Спасибо, заработало.\n\n{attribution.strip()}\n\n> Старый текст.\n> Ещё строка."
+    assert cut(text)[0] == "Спасибо, заработало."
+
+
+def test_an_attribution_over_an_unquoted_original_cuts_there():
+    text = ("Lorem ipsum\n\nW dniu 28 stycznia 2015 01:53 użytkownik Zoe <zoe@x.com>\n"
+            "napisał:\n\nBlah!")
+    assert cut(text) == ("Lorem ipsum", ["attribution"])
+
+
+def test_a_colon_line_of_the_customer_is_no_attribution():
+    text = "Адрес доставки:\nМосква, ул. Ленина, 1\n\nТелефон для связи: +7 916 123-45-67"
+    assert cut(text) == (text, [])
+
+
+# -------------------------------------------------------------------- header blocks
+@pytest.mark.parametrize("block", [
+    "-----Original Message-----\nFrom: Support\nSent: Monday\nTo: Ivan\nSubject: [#42]",
+    "-----Исходное сообщение-----\nОт: Support\nОтправлено: 23 ноября\nКому: Иван",
+    "________________________________\nFrom: Support <support@helpgate.localhost>\n"
+    "Sent: Monday, November 23, 2026 10:05 AM\nTo: Ivan\nSubject: [#42] Printer",
+    "*Von:* Support\n*Gesendet:* Montag\n*An:* Iwan\n*Betreff:* Drucker",
+    "-------- Исходное сообщение --------\nОт: Support <support@helpgate.localhost>\n"
+    "Дата: 23.11.2026 10:05\nКому: ivan@romashka.ru\nТема: [#42] Принтер",   # Samsung
+    "发件人: Support <support@helpgate.localhost>\n发送时间: 2026年11月23日 10:05\n收件人: Ivan",
+])
+def test_reply_header_blocks(block):
+    text = f"Ответ клиента.\n\n{block}\n\nСтарый текст уведомления."
+    assert cut(text) == ("Ответ клиента.", ["header_block"])
+
+
+def test_a_header_block_at_the_very_top_is_the_message_s_own():
+    text = "От: Иван <ivan@romashka.ru>\nТема: Принтер\n\nПринтер снова сломался."
+    assert cut(text) == ("Принтер снова сломался.", ["header_block"])
+
+
+def test_a_from_line_in_the_customer_s_text_is_not_a_block():
+    text = "Счёт пришёл.\nОт: бухгалтерии ответа пока нет.\nЖдём."
+    assert cut(text) == (text, [])
+
+
+# -------------------------------------------------------------------- quote markers
+def test_interleaved_reply_keeps_the_customer_s_segments_in_order():
+    text = ("23.11.2026, 10:05, Support <support@helpgate.localhost>:\n"
+            "> Какая модель принтера?\n> Уточните, пожалуйста.\n\nHP LaserJet 1020.\n\n"
+            "> Горит ли индикатор?\n> Какого цвета?\n\n  Мигает оранжевым.  \n")
+    assert cut(text) == ("HP LaserJet 1020.\n\nМигает оранжевым.", ["quote_markers"])
+
+
+def test_bottom_posted_reply_keeps_the_customer_s_text_and_signature_below():
+    text = ("Иван Петров\n+7 916 123-45-67\n\nOn Mon, Nov 23, 2026 at 10:05 AM Support "
+            "<s@x.ru> wrote:\n> old\n> older\n\nМой ответ снизу.\n\n-- \nИван")
+    assert cut(text)[0] == "Иван Петров\n+7 916 123-45-67\n\nМой ответ снизу.\n\n--\nИван"
+
+
+def test_a_signature_alone_below_the_quote_is_the_client_s_not_new_words():
+    text = ("Ответ сверху.\n\nOn Mon, Nov 23, 2026 at 10:05 AM Support <s@x.ru> wrote:\n"
+            "> old\n> older\n\n-- \nИван Петров")
+    assert cut(text)[0] == "Ответ сверху."
+
+
+def test_a_line_the_customer_typed_with_a_quote_mark_stays():
+    text = "Нужно:\n> 5 лицензий\nСрочно."
+    assert cut(text) == (text, [])
+
+
+def test_mobile_signature_is_kept():
+    text = (f"Да, всё верно.\n\nОтправлено с iPhone\n\n23 нояб. 2026 г., в 10:05, Support "
+            f"<support@helpgate.localhost> написал(а):\n\n{OLD}")
+    assert cut(text)[0] == "Да, всё верно.\n\nОтправлено с iPhone"
+
+
+# ------------------------------------------------------------------------- forwards
+def test_a_forward_is_kept_whole_with_its_header():
+    text = ("Посмотрите, пожалуйста.\n\n-------- Пересылаемое сообщение --------\n"
+            "От: Бухгалтерия <buh@romashka.ru>\nТема: Счёт\n\nСчёт во вложении.")
+    assert cut(text, subject="Fwd: Счёт") == (text, ["forward"])
+    assert cut(text) == (text, ["forward"])
+
+
+def test_a_forward_inside_old_history_is_history():
+    text = ("Blah\n\n-----Original Message-----\n\nFYI\n\n"
+            "---------- Forwarded message ----------\nFrom: bob@example.com\nTo: rob@x.com")
+    assert cut(text) == ("Blah", ["header_block"])
+
+
+# ----------------------------------------------------------------------------- HTML
+@pytest.mark.parametrize("markup", [
+    '<div dir="ltr">Новый текст</div><div class="gmail_quote"><div class="gmail_attr">'
+    'пн, 23 нояб. 2026 г. в 10:05, Support &lt;s@x.ru&gt;:</div><blockquote>старое'
+    '</blockquote></div>',
+    '<div>Новый текст</div><div id="divRplyFwdMsg"><b>От:</b> Support</div><div>старое</div>',
+    '<div>Новый текст</div><div>23.11.2026, 10:05, "Support" &lt;s@x.ru&gt;:</div>'
+    '<blockquote>старое</blockquote>',
+    '<p>Новый текст</p><div class="moz-cite-prefix">23.11.2026 10:05, Support пишет:</div>'
+    '<blockquote type="cite">старое</blockquote>',
+    '<div>Новый текст</div><div style="border:none;border-top:solid #E1E1E1 1.0pt;'
+    'padding:3.0pt 0cm 0cm 0cm"><p><b>From:</b> Support</p></div><p>старое</p>',
+])
+def test_html_only_mail_is_cut_in_the_html(markup):
+    text, trail = cut("", markup=markup)
+    assert text == "Новый текст" and trail[0] == "html"
+
+
+def test_html_without_a_quote_is_left_to_the_text_layers():
+    assert html.cut("<p>Just text</p>") is None
+
+
+# ---------------------------------------------------------------------- the seam
+def test_strip_quotes_is_explain_without_the_trail():
+    text = f"Готово.\n\n{OLD}"
+    assert strip_quotes(text, None, SEPARATORS) == cut(text)[0] == "Готово."
+
+
+def test_layer_functions_report_nothing_to_do_with_none():
+    lines = ["Просто текст."]
+    assert layers.separator(lines, SEPARATORS) is None
+    assert layers.header_block(lines) is None
+    assert layers.quote_markers(lines) is None
+    assert layers.attribution_cut(lines) is None
