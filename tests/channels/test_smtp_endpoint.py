@@ -138,3 +138,23 @@ async def test_lmtp_answers_once_per_recipient_and_stores_once(store, served):
             client.close()
     assert await in_thread(session) == {}
     assert await count(store, InboundMessage) == 1
+
+
+async def test_stopping_lets_a_message_in_flight_be_stored_and_answered(store, clock):
+    config = endpoint_config()
+    pipeline = Pipeline(config, store, clock)
+    storing = asyncio.Event()
+
+    async def slow_deliver(raw, ticket_type):
+        storing.set()
+        await asyncio.sleep(0.3)  # SIGTERM arrives while the message is being stored
+        return await pipeline.ingest_email(raw, ticket_type)
+    endpoint = MailEndpoint(config, slow_deliver)
+    await endpoint.start()
+    sending = asyncio.create_task(in_thread(talk, endpoint.port,
+                                            ["support@helpgate.localhost"], mail()))
+    await asyncio.wait_for(storing.wait(), 5)
+    await endpoint.stop()
+    _, answer = await sending
+    assert answer[0] == 250
+    assert await count(store, Ticket) == 1

@@ -77,8 +77,9 @@ def _header_block_at(lines: list[str], index: int) -> int:
 def attribution_at(lines: list[str], index: int) -> int:
     """How many lines ending at `index` form an attribution line ("On … wrote:",
     "23.11.2026, 10:05, Support <…>:"), which clients wrap over up to three; 0 if none."""
-    if not lines[index].strip():
-        return 0
+    last = lines[index].strip().rstrip("-—").rstrip()
+    if not last or not p.ENDS_LIKE_ATTRIBUTION.search(last):
+        return 0  # the quick answer for almost every line
     count = 0
     for size in range(1, ATTRIBUTION_LINES + 1):
         start = index - size + 1
