@@ -25,7 +25,9 @@ def normalize(line: str) -> str:
 # --------------------------------------------------------------------- separator
 def separator(lines: list[str], separators: list[str]) -> list[str] | None:
     """Everything above the first line holding one of our separators, in any form the
-    client left it: quoted, wrapped onto the next line, its punctuation mangled."""
+    client left it: quoted, wrapped onto the next line, its punctuation mangled. When
+    the separator sits in a quote with the customer's words below it (a bottom-posted or
+    interleaved reply), nothing is cut here: the quote layer keeps those words."""
     keys = [k for k in (normalize(s) for s in separators) if k]
     normal = [normalize(line) for line in lines]
     for index, current in enumerate(normal):
@@ -35,8 +37,18 @@ def separator(lines: list[str], separators: list[str]) -> list[str] | None:
         for key in keys:
             position = joined.find(key)
             if 0 <= position < len(current):
+                if p.QUOTE_LINE.match(lines[index]) and _words_below_quote(lines, index):
+                    return None
                 return drop_attribution(lines[:index])
     return None
+
+
+def _words_below_quote(lines: list[str], index: int) -> bool:
+    """Unquoted text after the quote that holds line `index` (not older history)."""
+    rest = lines[index:]
+    while rest and (p.QUOTE_LINE.match(rest[0]) or not rest[0].strip()):
+        rest = rest[1:]
+    return any(line.strip() for line in rest) and not _has_history(rest)
 
 
 # ------------------------------------------------------------------ header blocks
@@ -119,8 +131,12 @@ def _is_attribution(text: str, first: str) -> bool:
         return False
     if p.HEADER_FIELD.match(first):
         return False  # "Subject: …:" is a header field, not an attribution
-    return bool(p.WROTE.search(text)) or (
-        "@" in text and bool(p.HAS_DATE_OR_ADDRESS.search(text.replace("@", "", 1))))
+    if p.WROTE.search(text):
+        return True
+    if "@" in text and p.HAS_DATE_OR_ADDRESS.search(text.replace("@", "", 1)):
+        return True
+    return text.rstrip().endswith((":", "：")) and bool(p.HAS_TIME.search(text)) \
+        and bool(p.HAS_YEAR_OR_DATE.search(text)) and len(text) < 120
 
 
 def split_shared_line(lines: list[str]) -> list[str]:
@@ -167,23 +183,46 @@ def attribution_cut(lines: list[str]) -> list[str] | None:
 def quote_markers(lines: list[str]) -> list[str] | None:
     """">" quoted blocks: keep the customer's own segments — above, between (an
     interleaved reply) and below (a bottom-posted one) — each trimmed, joined by one
-    blank line. A lone ">" line the customer typed is not a quote."""
+    blank line. A lone ">" line the customer typed above any quote is not a quote."""
     runs = _runs(lines)
-    if not any(quoted and _is_quote(run, lines, start) for quoted, start, run in runs):
+    quote_runs = [False] * len(runs)
+    seen = False
+    for position, (quoted, start, run) in enumerate(runs):
+        # After a first real quote, a one-line quote is the next quoted question.
+        quote_runs[position] = quoted and (seen or _is_quote(run, lines, start))
+        seen = seen or quote_runs[position]
+    if not seen:
         return None
     segments: list[list[str]] = []
-    for position, (quoted, start, run) in enumerate(runs):
-        if quoted and _is_quote(run, lines, start):
+    for position, (_, _, run) in enumerate(runs):
+        if quote_runs[position]:
             if segments:
                 segments[-1] = drop_attribution(segments[-1])
             continue
-        if not quoted and position == len(runs) - 1 and segments \
-                and (_is_footer(run) or _has_history(run)):
-            continue  # a signature, a list footer or older history below the last quote
+        if position == len(runs) - 1 and any(quote_runs) and \
+                _not_the_customer_s(run, runs, quote_runs):
+            continue
         segments.append(list(run))
     kept = ["\n".join(s).strip("\n") for s in segments]
     kept = [_dedent(k) for k in kept if k.strip()]
     return "\n\n".join(kept).split("\n") if kept else []
+
+
+def _not_the_customer_s(run: list[str], runs: list, quote_runs: list[bool]) -> bool:
+    """Below the last quote: older history, or a signature or list footer that is the
+    client's (a top-posted reply, or the same text already inside the quote)."""
+    if _has_history(run):
+        return True
+    if not _is_footer(run):
+        return False
+    first_quote = quote_runs.index(True)
+    wrote_below = any(not quote_runs[i] and any(line.strip() for line in runs[i][2])
+                      for i in range(first_quote + 1, len(runs) - 1))
+    quoted_text = " ".join(line for i, (_, _, r) in enumerate(runs) if quote_runs[i]
+                           for line in r)
+    body = [line.strip() for line in run if line.strip()][1:]
+    repeated = bool(body) and all(line in quoted_text for line in body)
+    return not wrote_below or repeated
 
 
 def _runs(lines: list[str]) -> list[tuple[bool, int, list[str]]]:
