@@ -175,3 +175,30 @@ def test_layer_functions_report_nothing_to_do_with_none():
     assert layers.header_block(lines) is None
     assert layers.quote_markers(lines) is None
     assert layers.attribution_cut(lines) is None
+
+
+# Attribution lines of Gmail, Outlook for Mac, Apple Mail and Thunderbird in further
+# languages, with the original below quoted and (mobile clients) unquoted.
+MORE_ATTRIBUTIONS = [
+    "Support <support@helpgate.localhost> 于2026年11月23日周一 10:05写道：",
+    "po 23. 11. 2026 v 10:05 odesílatel Support <support@helpgate.localhost> napsal:",
+    "Support <support@helpgate.localhost>, 23 Kas 2026 Pzt, 10:05 tarihinde şunu yazdı:",
+    "ma 23. marrask. 2026 klo 10.05 Support (support@helpgate.localhost) kirjoitti:",
+    "Den man. 23. nov. 2026 kl. 10:05 skrev Support <support@helpgate.localhost>:",
+    "Il giorno lun 23 nov 2026 alle ore 10:05 Support <support@helpgate.localhost> ha "
+    "scritto:",
+    "Em seg., 23 de nov. de 2026 às 10:05, Support <support@helpgate.localhost> escreveu:",
+    "Op ma 23 nov 2026 om 10:05 schreef Support <support@helpgate.localhost>:",
+    "пн, 23 лист. 2026 р. о 10:05 Support <support@helpgate.localhost> пише:",
+    "2026年11月23日(月) 10:05 Support <support@helpgate.localhost>:",
+    "Понедельник, 23 ноября 2026, 10:05 +03:00 от Support <support@helpgate.localhost>:",
+]
+
+
+@pytest.mark.parametrize("attribution", MORE_ATTRIBUTIONS)
+@pytest.mark.parametrize("quoted", [True, False])
+def test_more_languages_quoted_and_unquoted(attribution, quoted):
+    original = "Hello, your request 42 is registered.\nWe will answer soon."
+    if quoted:
+        original = "\n".join("> " + line for line in original.split("\n"))
+    assert cut(f"Ответ клиента.\n\n{attribution}\n\n{original}")[0] == "Ответ клиента."

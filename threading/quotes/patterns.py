@@ -90,6 +90,7 @@ ATTRIBUTION_START = re.compile(
     r"(?:^|\s|-{2,})((?:On|Le|Am|El|Il|Em|Op|Den|På|W dniu|Dnia)\s.*)$")
 HAS_DATE_OR_ADDRESS = re.compile(r"(@|\d{1,2}[:.h]\d{2}|\d{4}|\d{1,2}[./-]\d{1,2})")
 # A date and a time: "23.11.2026 09:05, Support:" (Thunderbird in some locales names no verb).
+ADDRESS_IN_BRACKETS = re.compile(r"[<(\[]\s*(mailto:)?[^<>()\s]+@[^<>()\s]+\s*[>)\]]")
 HAS_TIME = re.compile(r"\b\d{1,2}[:.]\d{2}\b")
 HAS_YEAR_OR_DATE = re.compile(r"\b(19|20)\d{2}\b|\b\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b")
 

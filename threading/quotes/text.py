@@ -173,10 +173,17 @@ def attribution_cut(lines: list[str]) -> list[str] | None:
     """An attribution line with the original below it unquoted (mobile clients): cut."""
     for index in range(len(lines)):
         count = attribution_at(lines, index)
-        if count and p.WROTE.search(" ".join(lines[index - count + 1:index + 1])) \
+        if count and _strong(_join(lines[index - count + 1:index + 1])) \
                 and any(line.strip() for line in lines[index + 1:]):
             return _trim_end(lines[:index - count + 1])
     return None
+
+
+def _strong(attribution: str) -> bool:
+    # With nothing quoted below, only an unmistakable attribution cuts: a "wrote" verb,
+    # or an address in angle brackets with a time ("… 10:05 Support <s@x.ru>:").
+    return bool(p.WROTE.search(attribution)) or (
+        bool(p.ADDRESS_IN_BRACKETS.search(attribution)) and bool(p.HAS_TIME.search(attribution)))
 
 
 # ------------------------------------------------------------------ quote markers
