@@ -284,15 +284,19 @@ class Pipeline:
         if author is not None and author.kind == "employee" and not new:
             connection(session).execute(_FIRST_RESPONSE, {"ticket_id": ticket.id,
                                                           "at": now})
-        if self.quiet:
-            pass
-        elif new:
+        if not self.quiet:
+            self._notify(session, ctx, ticket, comment, new, now)
+        return ticket, comment
+
+    def _notify(self, session: Session, ctx: Context, ticket, comment, new: bool,
+                now: datetime) -> None:
+        message = ctx.message
+        if new:
             ack_to = message.reply_to or message.sender_email
             self.notifier.new_ticket(session, ticket, comment, ack_to, message.message_id, now)
         else:
             self.notifier.comment(session, ticket, comment, now,
-                                  from_staff=not decision.stand_in_author)
-        return ticket, comment
+                                  from_staff=not ctx.decision.stand_in_author)
 
     def _touch(self, session: Session, decision: Decision, message: InboundMessage,
                now: datetime) -> Ticket | TicketView:

@@ -54,10 +54,10 @@ class ImapMailbox:
     """Reads one configured mailbox until stopped; see the module docstring."""
 
     def __init__(self, config: ImapConfig, pipeline, store: Store,
-                 clock: Callable[[], datetime], max_size: int | None = None) -> None:
+                 clock: Callable[[], datetime]) -> None:
         self.config = config
         # Larger messages are not fetched whole: their header is kept and quarantined.
-        self.max_size = max_size or pipeline.config.mail.max_message_size
+        self.max_size = pipeline.config.mail.max_message_size
         self.pipeline = pipeline
         self.store = store
         self.clock = clock
