@@ -109,11 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # The running gateway logs one line per decision; one-shot commands only trouble.
-    level = logging.DEBUG if args.verbose else (
-        logging.INFO if args.command == "run" else logging.WARNING)
-    logging.basicConfig(level=level,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "run" and not args.verbose:
+        # The running gateway logs one line per decision; libraries only their trouble.
+        logging.getLogger("helpgate").setLevel(logging.INFO)
     try:
         config = load_config(args.config)
         return asyncio.run(_dispatch(args, config))

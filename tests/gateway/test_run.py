@@ -69,3 +69,6 @@ def test_the_embedded_default_takes_mail_on_port_2525(tmp_path):
         gateway.send_signal(signal.SIGTERM)
         out, err = gateway.communicate(timeout=20)
     assert gateway.returncode == 0, err
+    # One log line per decision, with the rules that fired; no library chatter.
+    assert "INFO helpgate.pipeline inbound 1: new_ticket ticket=1" in err
+    assert "alembic" not in err
