@@ -110,13 +110,17 @@ class ImapMailbox:
             config.host, config.effective_port, timeout=config.timeout,
             conn_lost_cb=lambda exc: self._lost.set(),
             ssl_context=context if config.security == "tls" else None)
-        await client.wait_hello_from_server()
-        if config.security == "starttls":
-            await _starttls(client, context, config.host)
-        response = await client.login(config.username, config.password)
-        if response.result != "OK":
-            raise ImapError(f"login refused: {_text(response)}")
-        await client.protocol.capability()  # they may grow after login
+        try:
+            await client.wait_hello_from_server()
+            if config.security == "starttls":
+                await _starttls(client, context, config.host)
+            response = await client.login(config.username, config.password)
+            if response.result != "OK":
+                raise ImapError(f"login refused: {_text(response)}")
+            await client.protocol.capability()  # they may grow after login
+        except BaseException:
+            _close(client)
+            raise
         return client
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -153,6 +157,7 @@ class ImapMailbox:
             if not self._lost.is_set():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.logout(), 5)
+            _close(client)
 
     async def _cursor(self, validity: int) -> int:
         cursor = await self.store.run(get_cursor, self.key)
@@ -262,6 +267,16 @@ class ImapMailbox:
             await _ok(client.uid("expunge", uid_set), "expunge")
         else:
             await _ok(client.expunge(), "expunge")
+
+
+def _close(client: aioimaplib.IMAP4) -> None:
+    """The connection closed whatever state it is in (a logout that failed, a login
+    refused, a greeting that never came): no socket is left behind."""
+    if not client._client_task.done():
+        client._client_task.cancel()
+    transport = client.protocol.transport
+    if transport is not None and not transport.is_closing():
+        transport.close()
 
 
 async def _starttls(client: aioimaplib.IMAP4, context: ssl.SSLContext, host: str) -> None:
