@@ -19,6 +19,7 @@ import signal
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+from helpgate.channels.mail.imap import ImapMailbox
 from helpgate.channels.mail.smtp import MailEndpoint
 from helpgate.config.schema import Config
 from helpgate.gateway.pipeline import Pipeline
@@ -58,7 +59,6 @@ class Gateway:
         self.channels: list = []
         if config.mail.endpoint.enabled:
             self.channels.append(MailEndpoint(config, self.pipeline.ingest_email))
-        from helpgate.channels.mail.imap import ImapMailbox
         self.channels += [ImapMailbox(mailbox, self.pipeline, store, clock)
                           for mailbox in config.mail.imap]
         self.stop = asyncio.Event()

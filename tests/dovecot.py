@@ -14,7 +14,6 @@ import os
 import pwd
 import shutil
 import signal
-import ssl
 import subprocess
 import tempfile
 import time
@@ -201,6 +200,3 @@ class Dovecot:
                 "security": security, "username": USER, "password": PASSWORD,
                 "ca_file": str(self.certificate.cert), "poll_interval": 0.5, "timeout": 3.0,
                 **extra}
-
-    def tls_client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.certificate.cert))

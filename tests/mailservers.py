@@ -119,11 +119,12 @@ class Relay:
         self._protocols.append(protocol)
         return protocol
 
-    async def start(self, port: int = 0) -> Relay:
+    async def start(self) -> Relay:
+        """Listen (again: a restarted relay keeps its port)."""
         loop = asyncio.get_running_loop()
         context = self.certificate.server_context() if self.security == "tls" else None
         self._server = await loop.create_server(self._protocol, "127.0.0.1",
-                                                port or self.port or 0, ssl=context)
+                                                self.port or 0, ssl=context)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -6,7 +6,6 @@ block the mailbox nor be stored twice."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from sqlalchemy import func, select
@@ -19,6 +18,7 @@ from helpgate.ticketstore.models import InboundMessage, Ticket
 from helpgate.ticketstore.repository import get_cursor
 from tests.dovecot import Dovecot
 from tests.mailfactory import mail
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -42,18 +42,6 @@ async def mailboxes(store, clock):
 async def count(store, model, *where) -> int:
     return await store.run(lambda s: s.scalar(
         select(func.count()).select_from(model).where(*where)))
-
-
-async def eventually(check, within: float = 10.0):
-    """Wait for an async condition; its last value when it holds, an assertion if not."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def stored(store, n: int):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tests.mailfactory import mail
 from tests.mailservers import Relay, free_port
+from tests.waiting import eventually
 
 HELPGATE = str(Path(sys.executable).parent / "helpgate")
 PER_CHANNEL = 500
@@ -68,14 +69,6 @@ async def start_gateway(config: Path, log: Path):
     return process
 
 
-async def eventually(check, within: float, what: str):
-    deadline = time.monotonic() + within
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
 async def test_kill_9_under_load_stores_each_mail_once_and_sends_nothing_twice(
         tmp_path, dovecot):
     relay = await Relay().start()
@@ -112,7 +105,7 @@ lease = "3s"
     log = tmp_path / "gateway.log"
     gateway = await start_gateway(config, log)
     try:
-        await eventually(lambda: _listening(port), 20, "the endpoint")
+        await eventually(in_thread(_listening, port), 20, "the endpoint")
         deadline = time.monotonic() + 120
         pool = ThreadPoolExecutor(SENDERS + 1)
         loop = asyncio.get_running_loop()
@@ -123,8 +116,7 @@ lease = "3s"
         appending = loop.run_in_executor(pool, dovecot.deliver,
                                          *(imap_mail(n) for n in range(PER_CHANNEL)))
         # Kill it mid-stream, with mail arriving on both channels and acks being sent.
-        await eventually(lambda: db.exists() and inbound_count(db) >= 300, 60,
-                         "300 stored mails")
+        await eventually(in_thread(_stored_at_least, db, 300), 60, "300 stored mails")
         gateway.send_signal(signal.SIGKILL)
         await gateway.wait()
         killed_at = inbound_count(db)
@@ -132,8 +124,8 @@ lease = "3s"
         gateway = await start_gateway(config, log)
         retries = sum(await asyncio.gather(*senders))
         await appending
-        await eventually(lambda: inbound_count(db) >= 2 * PER_CHANNEL, 90, "every mail")
-        await eventually(lambda: _outbox_settled(db), 60, "the outbox to drain")
+        await eventually(in_thread(_stored_at_least, db, 2 * PER_CHANNEL), 90, "every mail")
+        await eventually(in_thread(_outbox_settled, db), 60, "the outbox to drain")
     finally:
         if gateway.returncode is None:
             gateway.send_signal(signal.SIGTERM)
@@ -164,6 +156,15 @@ lease = "3s"
     assert max(ids.values()) == 1, "a notification reached the relay twice"
     assert len(ids) >= outbox["sent"]
     print(f"\nkilled with {killed_at} stored; SMTP retries {retries}; outbox {dict(outbox)}")
+
+
+def in_thread(check, *args):
+    """A blocking check (sqlite3, a socket) for `eventually`, run off the event loop."""
+    return lambda: asyncio.to_thread(check, *args)
+
+
+def _stored_at_least(db: Path, count: int) -> bool:
+    return db.exists() and inbound_count(db) >= count
 
 
 def _listening(port: int) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import time
 
 import pytest
 
@@ -24,6 +23,7 @@ from helpgate.ticketstore.queries import outbox_list, ticket_detail
 from helpgate.ticketstore.repository import ticket_by_number
 from tests.mailfactory import mail
 from tests.mailservers import Received, Relay
+from tests.waiting import eventually
 
 SEPARATOR = "##- Пожалуйста, пишите ответ выше этой строки -##"
 
@@ -52,19 +52,6 @@ async def desk(store, dovecot, relay):
 def _now():
     from datetime import datetime, timezone
     return datetime.now(timezone.utc)
-
-
-async def eventually(check, within: float = 15.0):
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def send_smtp(port: int, sender: str, raw: bytes) -> None:
