@@ -9,14 +9,18 @@ structure) is not dropped either: the message carries a `problem` and gets quara
 We use the standard library's parser with the compat32 policy: it is several times faster
 than policy.default and mail-parser, and it leaves the raw bytes of a part alone so that
 we, not the library, decide how a broken charset is decoded.
+
+Broken structure is read the way mail clients read it, not refused: an mbox envelope
+line before the headers is skipped, a multipart whose boundary never appears is re-split
+on the boundary it does use or read whole as text, raw 8-bit header values are decoded.
+Every value leaves here storable on every backend (charsets.clean_text/clean_line).
 """
 
 from __future__ import annotations
 
-import codecs
-import contextlib
 import email
 import email.header
+import email.parser
 import email.utils
 import hashlib
 import logging
@@ -25,10 +29,17 @@ import textwrap
 from datetime import datetime
 from email.message import Message
 
-import cchardet
-from inscriptis import get_text
+from inscriptis import Inscriptis
+from inscriptis.model.config import ParserConfig
+from lxml.html import HTMLParser, document_fromstring
 
 from helpgate.channels.base import DeliveryStatus, InboundAttachment, InboundMessage
+from helpgate.channels.mail.charsets import (
+    clean_line,
+    clean_text,
+    decode_bytes,
+    unsurrogate,
+)
 
 log = logging.getLogger("helpgate.parse")
 
@@ -38,11 +49,24 @@ RULE_HEADERS = (
     "x-auto-response-suppress", "x-loop", "return-path", "x-failed-recipients",
     "list-id", "list-unsubscribe", "x-helpgate-ticket", "content-type",
 )
-# Detected encodings we trust; below this confidence Cyrillic fallbacks are tried first.
-MIN_CONFIDENCE = 0.5
+# The longest address RFC 5321 lets through (a path is at most 256 octets with <>).
+MAX_ADDRESS = 254
+# What the store keeps of one-line values (its column sizes, the same on every backend).
+MAX_NAME, MAX_DATE, MAX_ID, MAX_FILENAME, MAX_CTYPE = 255, 100, 500, 500, 200
+MAX_HEADER = 2000
+# MIME nesting deeper than any client writes; beyond it a part is kept as an attachment.
+MAX_DEPTH = 100
 _MSG_ID = re.compile(r"<[^<>\s]+>")
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
 _BODY_MESSAGE_ID = re.compile(r"^\s*Message-I[Dd]:\s*(<[^<>\s]+>)", re.M)
+# An mbox envelope line ("From sender@example.com  Tue Oct 29 03:52:03 2013").
+_ENVELOPE = re.compile(rb"From [^\r\n]*\r?\n")
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_WHITESPACE = re.compile(rb"\s+")
+# A boundary line followed by a header line: how a multipart with a lost boundary
+# parameter, or one that lies about it, still shows where its parts start.
+_BOUNDARY_LINE = re.compile(rb"^--([^\s\r\n][^\r\n]{0,199}?)[ \t]*\r?\n(?=[!-9;-~]+:)", re.M)
+_BOUNCE_SENDERS = ("mailer-daemon", "postmaster")
 
 
 def parse_email(raw: bytes, received_at: datetime, channel: str = "email") -> InboundMessage:
@@ -50,9 +74,9 @@ def parse_email(raw: bytes, received_at: datetime, channel: str = "email") -> In
     if not raw.strip():
         return InboundMessage(channel=channel, raw=raw, dedupe_key=_digest_key(raw),
                               received_at=received_at, problem="empty message: no content")
-    msg = email.message_from_bytes(raw)
-    message_id = _first_id(_header(msg, "message-id"))
-    dedupe_key = f"mid:{message_id}" if message_id else _digest_key(raw)
+    content = strip_envelope(raw)
+    msg = _message(content)
+    message_id = clean_line(_first_id(_header(msg, "message-id")), MAX_ID) or None
     name, address = _sender(msg)
     body = _Body()
     body.collect(msg)
@@ -60,21 +84,45 @@ def parse_email(raw: bytes, received_at: datetime, channel: str = "email") -> In
     from_html = False
     if not text.strip() and body.html is not None:
         text, from_html = html_to_text(body.html), True
-    headers = {h: _header(msg, h) for h in RULE_HEADERS if msg.get(h) is not None}
-    problem = _problem(raw, msg, address, text, body)
+    headers = {h: clean_line(_header(msg, h), MAX_HEADER) for h in RULE_HEADERS
+               if msg.get(h) is not None}
+    subject = clean_line(_header(msg, "subject"))
+    report = _delivery_status(msg, body, address)
+    problem = _problem(content, msg, address, subject, text, body, report)
     reply_to = _addresses(msg, "reply-to")
     return InboundMessage(
-        channel=channel, raw=raw, dedupe_key=dedupe_key, received_at=received_at,
+        channel=channel, raw=raw, received_at=received_at,
+        dedupe_key=_dedupe_key(message_id, content, msg),
         sender_email=address, sender_name=name,
         reply_to=reply_to[0] if reply_to else None,
         to=tuple(_addresses(msg, "to")), cc=tuple(_addresses(msg, "cc")),
-        subject=_header(msg, "subject").strip(), message_id=message_id,
-        in_reply_to=tuple(_MSG_ID.findall(_header(msg, "in-reply-to"))),
-        references=tuple(_MSG_ID.findall(_header(msg, "references"))),
-        date=_header(msg, "date") or None, text=text, html=body.html,
+        subject=subject, message_id=message_id,
+        in_reply_to=_ids(_header(msg, "in-reply-to")),
+        references=_ids(_header(msg, "references")),
+        date=clean_line(_header(msg, "date"), MAX_DATE) or None, text=clean_text(text),
+        html=clean_text(body.html) if body.html is not None else None,
         text_from_html=from_html, attachments=tuple(body.attachments), headers=headers,
-        delivery_status=_delivery_status(msg, body), problem=problem,
+        delivery_status=report, problem=problem,
     )
+
+
+def _message(content: bytes) -> Message:
+    try:
+        return email.message_from_bytes(content)
+    except RecursionError:
+        # MIME nested deeper than the standard library's parser can recurse (hundreds
+        # of levels, no client writes that): the headers, and the body read as text.
+        msg = email.parser.BytesParser().parsebytes(content, headersonly=True)
+        msg.set_type("text/plain")
+        return msg
+
+
+def strip_envelope(raw: bytes) -> bytes:
+    """The mail without the mbox envelope line procmail, fetchmail, Postfix's pipe (F flag)
+    and saved .mbox files put before the headers."""
+    start = len(raw) - len(raw.lstrip(b"\r\n"))
+    match = _ENVELOPE.match(raw, start)
+    return raw[match.end():] if match else raw
 
 
 def parse_safely(raw: bytes, received_at: datetime, channel: str = "email") -> InboundMessage:
@@ -86,7 +134,8 @@ def parse_safely(raw: bytes, received_at: datetime, channel: str = "email") -> I
         log.exception("parsing failed")
         return InboundMessage(channel=channel, raw=raw, received_at=received_at,
                               dedupe_key=_digest_key(raw),
-                              problem=f"unparseable message: {type(exc).__name__}: {exc}")
+                              problem=clean_line("unparseable message: "
+                                                 f"{type(exc).__name__}: {exc}", 1000))
 
 
 def parse_all(raws: list[bytes], received_at: datetime,
@@ -95,50 +144,18 @@ def parse_all(raws: list[bytes], received_at: datetime,
     return [parse_safely(raw, received_at, channel) for raw in raws]
 
 
-def decode_bytes(data: bytes, declared: str | None) -> str:
-    """Bytes in a declared charset that may be wrong, unknown or missing -> text."""
-    candidates = []
-    if declared:
-        with contextlib.suppress(LookupError):
-            candidates.append(codecs.lookup(declared.strip().strip('"')).name)
-    if "utf-8" not in candidates:
-        candidates.append("utf-8")
-    for charset in candidates:
-        try:
-            return _lines(data.decode(charset))
-        except UnicodeDecodeError:
-            continue
-    # The declared charset is wrong or unknown: detect. uchardet (cchardet) tells
-    # windows-1251 from KOI8-R even on a short line, which is what Russian mail needs.
-    guess = cchardet.detect(data)
-    encoding = guess.get("encoding")
-    if encoding and (guess.get("confidence") or 0) >= MIN_CONFIDENCE:
-        try:
-            return _lines(data.decode(encoding))
-        except (UnicodeDecodeError, LookupError):
-            pass
-    return _lines(data.decode("windows-1251", errors="replace"))
-
-
-def _lines(text: str) -> str:
-    # Mail travels with CRLF line ends; stored text uses "\n" only.
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
 def decode_header(value: str | None) -> str:
     """An RFC 2047 header value (or raw 8-bit bytes smuggled in as surrogates) -> text."""
     if not value:
         return ""
     value = str(value)
-    if any("\udc80" <= ch <= "\udcff" for ch in value):
-        return decode_bytes(value.encode("ascii", "surrogateescape"), None)
     if "=?" not in value:
-        return _unfold(value)
+        return _unfold(unsurrogate(value))
     parts = []
     try:
-        chunks = email.header.decode_header(value)
-    except (email.errors.HeaderParseError, ValueError):
-        return _unfold(value)
+        chunks = email.header.decode_header(unsurrogate(value))
+    except (email.errors.HeaderParseError, ValueError, LookupError):
+        return _unfold(unsurrogate(value))
     for chunk, charset in chunks:
         if isinstance(chunk, str):
             parts.append(chunk)
@@ -148,11 +165,20 @@ def decode_header(value: str | None) -> str:
     return _unfold("".join(parts))
 
 
+_HTML_PARSER = HTMLParser(huge_tree=True, recover=True, remove_comments=True)
+_HTML_CONFIG = ParserConfig()
+
+
 def html_to_text(html: str) -> str:
-    """Readable text of an HTML body: paragraphs and line breaks kept, markup gone."""
+    """Readable text of an HTML body: paragraphs and line breaks kept, markup gone.
+
+    The tree is built with lxml's huge_tree option: without it libxml2 stops at 255
+    levels of nesting and everything deeper silently vanishes.
+    """
     try:
-        text = get_text(html)
-    except Exception:  # inscriptis/lxml refuse some broken documents: strip tags instead
+        tree = document_fromstring(html, parser=_HTML_PARSER)
+        text = Inscriptis(tree, _HTML_CONFIG).get_text()
+    except Exception:  # a document lxml or inscriptis refuses (or too deep): strip tags
         text = re.sub(r"<[^>]+>", " ", html)
     lines = [line.rstrip() for line in text.splitlines()]
     return textwrap.dedent("\n".join(lines)).strip("\n")
@@ -171,7 +197,7 @@ class _Body:
     def text(self) -> str:
         return "\n\n".join(p.strip("\n") for p in self.plain if p.strip())
 
-    def collect(self, part: Message, in_report: bool = False) -> None:
+    def collect(self, part: Message, in_report: bool = False, depth: int = 0) -> None:
         ctype = part.get_content_type()
         # message/* parts look multipart to compat32 (their payload is a list of
         # messages): they are report data or attached mail, never this mail's body.
@@ -181,26 +207,50 @@ class _Body:
         if in_report and ctype in ("message/rfc822", "text/rfc822-headers"):
             self.original_headers = _embedded_headers(part)
             return
-        if part.is_multipart() and not ctype.startswith("message/"):
-            report = ctype == "multipart/report"
-            children = part.get_payload()
-            if ctype == "multipart/alternative":
-                children = self._alternative(children)
-            for child in children:
-                self.collect(child, in_report or report)
+        if ctype.startswith("multipart/") and depth < MAX_DEPTH:
+            self._multipart(part, ctype, in_report, depth)
             return
         filename = _filename(part)
-        disposition = (part.get("content-disposition") or "").split(";")[0].strip().lower()
+        disposition = _param_header(part, "content-disposition").split(";")[0].strip().lower()
         is_body_text = (ctype in ("text/plain", "text/html") and not filename
                         and disposition != "attachment")
         if not is_body_text:
             self._attachment(part, ctype, filename)
             return
-        content = decode_bytes(_payload(part), part.get_content_charset())
+        self._text(ctype, decode_bytes(_payload(part), _charset(part)))
+
+    def _text(self, ctype: str, content: str) -> None:
         if ctype == "text/plain":
             self.plain.append(content)
         elif self.html is None:
             self.html = content
+
+    def _multipart(self, part: Message, ctype: str, in_report: bool, depth: int) -> None:
+        children = part.get_payload()
+        if not isinstance(children, list):
+            # No boundary parameter, or it never appears: read it as a client would.
+            self._lost_boundary(part, in_report, depth)
+            return
+        if ctype == "multipart/alternative":
+            children = self._alternative(children)
+        for child in children:
+            self.collect(child, in_report or ctype == "multipart/report", depth + 1)
+
+    def _lost_boundary(self, part: Message, in_report: bool, depth: int) -> None:
+        """A multipart whose parts cannot be found by its declared boundary: re-split it
+        on the boundary its body does use; failing that, the whole body is the text."""
+        data = _payload(part)
+        match = _BOUNDARY_LINE.search(data)
+        if match:
+            boundary = match.group(1).decode("ascii", "replace").replace('"', "")
+            rebuilt = email.message_from_bytes(
+                f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode()
+                + data)
+            if isinstance(rebuilt.get_payload(), list):
+                self.collect(rebuilt, in_report, depth + 1)
+                return
+        text = decode_bytes(data, _charset(part))
+        self._text("text/html" if _looks_like_html(text) else "text/plain", text)
 
     @staticmethod
     def _alternative(children: list[Message]) -> list[Message]:
@@ -208,12 +258,13 @@ class _Body:
         # and the HTML one as well so HTML-only stripping has the markup at hand.
         plain = [c for c in children if c.get_content_type() == "text/plain"]
         html = [c for c in children if c.get_content_type() == "text/html"]
-        other = [c for c in children if c.is_multipart()]
+        other = [c for c in children if c.get_content_type().startswith("multipart/")]
         if plain:
             return plain[:1] + html[:1]
         return (other or html or children)[:1] + (html[:1] if other else [])
 
     def _attachment(self, part: Message, ctype: str, filename: str | None) -> None:
+        ctype = clean_line(ctype, MAX_CTYPE) or "application/octet-stream"
         if ctype == "message/rfc822":
             inner = part.get_payload()
             data = inner[0].as_bytes() if isinstance(inner, list) and inner else _payload(part)
@@ -226,29 +277,74 @@ class _Body:
         self.attachments.append(InboundAttachment(name, ctype, _payload(part)))
 
 
+def _looks_like_html(text: str) -> bool:
+    return re.search(r"<(html|body|div|p|br|table)\b", text[:4096], re.I) is not None
+
+
 def _payload(part: Message) -> bytes:
-    data = part.get_payload(decode=True)
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # a transfer encoding compat32 chokes on: the bytes as they are
+        data = None
     if data is None:
         payload = part.get_payload()
-        data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
+        data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) \
+            else _as_bytes(part)
     return data
 
 
-def _filename(part: Message) -> str | None:
+def _as_bytes(part: Message) -> bytes:
+    # A multipart kept whole (nested past MAX_DEPTH): its source, as far as it renders.
     try:
-        name = part.get_filename()
-    except (LookupError, UnicodeError, ValueError):
-        name = None
+        return part.as_bytes()
+    except (RecursionError, LookupError, UnicodeError, ValueError):
+        return b""
+
+
+def _param_header(part: Message, name: str) -> str:
+    """A parameter header (Content-Type, Content-Disposition) as text: raw 8-bit values
+    (an unencoded UTF-8 file name) are decoded instead of becoming U+FFFD."""
+    value = _raw_header(part, name)
+    return unsurrogate(str(value)) if value is not None else ""
+
+
+def _parameter(part: Message, param: str, *headers: str) -> str | None:
+    # Parsed from the decoded header text by the standard library's own parameter
+    # parser (RFC 2231 included), on a copy holding just that header.
+    for name in headers:
+        value = _param_header(part, name)
+        if not value:
+            continue
+        probe = Message()
+        probe[name] = value
+        try:
+            found = probe.get_param(param, header=name)
+        except Exception:
+            continue
+        if found is not None:
+            return email.utils.collapse_rfc2231_value(found) if isinstance(found, tuple) \
+                else str(found)
+    return None
+
+
+def _charset(part: Message) -> str | None:
+    charset = _parameter(part, "charset", "content-type")
+    return charset.lower() if charset else None
+
+
+def _filename(part: Message) -> str | None:
+    name = _parameter(part, "filename", "content-disposition")
+    if name is None:
+        name = _parameter(part, "name", "content-type")
     if name is None:
         return None
-    # compat32 decodes RFC 2231 but leaves RFC 2047 words (=?utf-8?B?…?=) and raw 8-bit.
-    name = decode_header(name).strip()
-    return name or None
+    # RFC 2231 is decoded already; RFC 2047 words (=?utf-8?B?…?=) are not.
+    return clean_line(decode_header(name), MAX_FILENAME) or None
 
 
 def _eml_name(subject: str) -> str:
     safe = re.sub(r"[\\/:*?\"<>|\r\n\t]+", " ", decode_header(subject)).strip()[:100]
-    return safe if safe.endswith(".eml") else f"{safe or 'message'}.eml"
+    return clean_line(safe if safe.endswith(".eml") else f"{safe or 'message'}.eml")
 
 
 def _embedded_headers(part: Message) -> Message | None:
@@ -260,9 +356,9 @@ def _embedded_headers(part: Message) -> Message | None:
     return None
 
 
-def _delivery_status(msg: Message, body: _Body) -> DeliveryStatus | None:
+def _delivery_status(msg: Message, body: _Body, sender: str | None) -> DeliveryStatus | None:
     """RFC 3464 report fields; for free-form bounces, the Message-ID quoted in the text."""
-    if not body.status_parts and not _looks_like_bounce(msg):
+    if not body.status_parts and not _looks_like_bounce(msg, sender):
         return None
     fields: dict[str, str] = {}
     for part in body.status_parts:
@@ -273,7 +369,7 @@ def _delivery_status(msg: Message, body: _Body) -> DeliveryStatus | None:
             for key in ("final-recipient", "original-recipient", "action", "status",
                         "diagnostic-code"):
                 if block.get(key) and key not in fields:
-                    fields[key] = _unfold(str(block.get(key)))
+                    fields[key] = clean_line(_unfold(unsurrogate(str(block.get(key)))))
     original = None
     if body.original_headers is not None:
         original = _first_id(_header(body.original_headers, "message-id"))
@@ -283,29 +379,41 @@ def _delivery_status(msg: Message, body: _Body) -> DeliveryStatus | None:
     recipient = fields.get("final-recipient") or fields.get("original-recipient")
     if recipient and ";" in recipient:
         recipient = recipient.split(";", 1)[1].strip()
-    return DeliveryStatus(original_message_id=original, recipient=recipient,
-                          action=fields.get("action"), status=fields.get("status"),
-                          diagnostic=fields.get("diagnostic-code"))
+    return DeliveryStatus(original_message_id=clean_line(original, MAX_ID) or None,
+                          recipient=clean_line(recipient, 500) or None,
+                          action=clean_line(fields.get("action"), 40) or None,
+                          status=clean_line(fields.get("status"), 20) or None,
+                          diagnostic=clean_line(fields.get("diagnostic-code"), 2000) or None)
 
 
-def _looks_like_bounce(msg: Message) -> bool:
-    sender = (_sender(msg)[1] or "").split("@")[0]
-    return sender in ("mailer-daemon", "postmaster") or msg.get("x-failed-recipients") is not None
+def _looks_like_bounce(msg: Message, sender: str | None) -> bool:
+    """A delivery report without an RFC 3464 part: from the mailer daemon (often with no
+    domain at all, "MAILER-DAEMON (Mail Delivery System)"), or with a null Return-Path
+    and no sender of its own."""
+    if msg.get("x-failed-recipients") is not None:
+        return True
+    if sender is not None:
+        return sender.split("@")[0] in _BOUNCE_SENDERS
+    from_value = _header(msg, "from").strip().lower()
+    local = email.utils.parseaddr(from_value)[1].split("@")[0]
+    if from_value.startswith(_BOUNCE_SENDERS) or local in _BOUNCE_SENDERS:
+        return True
+    return _header(msg, "return-path").strip() == "<>" and not local
 
 
-def _problem(raw: bytes, msg: Message, address: str | None, text: str, body: _Body) -> str | None:
-    first = raw.lstrip(b"\r\n").split(b"\n", 1)[0]
+def _problem(content: bytes, msg: Message, address: str | None, subject: str, text: str,
+             body: _Body, report: DeliveryStatus | None) -> str | None:
+    first = content.lstrip(b"\r\n").split(b"\n", 1)[0]
     if not msg.keys() or not _HEADER_LINE.match(first):
         return "unparseable message: it does not start with mail headers"
-    for defect in getattr(msg, "defects", []):
-        name = type(defect).__name__
-        if name in ("NoBoundaryInMultipartDefect", "StartBoundaryNotFoundDefect",
-                    "MultipartInvariantViolationDefect"):
-            return f"unparseable MIME structure: {name}"
-    if not address:
+    if not address and report is None:
+        from_value = clean_line(_header(msg, "from"), 200)
+        if from_value:
+            return f"no sender: the From address {from_value!r} is not a usable address"
         return "no sender: the message has no usable From address"
-    if not text.strip() and not body.attachments and not body.status_parts:
-        return "empty message: no text and no attachments"
+    # A customer who writes only a subject has made a request.
+    if not subject and not text.strip() and not body.attachments and not body.status_parts:
+        return "empty message: no subject, no text and no attachments"
     return None
 
 
@@ -321,14 +429,23 @@ def _addresses(msg: Message, name: str) -> list[str]:
 
 
 def _address_pairs(msg: Message, name: str) -> list[tuple[str | None, str]]:
-    values = [value for key, value in msg.raw_items() if key.lower() == name]
+    # Raw 8-bit values are decoded first: an internationalised address (RFC 6531/6532,
+    # a Cyrillic local part or domain) is an address like any other.
+    values = [unsurrogate(str(value)) for key, value in msg.raw_items()
+              if key.lower() == name]
     out = []
-    for display, address in email.utils.getaddresses([str(v) for v in values]):
+    for display, address in email.utils.getaddresses(values):
         address = address.strip().lower()
-        if "@" not in address or " " in address:
+        if not _usable_address(address):
             continue
-        out.append((decode_header(display).strip() or None, address))
+        out.append((clean_line(decode_header(display), MAX_NAME) or None, address))
     return out
+
+
+def _usable_address(address: str) -> bool:
+    local, at, domain = address.rpartition("@")
+    return (bool(at and local and domain) and len(address) <= MAX_ADDRESS
+            and clean_line(address) == address and " " not in address)
 
 
 def _header(msg: Message, name: str) -> str:
@@ -350,6 +467,27 @@ def _first_id(value: str) -> str | None:
         return match.group(0)
     value = (value or "").strip()
     return f"<{value}>" if value and " " not in value else None
+
+
+def _ids(value: str) -> tuple[str, ...]:
+    return tuple(clean_line(found, MAX_ID) for found in _MSG_ID.findall(value)[:100])
+
+
+def _dedupe_key(message_id: str | None, content: bytes, msg: Message) -> str:
+    """What makes a second delivery the same message (R-TH-9): its Message-ID and its
+    content. Trace headers a server adds on the way (Received, Return-Path, Delivered-To)
+    and line-end or re-wrapping differences do not count; another sender, subject, date
+    or text under a reused Message-ID does, so a careless client or an attacker reusing
+    an ID cannot make us drop a mail."""
+    if not message_id:
+        return _digest_key(content)
+    digest = hashlib.sha256()
+    for name in ("from", "date", "subject"):
+        digest.update(str(_raw_header(msg, name) or "").encode("utf-8", "surrogateescape"))
+        digest.update(b"\0")
+    parts = _BLANK_LINE.split(content, 1)
+    digest.update(_WHITESPACE.sub(b"", parts[1] if len(parts) > 1 else b""))
+    return f"mid:{digest.hexdigest()[:24]}:{message_id}"[:500]
 
 
 def _digest_key(raw: bytes) -> str:

@@ -1,0 +1,145 @@
+"""Bytes in whatever charset a mail claims -> text, and text made safe to store.
+
+Mail lies about its charset. Real clients do not decode a label literally: they read it
+as the WHATWG Encoding Standard says, which maps legacy labels to the superset Windows
+actually wrote (Shift_JIS -> CP932, GB2312 -> GB18030, EUC-KR -> CP949, ISO-8859-1 and
+US-ASCII -> windows-1252, …). We decode the same way, so a subject written by Outlook on
+a Japanese Windows reads as the customer typed it. A label that names no text encoding at
+all (`base64`, `hex`, garbage, a NUL) is as good as no label: we detect.
+
+Whatever comes out of a mail must also be storable on every backend: PostgreSQL refuses
+NUL in text, the database drivers refuse lone surrogates (what Python keeps of 8-bit bytes
+it could not decode), and a header value must stay one line. `clean_text` and
+`clean_line` are the one place that makes text so (R-TS-5: the same mail gives the same
+decision on SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+
+import cchardet
+
+# Detected encodings we trust; below this confidence Cyrillic fallbacks are tried first.
+MIN_CONFIDENCE = 0.5
+FALLBACK = "windows-1251"
+
+# codecs' canonical name of a label -> the decoder WHATWG uses for it.
+_SUPERSET = {
+    "shift_jis": "cp932", "euc_kr": "cp949", "gb2312": "gb18030", "gbk": "gb18030",
+    "iso8859-1": "cp1252", "ascii": "cp1252", "iso8859-9": "cp1254",
+    "iso8859-11": "cp874", "tis-620": "cp874", "big5": "big5hkscs",
+}
+# Labels codecs does not know under these spellings.
+_ALIASES = {
+    "x-sjis": "cp932", "windows-31j": "cp932", "x-gbk": "gb18030", "windows-874": "cp874",
+    "x-mac-cyrillic": "mac-cyrillic", "x-user-defined": "cp1252", "unicode-1-1-utf-8": "utf-8",
+    "x-unicode20utf8": "utf-8", "utf8mb4": "utf-8", "x-cp1251": "cp1251", "win-1251": "cp1251",
+}
+# 8-bit bytes prove an ASCII label wrong: such mail is far more often unlabelled UTF-8
+# or a national charset (KOI8-R, windows-1251) than windows-1252. UTF-8 and then a
+# confident detection are tried first; windows-1252 is what is left.
+_WRONG_WHEN_8BIT = {"ascii"}
+_SURROGATE = re.compile("[\udc80-\udcff]")
+# Characters that end a line for some reader (CR, LF, VT, FF, NEL, LS, PS) or are
+# control characters with no place in a one-line value.
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_C0_IN_TEXT = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def _whatwg_c1(error: UnicodeDecodeError) -> tuple[str, int]:
+    # windows-1252 leaves five bytes undefined; WHATWG maps them to the C1 code points.
+    return error.object[error.start:error.end].decode("latin-1"), error.end
+
+
+codecs.register_error("helpgate-c1", _whatwg_c1)
+
+
+def text_codec(label: str | None) -> str | None:
+    """The decoder for a declared charset label; None when it names no text encoding."""
+    if not label:
+        return None
+    label = label.replace("\x00", "").strip().strip("\"'").strip().lower()
+    if not label or len(label) > 64:
+        return None
+    label = _ALIASES.get(label, label)
+    try:
+        info = codecs.lookup(label)
+    except (LookupError, ValueError):
+        return None
+    if not getattr(info, "_is_text_encoding", True):
+        return None  # base64, hex, rot13, zlib: byte transforms, not charsets
+    return info.name
+
+
+def decode_bytes(data: bytes, declared: str | None) -> str:
+    """Bytes in a declared charset that may be wrong, unknown or missing -> text."""
+    codec = text_codec(declared)
+    if codec in _WRONG_WHEN_8BIT and not data.isascii():
+        return _decode_first(data, ["utf-8"]) or _detected(data) or _decode_first(
+            data, ["cp1252"])
+    candidates = [_SUPERSET.get(codec, codec)] if codec else []
+    if "utf-8" not in candidates:
+        candidates.append("utf-8")
+    return (_decode_first(data, candidates) or _detected(data)
+            or _lines(data.decode(FALLBACK, errors="replace")))
+
+
+def _decode_first(data: bytes, charsets: list[str]) -> str | None:
+    for charset in charsets:
+        errors = "helpgate-c1" if charset == "cp1252" else "strict"
+        try:
+            return _lines(data.decode(charset, errors))
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return None
+
+
+def _detected(data: bytes) -> str | None:
+    # The declared charset is wrong or unknown: detect. uchardet (cchardet) tells
+    # windows-1251 from KOI8-R even on a short line, which is what Russian mail needs.
+    guess = cchardet.detect(data)
+    encoding = text_codec(guess.get("encoding"))
+    if encoding and (guess.get("confidence") or 0) >= MIN_CONFIDENCE:
+        return _decode_first(data, [_SUPERSET.get(encoding, encoding)])
+    return None
+
+
+def _lines(text: str) -> str:
+    # Mail travels with CRLF line ends; stored text uses "\n" only.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def unsurrogate(value: str) -> str:
+    """Text that still holds undecoded 8-bit bytes (as surrogates) -> decoded text.
+
+    RFC 6532 allows raw UTF-8 in headers (internationalised addresses); older clients put
+    raw windows-1251 or KOI8-R there. Either way the bytes are decoded, never dropped.
+    """
+    if not _SURROGATE.search(value):
+        return value
+    return decode_bytes(value.encode("utf-8", "surrogateescape"), None)
+
+
+def clean_text(value: str | None) -> str:
+    """Multi-line text (a body) as every backend stores it: decoded, no NUL, no C0
+    controls but tab and line ends."""
+    if not value:
+        return ""
+    value = unsurrogate(value)
+    return _C0_IN_TEXT.sub("", value) if _C0_IN_TEXT.search(value) else value
+
+
+def clean_line(value: str | None, limit: int | None = None) -> str:
+    """A one-line value (subject, name, file name, date, id): decoded, every line break
+    and control character a space, cut to `limit` characters."""
+    if not value:
+        return ""
+    value = unsurrogate(value)
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if _LINE_BREAKING.search(value):
+        value = re.sub(" {2,}", " ", _LINE_BREAKING.sub(" ", value))
+    value = value.strip()
+    return value[:limit].rstrip() if limit is not None and len(value) > limit else value
