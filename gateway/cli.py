@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from helpgate.channels.mail.parse import header_part, oversized
 from helpgate.config.load import ConfigError, load_config
 from helpgate.config.schema import Config
 
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         # The running gateway logs one line per decision; libraries only their trouble.
         logging.getLogger("helpgate").setLevel(logging.INFO)
     try:
+        _check_numbers(args)
         config = load_config(args.config)
         return asyncio.run(_dispatch(args, config))
     except (ConfigError, CliError) as exc:
@@ -122,6 +124,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+# The largest number the store can hold (64-bit signed): anything above names nothing.
+MAX_NUMBER = 2**63 - 1
+_ID_OF = {"outbox": "outbox message", "quarantine": "quarantined message"}
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """A ticket number or id no row can have is "not found", not a database error."""
+    for name in ("number", "id"):
+        value = getattr(args, name, None)
+        if isinstance(value, int) and not 1 <= value <= MAX_NUMBER:
+            what = "ticket" if name == "number" else _ID_OF.get(args.command, "record")
+            raise CliError(f"no {what} {value}")
 
 
 async def _dispatch(args: argparse.Namespace, config: Config) -> int:
@@ -158,16 +174,38 @@ async def _cmd_ingest(args, config: Config, store) -> int:
     if args.ticket_type and args.ticket_type not in config.tickets.types:
         raise CliError(f"unknown ticket type {args.ticket_type!r}; known: "
                        f"{', '.join(config.tickets.types)}")
-    if args.path == "-":
-        raw = sys.stdin.buffer.read()
+    limit = config.mail.max_message_size
+    raw, size = await asyncio.to_thread(_read_input, args.path, limit)
+    pipeline = Pipeline(config, store)
+    if size > limit:
+        # As the IMAP reader does: over the limit, the header is kept and quarantined.
+        message = oversized(raw, size, limit, pipeline.clock())
+        result = await pipeline.ingest(message, args.ticket_type)
     else:
-        try:
-            raw = await asyncio.to_thread(Path(args.path).read_bytes)
-        except OSError as exc:
-            raise CliError(f"cannot read {args.path}: {exc.strerror}") from None
-    result = await Pipeline(config, store).ingest_email(raw, args.ticket_type)
+        result = await pipeline.ingest_email(raw, args.ticket_type)
     print(json.dumps(result.as_dict(), ensure_ascii=False))
     return 0
+
+
+def _read_input(path: str, limit: int) -> tuple[bytes, int]:
+    if path == "-":
+        return _read_limited(sys.stdin.buffer, limit)
+    try:
+        with Path(path).open("rb") as source:
+            return _read_limited(source, limit)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _read_limited(source, limit: int) -> tuple[bytes, int]:
+    """The whole input when within `limit`; else its header part and the full size."""
+    data = source.read(limit + 1)
+    if len(data) <= limit:
+        return data, len(data)
+    size = len(data)
+    while chunk := source.read(1 << 20):
+        size += len(chunk)
+    return header_part(data), size
 
 
 async def _cmd_ticket(args, config: Config, store) -> int:

@@ -10,10 +10,12 @@ quarantined with the reason and can be replayed.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 from sqlalchemy import bindparam, select, update
@@ -49,6 +51,7 @@ from helpgate.ticketstore.repository import (
     insert_returning_id,
     insert_rows,
     keep_raw_many,
+    lock_senders,
     next_ticket_number,
     prefetch_directory,
 )
@@ -119,6 +122,12 @@ class Pipeline:
         except Exception:
             log.exception("batch of %d messages failed; taking them one by one", len(messages))
             results = [await self._ingest_carefully(m, ticket_type) for m in messages]
+        for index, result in enumerate(results):
+            if result.action == Action.DUPLICATE and result.reason.endswith(_UNDECIDED):
+                # A second delivery of a message kept but never decided (a failure after
+                # its raw commit): decide it now rather than answer "duplicate".
+                results[index] = await self._process(result.inbound, messages[index],
+                                                     ticket_type, replay=False)
         for result in results:
             _log_result(result)
         self._committed()
@@ -133,7 +142,10 @@ class Pipeline:
         # All raw messages go in first (R-TS-5: before any decision, same transaction),
         # and the batch's senders are looked up in one go.
         kept = keep_raw_many(session, messages)
-        prefetch_directory(session, [m.sender_email for m in messages])
+        senders = [m.sender_email for m in messages]
+        if self.config.threading.throttle_max > 0:
+            lock_senders(session, senders)
+        prefetch_directory(session, senders)
         defer_writes(session)
         results = []
         finishing: list[dict] = []
@@ -155,20 +167,29 @@ class Pipeline:
                                 ticket_type: str | None) -> Result:
         """The raw message committed on its own first (R-TS-5), then the decision; a
         decision that fails again quarantines the message with the reason."""
-        inbound_id, duplicate = await self.store.keep_raw(message, message.sender_email)
+        try:
+            inbound_id, duplicate = await self.store.keep_raw(message, message.sender_email)
+        except Exception:
+            # Nothing about a message may keep it from being kept: store the bytes under
+            # their digest alone, and let the decision quarantine it with the reason.
+            log.exception("keeping inbound message failed; keeping its bytes alone")
+            inbound_id, duplicate = await self.store.keep_raw(_bytes_only(message), None)
         if duplicate:
             return await self.store.run(_duplicate_result, inbound_id)
         return await self._process(inbound_id, message, ticket_type, replay=False)
 
-    async def process_received(self) -> list[Result]:
+    async def process_received(self, older_than: timedelta | None = None) -> list[Result]:
         """Decide every message that was kept but never decided (R-TS-5).
 
-        A crash between committing a raw message and committing its decision leaves it in
-        state "received"; the gateway runs this at start so it is not forgotten. The row
-        lock in the decision makes a message another instance is deciding a no-op here.
+        A crash between committing a raw message and committing its decision, or a
+        decision that failed and could not even be quarantined (the database away for a
+        moment), leaves it in state "received". The gateway runs this at start, and every
+        few seconds for rows older than `older_than`, so none waits for a restart. The
+        row lock in the decision makes a message another instance is deciding a no-op.
         """
         results = []
-        for inbound_id in await self.store.run(_received_ids):
+        before = self.clock() - older_than if older_than is not None else None
+        for inbound_id in await self.store.run(received_ids, before):
             raw, channel, meta = await self.store.run(_inbound_raw, inbound_id)
             message = parse_safely(raw, self.clock(), channel)
             result = await self._process(inbound_id, message, meta.get("ticket_type"),
@@ -179,10 +200,12 @@ class Pipeline:
         return results
 
     async def replay(self, inbound_id: int) -> Result:
-        """Run a quarantined message through the pipeline again (after a fix)."""
-        raw, channel, meta = await self.store.run(_quarantined_raw, inbound_id)
+        """Run a quarantined message through the pipeline again (after a fix); a message
+        stuck undecided is decided now."""
+        raw, channel, meta, state = await self.store.run(_quarantined_raw, inbound_id)
         message = parse_safely(raw, self.clock(), channel)
-        result = await self._process(inbound_id, message, meta.get("ticket_type"), replay=True)
+        result = await self._process(inbound_id, message, meta.get("ticket_type"),
+                                     replay=state == "quarantined")
         _log_result(result)
         self._committed()
         return result
@@ -197,9 +220,12 @@ class Pipeline:
             raise
         except Exception as exc:
             log.exception("processing inbound message %s failed", inbound_id)
-            reason = f"internal error: {type(exc).__name__}: {exc}"
+            reason = f"internal error: {type(exc).__name__}: {exc}"[:2000]
             result = Result(action=Action.QUARANTINED, reason=reason, inbound=inbound_id)
-            await self.store.run(_finish, inbound_id, "quarantined", result, now,
+            # Should this fail too (the database gone), the message stays "received":
+            # the error reaches the sender (SMTP 451, IMAP keeps it) and the running
+            # gateway decides it again within seconds (process_received).
+            await self.store.run(_finish_if_received, inbound_id, result, now,
                                  {"ticket_type": ticket_type})
         return result
 
@@ -424,9 +450,13 @@ def _record_bounce(session: Session, inbound_id: int, message: InboundMessage,
         diagnostic=report.diagnostic if report else None, created_at=now))
 
 
+_UNDECIDED = "(received)"
+
+
 def _duplicate_result(session: Session, inbound_id: int,
                       earlier: Result | None = None) -> Result:
-    """A second copy; `earlier` is the first copy's result when this batch decided it."""
+    """A second copy; `earlier` is the first copy's result when this batch decided it.
+    A reason ending in _UNDECIDED marks a first copy that was never decided."""
     if earlier is not None:
         ticket, state = earlier.ticket, _STATE_OF.get(earlier.action, "processed")
     else:
@@ -437,6 +467,20 @@ def _duplicate_result(session: Session, inbound_id: int,
                   inbound=inbound_id)
 
 
+def _finish_if_received(session: Session, inbound_id: int, result: Result, now: datetime,
+                        meta: dict) -> Result:
+    """Quarantine a message whose decision failed, unless someone decided it meanwhile."""
+    row = session.get(InboundRow, inbound_id, with_for_update=True)
+    if row.state not in ("received", "quarantined"):
+        return Result(**{**(row.result or {}), "inbound": inbound_id})
+    return _finish(session, inbound_id, "quarantined", result, now, meta)
+
+
+def _bytes_only(message: InboundMessage) -> InboundMessage:
+    digest = "sha256:" + hashlib.sha256(message.raw).hexdigest()
+    return dataclasses.replace(message, dedupe_key=digest, sender_email=None)
+
+
 _STATE_OF = {Action.IGNORED: "ignored", Action.QUARANTINED: "quarantined"}
 
 
@@ -444,9 +488,12 @@ class ReplayError(ValueError):
     """Only a quarantined message can be replayed."""
 
 
-def _received_ids(session: Session) -> list[int]:
-    return list(session.scalars(select(InboundRow.id).where(InboundRow.state == "received")
-                                .order_by(InboundRow.id)))
+def received_ids(session: Session, before: datetime | None = None) -> list[int]:
+    """Messages kept but not decided (received before `before`, if given)."""
+    query = select(InboundRow.id).where(InboundRow.state == "received")
+    if before is not None:
+        query = query.where(InboundRow.received_at < before)
+    return list(session.scalars(query.order_by(InboundRow.id)))
 
 
 def _inbound_raw(session: Session, inbound_id: int) -> tuple[bytes, str, dict]:
@@ -454,11 +501,11 @@ def _inbound_raw(session: Session, inbound_id: int) -> tuple[bytes, str, dict]:
     return row.raw, row.channel, dict(row.meta or {})
 
 
-def _quarantined_raw(session: Session, inbound_id: int) -> tuple[bytes, str, dict]:
+def _quarantined_raw(session: Session, inbound_id: int) -> tuple[bytes, str, dict, str]:
     row = session.scalar(select(InboundRow).where(InboundRow.id == inbound_id)
                          .with_for_update())
     if row is None:
         raise ReplayError(f"no quarantined message {inbound_id}")
-    if row.state != "quarantined":
+    if row.state not in ("quarantined", "received"):
         raise ReplayError(f"message {inbound_id} is {row.state}, not quarantined")
-    return row.raw, row.channel, dict(row.meta or {})
+    return row.raw, row.channel, dict(row.meta or {}), row.state

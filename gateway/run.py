@@ -17,7 +17,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from helpgate.channels.mail.imap import ImapMailbox
 from helpgate.channels.mail.smtp import MailEndpoint
@@ -30,6 +30,10 @@ from helpgate.outbound.outbox import OutboxWorker
 from helpgate.ticketstore.repository import Store
 
 log = logging.getLogger("helpgate.run")
+# How often the running gateway looks for messages kept but left undecided, and how old
+# such a message must be: a message being decided right now is younger than that.
+UNDECIDED_SWEEP = 3.0
+UNDECIDED_AGE = timedelta(seconds=3)
 
 
 def utcnow() -> datetime:
@@ -71,7 +75,8 @@ class Gateway:
         for channel in self.channels:
             await channel.start()
         tasks = [asyncio.create_task(self.worker.run(self.stop), name="outbox"),
-                 asyncio.create_task(self._timers(), name="timers")]
+                 asyncio.create_task(self._timers(), name="timers"),
+                 asyncio.create_task(self._undecided(), name="undecided")]
         print(self.banner(), flush=True)
         try:
             await self.stop.wait()
@@ -102,6 +107,22 @@ class Gateway:
                 log.exception("status timers failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=self.timer_interval)
+
+
+    async def _undecided(self) -> None:
+        """Decide, within seconds, what was kept but left undecided (R-TS-5): a decision
+        that failed and could not even be quarantined must not wait for a restart."""
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=UNDECIDED_SWEEP)
+            if self.stop.is_set():
+                return
+            try:
+                decided = await self.pipeline.process_received(older_than=UNDECIDED_AGE)
+                if decided:
+                    log.warning("decided %d messages left undecided", len(decided))
+            except Exception:  # the database away: the next round retries
+                log.exception("deciding undecided messages failed")
 
 
 async def serve(config: Config, store: Store, timer_interval: float = 30.0) -> None:

@@ -36,7 +36,7 @@ def make_message_id(number: int | None, domain: str) -> str:
 
 @lru_cache(maxsize=16)
 def _own_id_pattern(domain: str) -> re.Pattern:
-    return re.compile(rf"^<{MESSAGE_ID_PREFIX}(\d+)\.[0-9a-f]+@{re.escape(domain)}>$", re.I)
+    return re.compile(rf"^<{MESSAGE_ID_PREFIX}(\d{{1,18}})\.[0-9a-f]+@{re.escape(domain)}>$", re.I)
 
 
 def ticket_of_message_id(message_id: str, domain: str) -> int | None:

@@ -30,6 +30,45 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def storable(value: str) -> str:
+    """Text every backend takes: PostgreSQL refuses NUL, the drivers refuse lone
+    surrogates (undecoded 8-bit bytes). The channels clean what they read; this is the
+    last line, so no value from anywhere (a CLI argument, a future channel) can make one
+    backend fail where the other stores."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+class Bounded(TypeDecorator):
+    """VARCHAR(n) that holds on every backend: longer values are cut to n characters, as
+    SQLite would keep them whole but PostgreSQL would refuse the row."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if isinstance(value, str):
+            value = storable(value)
+            if len(value) > self.impl.length:
+                value = value[:self.impl.length]
+        return value
+
+
+class CleanText(TypeDecorator):
+    """TEXT without the characters one backend refuses (see `storable`)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return storable(value) if isinstance(value, str) else value
+
+
 class UTCDateTime(TypeDecorator):
     """Aware UTC datetimes in and out, whatever the backend keeps (SQLite keeps naive)."""
 
@@ -60,7 +99,7 @@ class Counter(Base):
     """Named sequences (ticket numbers): `UPDATE … RETURNING` takes the row lock."""
 
     __tablename__ = "counters"
-    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(Bounded(40), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -70,7 +109,7 @@ class ChannelCursor(Base):
     before it are stored, so a restart resumes without skipping one (R-CH-1)."""
 
     __tablename__ = "channel_cursors"
-    key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    key: Mapped[str] = mapped_column(Bounded(500), primary_key=True)
     validity: Mapped[int | None] = mapped_column(BigInteger)
     position: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime]
@@ -79,9 +118,9 @@ class ChannelCursor(Base):
 class Company(Base):
     __tablename__ = "companies"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    email: Mapped[str | None] = mapped_column(String(320))
-    phone: Mapped[str | None] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(Bounded(255), unique=True)
+    email: Mapped[str | None] = mapped_column(Bounded(320))
+    phone: Mapped[str | None] = mapped_column(Bounded(40))
     created_at: Mapped[datetime]
     domains: Mapped[list[CompanyDomain]] = relationship(
         back_populates="company", cascade="all, delete-orphan", lazy="selectin")
@@ -89,7 +128,7 @@ class Company(Base):
 
 class CompanyDomain(Base):
     __tablename__ = "company_domains"
-    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    domain: Mapped[str] = mapped_column(Bounded(255), primary_key=True)
     company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
     company: Mapped[Company] = relationship(back_populates="domains")
 
@@ -97,25 +136,25 @@ class CompanyDomain(Base):
 class Contact(Base):
     __tablename__ = "contacts"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(255))
-    email: Mapped[str | None] = mapped_column(String(320), unique=True)
-    phone: Mapped[str | None] = mapped_column(String(40), index=True)
+    name: Mapped[str | None] = mapped_column(Bounded(255))
+    email: Mapped[str | None] = mapped_column(Bounded(320), unique=True)
+    phone: Mapped[str | None] = mapped_column(Bounded(40), index=True)
     telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     vk_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"))
     # R-OUT-3: an address that gets a copy of what the contact gets.
-    duplicate_email: Mapped[str | None] = mapped_column(String(320))
+    duplicate_email: Mapped[str | None] = mapped_column(Bounded(320))
     created_at: Mapped[datetime]
 
 
 class Employee(Base):
     __tablename__ = "employees"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255))
-    email: Mapped[str | None] = mapped_column(String(320), unique=True)
-    phone: Mapped[str | None] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(Bounded(255))
+    email: Mapped[str | None] = mapped_column(Bounded(320), unique=True)
+    phone: Mapped[str | None] = mapped_column(Bounded(40))
     telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
-    role: Mapped[str] = mapped_column(String(20), default="agent")
+    role: Mapped[str] = mapped_column(Bounded(20), default="agent")
     created_at: Mapped[datetime]
 
 
@@ -123,11 +162,11 @@ class Ticket(Base):
     __tablename__ = "tickets"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     number: Mapped[int] = mapped_column(BigInteger, unique=True)
-    subject: Mapped[str] = mapped_column(Text)
-    type: Mapped[str] = mapped_column(String(40))
-    priority: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(40), index=True)
-    channel: Mapped[str] = mapped_column(String(20))
+    subject: Mapped[str] = mapped_column(CleanText())
+    type: Mapped[str] = mapped_column(Bounded(40))
+    priority: Mapped[str] = mapped_column(Bounded(20))
+    status: Mapped[str] = mapped_column(Bounded(40), index=True)
+    channel: Mapped[str] = mapped_column(Bounded(20))
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), index=True)
     created_at: Mapped[datetime]
@@ -150,17 +189,17 @@ class TicketLink(Base):
     __tablename__ = "ticket_links"
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
     linked_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
-    relation: Mapped[str] = mapped_column(String(20))
+    relation: Mapped[str] = mapped_column(Bounded(20))
 
 
 class StatusChange(Base):
     __tablename__ = "status_history"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
-    from_status: Mapped[str | None] = mapped_column(String(40))
-    to_status: Mapped[str] = mapped_column(String(40))
+    from_status: Mapped[str | None] = mapped_column(Bounded(40))
+    to_status: Mapped[str] = mapped_column(Bounded(40))
     at: Mapped[datetime]
-    reason: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Bounded(200))
 
 
 class InboundMessage(Base):
@@ -173,16 +212,16 @@ class InboundMessage(Base):
     __tablename__ = "inbound_messages"
     __table_args__ = (UniqueConstraint("channel", "dedupe_key"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    channel: Mapped[str] = mapped_column(String(20))
-    dedupe_key: Mapped[str] = mapped_column(String(500))
+    channel: Mapped[str] = mapped_column(Bounded(20))
+    dedupe_key: Mapped[str] = mapped_column(Bounded(500))
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     meta: Mapped[dict] = mapped_column(default=dict)
     received_at: Mapped[datetime]
-    state: Mapped[str] = mapped_column(String(20), index=True)
-    reason: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Bounded(20), index=True)
+    reason: Mapped[str | None] = mapped_column(CleanText())
     result: Mapped[dict | None]
     processed_at: Mapped[datetime | None]
-    sender: Mapped[str | None] = mapped_column(String(320))
+    sender: Mapped[str | None] = mapped_column(Bounded(320))
 
 
 Index("ix_inbound_sender_time", InboundMessage.sender, InboundMessage.received_at)
@@ -192,19 +231,19 @@ class Comment(Base):
     __tablename__ = "comments"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
-    author_kind: Mapped[str] = mapped_column(String(20))
+    author_kind: Mapped[str] = mapped_column(Bounded(20))
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
     employee_id: Mapped[int | None] = mapped_column(ForeignKey("employees.id"))
     public: Mapped[bool] = mapped_column(Boolean)
-    channel: Mapped[str] = mapped_column(String(20))
-    text: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(Bounded(20))
+    text: Mapped[str] = mapped_column(CleanText())
     inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
     # Email metadata (R-TS-2); message_id also threads replies to this mail (R-TH-1).
-    message_id: Mapped[str | None] = mapped_column(String(500), index=True)
-    email_from: Mapped[str | None] = mapped_column(String(500))
+    message_id: Mapped[str | None] = mapped_column(Bounded(500), index=True)
+    email_from: Mapped[str | None] = mapped_column(Bounded(500))
     email_to: Mapped[list | None]
     email_cc: Mapped[list | None]
-    email_date: Mapped[str | None] = mapped_column(String(100))
+    email_date: Mapped[str | None] = mapped_column(Bounded(100))
     headers: Mapped[dict | None]
     # The threading decision: the rules that fired and why (DESIGN.md: traceable).
     decision: Mapped[dict | None]
@@ -217,8 +256,8 @@ class Attachment(Base):
     __tablename__ = "attachments"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id"), index=True)
-    filename: Mapped[str] = mapped_column(String(500))
-    content_type: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(Bounded(500))
+    content_type: Mapped[str] = mapped_column(Bounded(200))
     size: Mapped[int] = mapped_column(BigInteger)
     # False when the file was over the size limit: name and size are kept, content not.
     stored: Mapped[bool] = mapped_column(Boolean)
@@ -233,21 +272,21 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    dedupe_key: Mapped[str] = mapped_column(String(500), unique=True)
-    channel: Mapped[str] = mapped_column(String(20))
-    kind: Mapped[str] = mapped_column(String(40))
-    recipient: Mapped[str] = mapped_column(String(500))
-    subject: Mapped[str | None] = mapped_column(Text)
-    text: Mapped[str] = mapped_column(Text)
-    html: Mapped[str | None] = mapped_column(Text)
-    message_id: Mapped[str | None] = mapped_column(String(500), unique=True)
+    dedupe_key: Mapped[str] = mapped_column(Bounded(500), unique=True)
+    channel: Mapped[str] = mapped_column(Bounded(20))
+    kind: Mapped[str] = mapped_column(Bounded(40))
+    recipient: Mapped[str] = mapped_column(Bounded(500))
+    subject: Mapped[str | None] = mapped_column(CleanText())
+    text: Mapped[str] = mapped_column(CleanText())
+    html: Mapped[str | None] = mapped_column(CleanText())
+    message_id: Mapped[str | None] = mapped_column(Bounded(500), unique=True)
     headers: Mapped[dict] = mapped_column(default=dict)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
     comment_id: Mapped[int | None] = mapped_column(ForeignKey("comments.id"))
-    state: Mapped[str] = mapped_column(String(20), index=True)
+    state: Mapped[str] = mapped_column(Bounded(20), index=True)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime]
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(CleanText())
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
 
@@ -259,9 +298,9 @@ class DeliveryReport(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"), index=True)
     inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound_messages.id"))
-    original_message_id: Mapped[str | None] = mapped_column(String(500))
-    recipient: Mapped[str | None] = mapped_column(String(500))
-    action: Mapped[str | None] = mapped_column(String(40))
-    status: Mapped[str | None] = mapped_column(String(20))
-    diagnostic: Mapped[str | None] = mapped_column(Text)
+    original_message_id: Mapped[str | None] = mapped_column(Bounded(500))
+    recipient: Mapped[str | None] = mapped_column(Bounded(500))
+    action: Mapped[str | None] = mapped_column(Bounded(40))
+    status: Mapped[str | None] = mapped_column(Bounded(20))
+    diagnostic: Mapped[str | None] = mapped_column(CleanText())
     created_at: Mapped[datetime]

@@ -6,7 +6,7 @@ never renamed. Each function takes a session and returns dicts, nothing ORM-boun
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -128,12 +128,22 @@ def outbox_list(session: Session) -> list[dict]:
     } for r in rows]
 
 
-def quarantine_list(session: Session) -> list[dict]:
-    rows = session.scalars(select(InboundMessage).where(InboundMessage.state == "quarantined")
-                           .order_by(InboundMessage.id)).all()
-    return [{"id": r.id, "channel": r.channel, "reason": r.reason, "sender": r.sender,
-             "received_at": iso(r.received_at), "size": len(r.raw),
-             "dedupe_key": r.dedupe_key} for r in rows]
+# A message kept but undecided for longer than this is stuck (a decision that failed and
+# could not be quarantined): the list shows it, so nothing is invisible.
+STUCK_AFTER = timedelta(seconds=10)
+UNDECIDED = "undecided: kept, but its decision failed; the running gateway retries it"
+
+
+def quarantine_list(session: Session, now: datetime | None = None) -> list[dict]:
+    now = now or datetime.now(timezone.utc)
+    stuck = (InboundMessage.state == "received") & (
+        InboundMessage.received_at < now - STUCK_AFTER)
+    rows = session.scalars(select(InboundMessage).where(
+        (InboundMessage.state == "quarantined") | stuck).order_by(InboundMessage.id)).all()
+    return [{"id": r.id, "channel": r.channel,
+             "reason": r.reason if r.state == "quarantined" else UNDECIDED,
+             "sender": r.sender, "received_at": iso(r.received_at), "size": len(r.raw),
+             "dedupe_key": r.dedupe_key, "state": r.state} for r in rows]
 
 
 def directory_list(session: Session) -> dict:

@@ -290,7 +290,11 @@ _TICKET_BY_ID = select(TICKETS).where(TICKETS.c.id == bindparam("ticket_id")).wi
 _INBOUND_BY_KEYS = select(INBOUND.c.id, INBOUND.c.channel, INBOUND.c.dedupe_key).where(
     INBOUND.c.dedupe_key.in_(bindparam("keys", expanding=True)))
 _SENDER_COUNT = select(func.count()).select_from(INBOUND).where(
-    INBOUND.c.sender == bindparam("sender"), INBOUND.c.received_at >= bindparam("since"))
+    INBOUND.c.sender == bindparam("sender"), INBOUND.c.received_at >= bindparam("since"),
+    INBOUND.c.state != "received")
+# Advisory lock space of the throttle (first key), then the sender's hash.
+THROTTLE_LOCK = 7301
+_SENDER_LOCK = text(f"SELECT pg_advisory_xact_lock({THROTTLE_LOCK}, hashtext(:sender))")
 _TICKET_NUMBER = (update(Counter.__table__).where(Counter.__table__.c.name == "ticket")
                   .values(value=Counter.__table__.c.value + 1)
                   .returning(Counter.__table__.c.value))
@@ -433,7 +437,32 @@ class SessionDirectory:
         return self.session.info["earliest_admin"]
 
     def messages_from_since(self, sender: str, since: datetime) -> int:
-        return self.session.scalar(_SENDER_COUNT, {"sender": sender, "since": since}) or 0
+        """This message and the sender's messages decided since `since`.
+
+        Counted under a per-sender lock held to the end of the transaction (PostgreSQL's
+        advisory lock; SQLite's write lock already serialises): two instances deciding
+        the same sender's mail take turns, so a limit holds across instances. Messages
+        earlier in the same batch count through a transaction-local tally, since their
+        rows are still undecided until the batch ends.
+        """
+        sender = sender[:320]
+        tally: dict[str, int] = self.session.info.setdefault("sender_tally", {})
+        if sender not in tally:
+            lock_senders(self.session, [sender])
+            tally[sender] = self.session.scalar(
+                _SENDER_COUNT, {"sender": sender, "since": since}) or 0
+        tally[sender] += 1
+        return tally[sender]
+
+
+def lock_senders(session: Session, senders: list[str | None]) -> None:
+    """Take the per-sender throttle locks, in one order, so two instances' batches that
+    share senders can never wait on each other in a circle."""
+    db = connection(session)
+    if db.dialect.name != "postgresql":
+        return
+    for sender in sorted({s[:320] for s in senders if s}):
+        db.execute(_SENDER_LOCK, {"sender": sender})
 
 
 def prefetch_directory(session: Session, senders: list[str | None]) -> None:

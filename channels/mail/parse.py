@@ -18,6 +18,7 @@ Every value leaves here storable on every backend (charsets.clean_text/clean_lin
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.header
 import email.parser
@@ -54,6 +55,7 @@ MAX_ADDRESS = 254
 # What the store keeps of one-line values (its column sizes, the same on every backend).
 MAX_NAME, MAX_DATE, MAX_ID, MAX_FILENAME, MAX_CTYPE = 255, 100, 500, 500, 200
 MAX_HEADER = 2000
+MAX_HEADER_BLOCK = 256 * 1024
 # MIME nesting deeper than any client writes; beyond it a part is kept as an attachment.
 MAX_DEPTH = 100
 _MSG_ID = re.compile(r"<[^<>\s]+>")
@@ -115,6 +117,22 @@ def _message(content: bytes) -> Message:
         msg = email.parser.BytesParser().parsebytes(content, headersonly=True)
         msg.set_type("text/plain")
         return msg
+
+
+def header_part(raw: bytes) -> bytes:
+    """The header block of a raw mail (up to its first blank line)."""
+    match = _BLANK_LINE.search(raw)
+    return raw[:match.end()] if match else raw[:MAX_HEADER_BLOCK]
+
+
+def oversized(head: bytes, size: int, limit: int, received_at: datetime,
+              channel: str = "email") -> InboundMessage:
+    """A mail over mail.max_message_size, of which only the header is kept: quarantined
+    with the reason, so staff see who wrote and the mailbox is not blocked."""
+    message = parse_safely(head, received_at, channel)
+    return dataclasses.replace(
+        message, problem=f"message of {size} bytes is over mail.max_message_size "
+                         f"({limit}); only its header was kept")
 
 
 def strip_envelope(raw: bytes) -> bytes:

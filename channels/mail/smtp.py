@@ -43,6 +43,15 @@ class Recipients:
         return address in self.addresses or (bool(domain) and domain in self.domains)
 
 
+def with_return_path(mail_from: str | None, raw: bytes) -> bytes:
+    """The envelope sender written on top of the mail, as every final delivery does
+    (RFC 5321 §4.4): kept with the raw bytes, so the rules — and a replay — see that
+    `MAIL FROM:<>` came from a robot (a bounce or auto-reply, R-TH-8)."""
+    address = (mail_from or "").strip().strip("<>")
+    address = "".join(ch for ch in address if ch > " ")[:320]
+    return f"Return-Path: <{address}>\r\n".encode("utf-8", "surrogateescape") + raw
+
+
 class _Handler:
     def __init__(self, endpoint: MailEndpoint) -> None:
         self.endpoint = endpoint
@@ -58,7 +67,7 @@ class _Handler:
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
-        status = await self.endpoint.store(raw)
+        status = await self.endpoint.store(with_return_path(envelope.mail_from, raw))
         # LMTP answers once per accepted recipient (RFC 2033); the message is one either way.
         count = len(envelope.rcpt_tos) if self.endpoint.lmtp else 1
         return "\r\n".join([status] * max(1, count))
