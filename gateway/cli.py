@@ -220,27 +220,24 @@ async def _cmd_tickets(args, config: Config, store) -> int:
 
 
 async def _cmd_status(args, config: Config, store) -> int:
-    from helpgate.outbound.notify import Notifier
-    from helpgate.ticketstore import statuses
+    from helpgate.gateway.status_service import status_service
     from helpgate.ticketstore.queries import ticket_summary
     from helpgate.ticketstore.repository import ticket_by_number
+    from helpgate.ticketstore.statuses import StatusError
 
     until = _parse_time(args.until) if args.until else None
     now = _now()
+    service = status_service(config)
 
     def change(session):
         ticket = ticket_by_number(session, args.number, lock=True)
         if ticket is None:
             raise CliError(f"no ticket {args.number}")
         try:
-            statuses.check_transition(config.statuses, ticket, args.status, until, now)
-        except statuses.StatusError as exc:
+            service.request(session, ticket, args.status, now,
+                            "changed by an operator (CLI)", until)
+        except StatusError as exc:
             raise CliError(str(exc)) from None
-        record = statuses.set_status(config.statuses, ticket, args.status, now,
-                                     "changed by an operator (CLI)", until)
-        session.add(record)
-        session.flush()
-        Notifier(config).status_change(session, ticket, record, now)
         return ticket_summary(session, config, ticket)
 
     _print(await store.run(change))

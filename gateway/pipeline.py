@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from helpgate.channels.base import InboundMessage
 from helpgate.channels.mail.parse import parse_safely
 from helpgate.config.schema import Config
+from helpgate.gateway.status_service import status_service
 from helpgate.outbound.notify import Notifier
 from helpgate.threading.chain import decide
 from helpgate.threading.context import Action, Context, Decision, TicketView
@@ -89,6 +90,7 @@ class Pipeline:
         # Quiet: decide and store, but queue no notification (importing old history).
         self.quiet = quiet
         self.notifier = Notifier(config)
+        self.statuses = status_service(config, self.notifier, quiet)
         # Called after messages were committed, e.g. to wake the outbox worker at once.
         self.on_commit: list[Callable[[], None]] = []
 
@@ -249,15 +251,10 @@ class Pipeline:
         """Apply the timers a ticket is owed (pending -> open, resolved -> closed) first,
         so a decision sees the state a running gateway would have given the ticket.
         Takes a tickets row; returns it, or the updated Ticket when a timer fired."""
-        model = self.config.statuses
-        if statuses.due_change(model, row, now) is None:
+        if statuses.due_change(self.config.statuses, row, now) is None:
             return row
         ticket = _ticket_entity(session, row.id)
-        while (due := statuses.due_change(model, ticket, now)) is not None:
-            target, at = due
-            session.add(statuses.set_status(model, ticket, target, at, "timer"))
-        # Rows are read through Core, which does not flush: write the change now.
-        session.flush()
+        self.statuses.apply_due(session, ticket, now)
         return ticket
 
     def _write(self, session: Session, ctx: Context, inbound_id: int,
@@ -308,9 +305,7 @@ class Pipeline:
         ticket = _ticket_entity(session, view.id)
         ticket.updated_at = now
         reason = f"{decision.action}: message from {message.sender_email}"
-        session.add(statuses.set_status(self.config.statuses, ticket, decision.new_status,
-                                        now, reason))
-        session.flush()
+        self.statuses.change(session, ticket, decision.new_status, now, reason)
         return ticket
 
     def _new_ticket(self, session: Session, ctx: Context, now: datetime) -> Ticket:
