@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     qreplay = qsub.add_parser("replay", help="run a quarantined message through again")
     qreplay.add_argument("id", type=int)
 
+    staff = sub.add_parser("staff", help="staff members' reply addresses")
+    ssub = staff.add_subparsers(dest="action", required=True, metavar="ACTION")
+    srevoke = ssub.add_parser("revoke", help="revoke an employee's reply addresses (they "
+                              "left, or one leaked): mail through them no longer counts")
+    srevoke.add_argument("email", help="the employee's email address")
+    srevoke.add_argument("--ticket", type=int, help="only this ticket's reply address")
+
     db = sub.add_parser("db", help="database schema")
     dbsub = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     dbsub.add_parser("upgrade", help="apply schema migrations")
@@ -203,6 +210,8 @@ def _ticket_text(data: dict) -> str:
         lines += ["", f"--- comment {comment['id']} by {author['kind']} "
                       f"{author['email'] or ''} ({visibility}, {comment['channel']})",
                   comment["text"]]
+        if comment.get("unverified"):
+            lines.append(f"[unverified, relayed to no one: {comment['unverified']}]")
         lines += [f"[attachment {a['filename']}, {a['size']} bytes"
                   f"{'' if a['stored'] else ', not stored'}]" for a in comment["attachments"]]
     return "\n".join(lines)
@@ -319,6 +328,16 @@ async def _cmd_reply(args, config: Config, store) -> int:
     return 0
 
 
+async def _cmd_staff(args, config: Config, store) -> int:
+    from helpgate.ticketstore.staff_tokens import TokenError, revoke
+    try:
+        count = await store.run(revoke, args.email, _now(), args.ticket)
+    except TokenError as exc:
+        raise CliError(str(exc)) from None
+    _print({"employee": args.email.strip().lower(), "ticket": args.ticket, "revoked": count})
+    return 0
+
+
 async def _cmd_db(args, config: Config, store) -> int:
     from helpgate.ticketstore.migrations import HEAD
     # ensure_schema has run before every command; this one reports the outcome.
@@ -377,7 +396,7 @@ COMMANDS = {
     "run": _cmd_run, "ingest": _cmd_ingest, "ticket": _cmd_ticket, "tickets": _cmd_tickets,
     "status": _cmd_status, "outbox": _cmd_outbox, "quarantine": _cmd_quarantine,
     "db": _cmd_db, "directory": _cmd_directory, "reply": _cmd_reply,
-    "import": _cmd_import,
+    "import": _cmd_import, "staff": _cmd_staff,
 }
 
 if __name__ == "__main__":

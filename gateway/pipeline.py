@@ -265,20 +265,24 @@ class Pipeline:
         ticket = (self._new_ticket(session, ctx, now) if new
                   else self._touch(session, decision, message, now))
         author = decision.author
+        # Mail in an employee's name that did not prove it is theirs (staff_auth): a
+        # private note, relayed to no one; only the employee hears of it.
+        unverified = decision.unverified_staff
         values = dict(
             ticket_id=ticket.id, author_kind=author.kind if author else "system",
             contact_id=author.id if author and author.kind == "contact" else None,
             employee_id=author.id if author and author.kind == "employee" else None,
-            public=True, channel=message.channel,
+            public=unverified is None, channel=message.channel,
             text=self._comment_text(decision, message), inbound_id=inbound_id,
             message_id=message.message_id, email_from=message.sender_email,
             email_to=list(message.to), email_cc=list(message.cc), email_date=message.date,
             headers=dict(message.headers), created_at=now,
-            decision={"action": str(decision.action), "rules": ctx.fired, "notes": ctx.notes})
+            decision={"action": str(decision.action), "rules": ctx.fired, "notes": ctx.notes,
+                      **({"unverified": unverified} if unverified else {})})
         # Written through Core; the namespace carries the values on to the notifications.
         comment = SimpleNamespace(id=insert_returning_id(session, Comment, values), **values)
         self._attachments(session, comment.id, message)
-        if author is not None and author.kind == "employee" and not new:
+        if author is not None and author.kind == "employee" and not new and not unverified:
             connection(session).execute(_FIRST_RESPONSE, {"ticket_id": ticket.id,
                                                           "at": now})
         if not self.quiet:
@@ -288,7 +292,11 @@ class Pipeline:
     def _notify(self, session: Session, ctx: Context, ticket, comment, new: bool,
                 now: datetime) -> None:
         message = ctx.message
-        if new:
+        author = ctx.decision.author
+        if ctx.decision.unverified_staff:
+            self.notifier.unverified_staff(session, ticket, comment, author.id, author.email,
+                                           ctx.decision.unverified_staff, now)
+        elif new:
             ack_to = message.reply_to or message.sender_email
             self.notifier.new_ticket(session, ticket, comment, ack_to, message.message_id, now)
         else:

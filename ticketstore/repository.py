@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from helpgate.channels.base import InboundMessage
 from helpgate.threading.context import Person, TicketView
+from helpgate.threading.directory import ReplyToken
 from helpgate.ticketstore.models import (
     ChannelCursor,
     Comment,
@@ -46,6 +47,7 @@ from helpgate.ticketstore.models import (
     Counter,
     Employee,
     OutboxMessage,
+    StaffToken,
     Ticket,
 )
 from helpgate.ticketstore.models import (
@@ -291,6 +293,8 @@ _INBOUND_BY_KEYS = select(INBOUND.c.id, INBOUND.c.channel, INBOUND.c.dedupe_key)
     INBOUND.c.dedupe_key.in_(bindparam("keys", expanding=True)))
 _SENDER_COUNT = select(func.count()).select_from(INBOUND).where(
     INBOUND.c.sender == bindparam("sender"), INBOUND.c.received_at >= bindparam("since"))
+_TOKEN_BY_VALUE = select(StaffToken.__table__).where(
+    StaffToken.__table__.c.token == bindparam("token"))
 _TICKET_NUMBER = (update(Counter.__table__).where(Counter.__table__.c.name == "ticket")
                   .values(value=Counter.__table__.c.value + 1)
                   .returning(Counter.__table__.c.value))
@@ -434,6 +438,15 @@ class SessionDirectory:
 
     def messages_from_since(self, sender: str, since: datetime) -> int:
         return self.session.scalar(_SENDER_COUNT, {"sender": sender, "since": since}) or 0
+
+    def reply_token(self, token: str) -> ReplyToken | None:
+        flush_later(self.session)  # a token issued earlier in this batch counts too
+        row = connection(self.session).execute(_TOKEN_BY_VALUE,
+                                               {"token": token.lower()}).first()
+        if row is None:
+            return None
+        return ReplyToken(ticket_id=row.ticket_id, employee_id=row.employee_id,
+                          revoked=row.revoked_at is not None)
 
 
 def prefetch_directory(session: Session, senders: list[str | None]) -> None:

@@ -39,8 +39,11 @@ class Recipients:
 
     def accepts(self, address: str) -> bool:
         address = address.strip().strip("<>").lower()
-        domain = address.rpartition("@")[2]
-        return address in self.addresses or (bool(domain) and domain in self.domains)
+        local, _, domain = address.rpartition("@")
+        # A plus-tag (support+<token>@…, a staff member's reply address) is still ours.
+        base = f"{local.partition('+')[0]}@{domain}"
+        return address in self.addresses or base in self.addresses or \
+            (bool(domain) and domain in self.domains)
 
 
 class _Handler:

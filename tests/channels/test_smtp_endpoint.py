@@ -99,6 +99,18 @@ async def test_configured_addresses_and_domains_are_accepted(store, served):
     assert answer[0] == 250
 
 
+async def test_a_staff_reply_address_with_a_plus_tag_is_ours(store, served):
+    """Staff notifications reply to support+<token>@… (issue #15): the endpoint takes it,
+    and only as a tag of an address it accepts anyway."""
+    endpoint = await served(endpoint_config())
+    token = "support+abcdefghijklmnopqrstuvwxyz@helpgate.localhost"
+    refused, answer = await in_thread(
+        talk, endpoint.port, [token, "other+abc@helpgate.localhost",
+                              "support+abc@evil.example"], mail())
+    assert set(refused) == {"other+abc@helpgate.localhost", "support+abc@evil.example"}
+    assert answer[0] == 250
+
+
 async def test_a_message_over_the_size_limit_gets_552(store, served):
     endpoint = await served(endpoint_config())
     _, answer = await in_thread(talk, endpoint.port, ["support@helpgate.localhost"],
