@@ -109,6 +109,9 @@ async def test_a_staff_reply_address_with_a_plus_tag_is_ours(store, served):
                               "support+abc@evil.example"], mail())
     assert set(refused) == {"other+abc@helpgate.localhost", "support+abc@evil.example"}
     assert answer[0] == 250
+    # The envelope recipient is kept with the message (the To header may lack the tag).
+    raw = await store.run(lambda s: s.scalar(select(InboundMessage.raw)))
+    assert raw.startswith(f"Delivered-To: {token}\r\nFrom: ".encode())
 
 
 async def test_a_message_over_the_size_limit_gets_552(store, served):
