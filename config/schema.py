@@ -161,6 +161,14 @@ class MailConfig(Section):
     # An HTML design for notifications: a file whose {{{CONTENT}}} the text replaces.
     # Empty: plain text only (the text/plain part is always sent).
     html_template: str = ""
+    # Staff notifications reply to a per-ticket, per-employee address (our address with a
+    # secret plus-tag: support+<token>@…); an employee's mail through it counts as staff's.
+    # Off for a mailbox that cannot take plus-addressed mail.
+    staff_reply_tokens: bool = True
+    # authserv-ids of OUR receiving mail servers whose Authentication-Results fields are
+    # believed: a DKIM pass aligned with an employee's domain, or a DMARC pass for it, makes
+    # the employee's mail count as staff's. Empty: only reply tokens authenticate staff.
+    authserv_ids: list[str] = []
     smtp: SmtpRelayConfig = SmtpRelayConfig()
     endpoint: EndpointConfig = EndpointConfig()
     imap: list[ImapConfig] = []
@@ -170,7 +178,7 @@ class MailConfig(Section):
     def _size(cls, value):
         return parse_size(value)
 
-    @field_validator("own_addresses")
+    @field_validator("own_addresses", "authserv_ids")
     @classmethod
     def _lower(cls, value):
         return [a.strip().lower() for a in value]
@@ -303,7 +311,7 @@ class ThreadingConfig(Section):
     # The rule chain, in order (DESIGN.md: the order is data).
     rules: list[str] = [
         "own_address", "bounce", "auto_reply", "throttle",
-        "subject_marker", "references", "sender_identity", "company_domain",
+        "subject_marker", "references", "sender_identity", "staff_auth", "company_domain",
         "unknown_sender", "quote_strip", "waiting_for_customer", "reopen_policy",
     ]
     # R-TH-5: create a contact for an unknown sender's new ticket.
@@ -354,6 +362,8 @@ class Texts(Section):
     staff_new_subject: str
     staff_comment_subject: str
     attachment_too_big: str
+    staff_unverified_subject: str
+    staff_unverified_text: str
 
 
 TEXTS = {
@@ -370,6 +380,13 @@ TEXTS = {
         staff_comment_subject="{marker} Новый комментарий: {subject}",
         attachment_too_big=("[Вложение «{filename}» ({size}) не сохранено: "
                             "оно больше допустимых {limit}.]"),
+        staff_unverified_subject="{marker} Ваше письмо не отправлено клиенту: {subject}",
+        staff_unverified_text=(
+            "Письмо от вашего имени к обращению {number} сохранено как внутренняя заметка "
+            "и никому не переслано: не удалось убедиться, что его написали вы ({reason}).\n\n"
+            "Чтобы ответить клиенту, ответьте на это письмо или на уведомление об этом "
+            "обращении: в их адресе для ответа ваш личный ключ. Если письмо писали не вы, "
+            "сообщите администратору."),
     ),
     "en": Texts(
         separator="##- Please type your reply above this line -##",
@@ -384,6 +401,13 @@ TEXTS = {
         staff_comment_subject="{marker} New comment: {subject}",
         attachment_too_big=("[Attachment \"{filename}\" ({size}) was not stored: "
                             "it exceeds the limit of {limit}.]"),
+        staff_unverified_subject="{marker} Your mail was not sent to the customer: {subject}",
+        staff_unverified_text=(
+            "A mail in your name to request {number} was kept as a private note and sent "
+            "to no one: it could not be shown to come from you ({reason}).\n\n"
+            "To answer the customer, reply to this mail or to a notification of this "
+            "request: their reply address carries your personal key. If you did not write "
+            "it, tell your administrator."),
     ),
 }
 

@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     qreplay = qsub.add_parser("replay", help="run a quarantined message through again")
     qreplay.add_argument("id", type=int)
 
+    staff = sub.add_parser("staff", help="staff members' reply addresses")
+    ssub = staff.add_subparsers(dest="action", required=True, metavar="ACTION")
+    srevoke = ssub.add_parser("revoke", help="revoke an employee's reply addresses (they "
+                              "left, or one leaked): mail through them no longer counts")
+    srevoke.add_argument("email", help="the employee's email address")
+    srevoke.add_argument("--ticket", type=int, help="only this ticket's reply address")
+
     db = sub.add_parser("db", help="database schema")
     dbsub = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     dbsub.add_parser("upgrade", help="apply schema migrations")
@@ -241,6 +248,8 @@ def _ticket_text(data: dict) -> str:
         lines += ["", f"--- comment {comment['id']} by {author['kind']} "
                       f"{author['email'] or ''} ({visibility}, {comment['channel']})",
                   comment["text"]]
+        if comment.get("unverified"):
+            lines.append(f"[unverified, relayed to no one: {comment['unverified']}]")
         lines += [f"[attachment {a['filename']}, {a['size']} bytes"
                   f"{'' if a['stored'] else ', not stored'}]" for a in comment["attachments"]]
     return "\n".join(lines)
@@ -258,27 +267,24 @@ async def _cmd_tickets(args, config: Config, store) -> int:
 
 
 async def _cmd_status(args, config: Config, store) -> int:
-    from helpgate.outbound.notify import Notifier
-    from helpgate.ticketstore import statuses
+    from helpgate.gateway.status_service import status_service
     from helpgate.ticketstore.queries import ticket_summary
     from helpgate.ticketstore.repository import ticket_by_number
+    from helpgate.ticketstore.statuses import StatusError
 
     until = _parse_time(args.until) if args.until else None
     now = _now()
+    service = status_service(config)
 
     def change(session):
         ticket = ticket_by_number(session, args.number, lock=True)
         if ticket is None:
             raise CliError(f"no ticket {args.number}")
         try:
-            statuses.check_transition(config.statuses, ticket, args.status, until, now)
-        except statuses.StatusError as exc:
+            service.request(session, ticket, args.status, now,
+                            "changed by an operator (CLI)", until)
+        except StatusError as exc:
             raise CliError(str(exc)) from None
-        record = statuses.set_status(config.statuses, ticket, args.status, now,
-                                     "changed by an operator (CLI)", until)
-        session.add(record)
-        session.flush()
-        Notifier(config).status_change(session, ticket, record, now)
         return ticket_summary(session, config, ticket)
 
     _print(await store.run(change))
@@ -360,6 +366,16 @@ async def _cmd_reply(args, config: Config, store) -> int:
     return 0
 
 
+async def _cmd_staff(args, config: Config, store) -> int:
+    from helpgate.ticketstore.staff_tokens import TokenError, revoke
+    try:
+        count = await store.run(revoke, args.email, _now(), args.ticket)
+    except TokenError as exc:
+        raise CliError(str(exc)) from None
+    _print({"employee": args.email.strip().lower(), "ticket": args.ticket, "revoked": count})
+    return 0
+
+
 async def _cmd_db(args, config: Config, store) -> int:
     from helpgate.ticketstore.migrations import HEAD
     # ensure_schema has run before every command; this one reports the outcome.
@@ -418,7 +434,7 @@ COMMANDS = {
     "run": _cmd_run, "ingest": _cmd_ingest, "ticket": _cmd_ticket, "tickets": _cmd_tickets,
     "status": _cmd_status, "outbox": _cmd_outbox, "quarantine": _cmd_quarantine,
     "db": _cmd_db, "directory": _cmd_directory, "reply": _cmd_reply,
-    "import": _cmd_import,
+    "import": _cmd_import, "staff": _cmd_staff,
 }
 
 if __name__ == "__main__":

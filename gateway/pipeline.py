@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from helpgate.channels.base import InboundMessage
 from helpgate.channels.mail.parse import parse_safely
 from helpgate.config.schema import Config
+from helpgate.gateway.status_service import status_service
 from helpgate.outbound.notify import Notifier
 from helpgate.threading.chain import decide
 from helpgate.threading.context import Action, Context, Decision, TicketView
@@ -92,6 +93,7 @@ class Pipeline:
         # Quiet: decide and store, but queue no notification (importing old history).
         self.quiet = quiet
         self.notifier = Notifier(config)
+        self.statuses = status_service(config, self.notifier, quiet)
         # Called after messages were committed, e.g. to wake the outbox worker at once.
         self.on_commit: list[Callable[[], None]] = []
 
@@ -275,15 +277,10 @@ class Pipeline:
         """Apply the timers a ticket is owed (pending -> open, resolved -> closed) first,
         so a decision sees the state a running gateway would have given the ticket.
         Takes a tickets row; returns it, or the updated Ticket when a timer fired."""
-        model = self.config.statuses
-        if statuses.due_change(model, row, now) is None:
+        if statuses.due_change(self.config.statuses, row, now) is None:
             return row
         ticket = _ticket_entity(session, row.id)
-        while (due := statuses.due_change(model, ticket, now)) is not None:
-            target, at = due
-            session.add(statuses.set_status(model, ticket, target, at, "timer"))
-        # Rows are read through Core, which does not flush: write the change now.
-        session.flush()
+        self.statuses.apply_due(session, ticket, now)
         return ticket
 
     def _write(self, session: Session, ctx: Context, inbound_id: int,
@@ -294,20 +291,24 @@ class Pipeline:
         ticket = (self._new_ticket(session, ctx, now) if new
                   else self._touch(session, decision, message, now))
         author = decision.author
+        # Mail in an employee's name that did not prove it is theirs (staff_auth): a
+        # private note, relayed to no one; only the employee hears of it.
+        unverified = decision.unverified_staff
         values = dict(
             ticket_id=ticket.id, author_kind=author.kind if author else "system",
             contact_id=author.id if author and author.kind == "contact" else None,
             employee_id=author.id if author and author.kind == "employee" else None,
-            public=True, channel=message.channel,
+            public=unverified is None, channel=message.channel,
             text=self._comment_text(decision, message), inbound_id=inbound_id,
             message_id=message.message_id, email_from=message.sender_email,
             email_to=list(message.to), email_cc=list(message.cc), email_date=message.date,
             headers=dict(message.headers), created_at=now,
-            decision={"action": str(decision.action), "rules": ctx.fired, "notes": ctx.notes})
+            decision={"action": str(decision.action), "rules": ctx.fired, "notes": ctx.notes,
+                      **({"unverified": unverified} if unverified else {})})
         # Written through Core; the namespace carries the values on to the notifications.
         comment = SimpleNamespace(id=insert_returning_id(session, Comment, values), **values)
         self._attachments(session, comment.id, message)
-        if author is not None and author.kind == "employee" and not new:
+        if author is not None and author.kind == "employee" and not new and not unverified:
             connection(session).execute(_FIRST_RESPONSE, {"ticket_id": ticket.id,
                                                           "at": now})
         if not self.quiet:
@@ -317,7 +318,11 @@ class Pipeline:
     def _notify(self, session: Session, ctx: Context, ticket, comment, new: bool,
                 now: datetime) -> None:
         message = ctx.message
-        if new:
+        author = ctx.decision.author
+        if ctx.decision.unverified_staff:
+            self.notifier.unverified_staff(session, ticket, comment, author.id, author.email,
+                                           ctx.decision.unverified_staff, now)
+        elif new:
             ack_to = message.reply_to or message.sender_email
             self.notifier.new_ticket(session, ticket, comment, ack_to, message.message_id, now)
         else:
@@ -334,9 +339,7 @@ class Pipeline:
         ticket = _ticket_entity(session, view.id)
         ticket.updated_at = now
         reason = f"{decision.action}: message from {message.sender_email}"
-        session.add(statuses.set_status(self.config.statuses, ticket, decision.new_status,
-                                        now, reason))
-        session.flush()
+        self.statuses.change(session, ticket, decision.new_status, now, reason)
         return ticket
 
     def _new_ticket(self, session: Session, ctx: Context, now: datetime) -> Ticket:

@@ -12,8 +12,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config, parse_window
-from helpgate.outbound.notify import Notifier
-from helpgate.ticketstore import statuses
+from helpgate.gateway.status_service import status_service
 from helpgate.ticketstore.models import Ticket
 
 log = logging.getLogger("helpgate.timers")
@@ -29,15 +28,10 @@ def run_due_timers(session: Session, config: Config, now: datetime) -> int:
         Ticket.status.in_(waiting) & (Ticket.pending_until <= now),
         Ticket.status.in_(timed))).order_by(Ticket.id).limit(BATCH).with_for_update(
         skip_locked=True))
-    notifier = Notifier(config)
+    service = status_service(config)
     moved = 0
     for ticket in session.scalars(query):
-        while (due := statuses.due_change(model, ticket, now)) is not None:
-            target, at = due
-            change = statuses.set_status(model, ticket, target, at, "timer")
-            session.add(change)
-            session.flush()
-            notifier.status_change(session, ticket, change, now)
+        for change in service.apply_due(session, ticket, now):
             moved += 1
-            log.info("ticket %s: %s by timer", ticket.number, target)
+            log.info("ticket %s: %s by timer", ticket.number, change.to_status)
     return moved

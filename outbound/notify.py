@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
 from helpgate.outbound.compose import Composer, Draft
+from helpgate.threading.markers import reply_address
 from helpgate.ticketstore.models import (
     Comment,
     Company,
@@ -25,6 +26,7 @@ from helpgate.ticketstore.models import (
     Ticket,
 )
 from helpgate.ticketstore.repository import insert_later
+from helpgate.ticketstore.staff_tokens import token_for
 
 log = logging.getLogger("helpgate.notify")
 
@@ -48,7 +50,8 @@ class Notifier:
                                               marker=self.compose.marker(ticket)),
                 event_key=f"ticket{ticket.id}", comment=comment, quoted=comment.text,
                 reply_to_ids=[inbound_id] if inbound_id else None, auto="auto-replied"))
-        drafts += self._staff(session, ticket, comment, texts.staff_new_subject)
+        drafts += self._staff(session, ticket, comment, texts.staff_new_subject, now,
+                              new_ticket=True)
         return self._queue(session, drafts, now)
 
     def comment(self, session: Session, ticket: Ticket, comment: Comment,
@@ -71,7 +74,7 @@ class Notifier:
                         comment=comment, reply_to_ids=_thread(session, ticket)))
         else:
             drafts += self._staff(session, ticket, comment,
-                                  self.compose.texts.staff_comment_subject)
+                                  self.compose.texts.staff_comment_subject, now)
         return self._queue(session, drafts, now)
 
     def status_change(self, session: Session, ticket: Ticket, change: StatusChange,
@@ -89,20 +92,49 @@ class Notifier:
             for address in self.compose.customer_targets(ticket, contact, company)]
         return self._queue(session, drafts, now)
 
+    def unverified_staff(self, session: Session, ticket: Ticket, comment: Comment,
+                         employee_id: int, employee_email: str, why: str,
+                         now: datetime) -> list[Draft]:
+        """Tell an employee (at the directory's address, never a Reply-To the mail named)
+        that mail in their name was kept as a private note, and why (staff_auth)."""
+        texts = self.compose.texts
+        draft = self.compose.email(
+            kind="unverified", ticket=ticket, recipient=employee_email,
+            subject=self.compose.subject(texts.staff_unverified_subject, ticket),
+            content=texts.staff_unverified_text.format(number=ticket.number, reason=why),
+            event_key=f"comment{comment.id}", comment=comment, quoted=comment.text,
+            auto="auto-replied")
+        self._reply_token(session, ticket, draft, employee_id, now)
+        return self._queue(session, [draft], now)
+
     def _staff(self, session: Session, ticket: Ticket, comment: Comment,
-               template: str) -> list[Draft]:
+               template: str, now: datetime, new_ticket: bool = False) -> list[Draft]:
         # One query per transaction, not per comment: a batch shares the list.
         employees = session.info.get("employees")
         if employees is None:
             table = Employee.__table__
-            employees = session.execute(select(table.c.email).order_by(table.c.id)).all()
+            employees = session.execute(select(table.c.id, table.c.email)
+                                        .order_by(table.c.id)).all()
             session.info["employees"] = employees
         author = comment.email_from.lower() if comment.email_from else None
-        return [self.compose.email(
+        drafts = [self.compose.email(
             kind="staff", ticket=ticket, recipient=address,
             subject=self.compose.subject(template, ticket), content=comment.text,
             event_key=f"comment{comment.id}", comment=comment)
             for address in self.compose.staff_targets(employees, author)]
+        ids = {e.email.lower(): e.id for e in employees if e.email}
+        for draft in drafts:
+            self._reply_token(session, ticket, draft, ids[draft.recipient], now, new_ticket)
+        return drafts
+
+    def _reply_token(self, session: Session, ticket: Ticket, draft: Draft,
+                     employee_id: int, now: datetime, new_ticket: bool = False) -> None:
+        """Reply-To: the employee's own address for this ticket; their answer through it
+        is what makes it count as staff's (threading rule staff_auth)."""
+        mail = self.config.mail
+        if mail.staff_reply_tokens:
+            token = token_for(session, ticket.id, employee_id, now, new_ticket)
+            draft.headers["Reply-To"] = reply_address(mail.reply_to or mail.address, token)
 
     def _queue(self, session: Session, drafts: list[Draft], now: datetime) -> list[Draft]:
         if not drafts:

@@ -29,3 +29,16 @@ def mail(sender: str = "ivan@romashka.ru", subject: str = "Не работает
         msg[key] = value
     msg.set_content(body)
     return bytes(msg)
+
+
+# Our receiving mail server, as tests configure it: `mail.authserv_ids = [TRUSTED_MX]`.
+TRUSTED_MX = "mx.helpgate.test"
+
+
+def staff_mail(sender: str = "anna@helpgate.test", **fields) -> bytes:
+    """An employee's mail as our receiving server hands it over after checking DKIM: it
+    counts as staff's where the config trusts TRUSTED_MX (issue #15, rule staff_auth)."""
+    domain = sender.rpartition("@")[2]
+    headers = {"Authentication-Results": f"{TRUSTED_MX}; dkim=pass header.d={domain}",
+               **fields.pop("headers", {})}
+    return mail(sender=sender, headers=headers, **fields)

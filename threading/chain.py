@@ -22,6 +22,7 @@ from helpgate.threading.rules import (
     references,
     reopen_policy,
     sender_identity,
+    staff_auth,
     subject_marker,
     throttle,
     unknown_sender,
@@ -31,7 +32,7 @@ from helpgate.threading.rules import (
 RULES: dict[str, ModuleType] = {
     module.NAME: module
     for module in (own_address, bounce, auto_reply, throttle, subject_marker, references,
-                   sender_identity, company_domain, unknown_sender, quote_strip,
+                   sender_identity, staff_auth, company_domain, unknown_sender, quote_strip,
                    waiting_for_customer, reopen_policy)
 }
 

@@ -76,6 +76,9 @@ class Decision:
     text: str | None = None
     # The outgoing message a bounce reports (outbox id), if we know it.
     bounced_outbox_id: int | None = None
+    # Why a mail from an employee's address did not prove it came from them (staff_auth):
+    # it is kept as a private note, relayed to no one, and the employee is told why.
+    unverified_staff: str | None = None
 
 
 @dataclass(slots=True)

@@ -7,10 +7,20 @@ implements it over a database session (ticketstore/repository.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from helpgate.threading.context import Person, TicketView
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyToken:
+    """A staff reply token: whose and for which ticket, and whether it was revoked."""
+
+    ticket_id: int
+    employee_id: int
+    revoked: bool = False
 
 
 class Directory(Protocol):
@@ -34,3 +44,6 @@ class Directory(Protocol):
 
     def messages_from_since(self, sender: str, since: datetime) -> int:
         """How many messages this sender sent since that time (R-TH-8 throttling)."""
+
+    def reply_token(self, token: str) -> ReplyToken | None:
+        """The staff reply token with this value (revoked ones too), or None."""

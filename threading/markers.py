@@ -1,13 +1,16 @@
-"""The two ways helpgate marks its own mail: the subject marker and our Message-IDs.
+"""The ways helpgate marks its own mail: the subject marker, our Message-IDs and the
+staff reply address.
 
-Both are written by outbound/compose.py and read back by the subject_marker, references
-and own_address rules, so the format lives in one place (R-TH-1, R-OUT-2).
+They are written by the outbound side and read back by the subject_marker, references,
+own_address and staff_auth rules, so each format lives in one place (R-TH-1, R-OUT-2).
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
+from collections.abc import Iterable
 from functools import lru_cache
 
 MESSAGE_ID_PREFIX = "hg"
@@ -49,3 +52,33 @@ def ticket_of_message_id(message_id: str, domain: str) -> int | None:
 
 def is_own_message_id(message_id: str | None, domain: str) -> bool:
     return bool(message_id) and _own_id_pattern(domain).match(message_id.strip()) is not None
+
+
+# A staff reply token: 128 random bits in lower-case base32, so a mail system that folds
+# the case of local parts cannot change it, and only [a-z2-7] ever goes into an address.
+_TOKEN = re.compile(r"^[a-z2-7]{26}$")
+
+
+def new_reply_token() -> str:
+    return base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
+
+
+def reply_address(address: str, token: str) -> str:
+    """Our address with the token as its plus-tag: support+<token>@example.com."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}+{token}@{domain}"
+
+
+def reply_tokens(recipients: Iterable[str], own: Iterable[str]) -> list[str]:
+    """The tokens in the plus-tags of recipients whose local part is one of ours.
+
+    The domain is not compared: a mail system may rewrite it on the way in, and the token
+    alone is the secret."""
+    bases = {a.rpartition("@")[0].lower() for a in own if "@" in a}
+    found = []
+    for recipient in recipients:
+        local = recipient.strip().strip("<>").rpartition("@")[0].lower()
+        base, plus, tag = local.partition("+")
+        if plus and base in bases and _TOKEN.match(tag) and tag not in found:
+            found.append(tag)
+    return found

@@ -304,3 +304,24 @@ class DeliveryReport(Base):
     status: Mapped[str | None] = mapped_column(Bounded(20))
     diagnostic: Mapped[str | None] = mapped_column(CleanText())
     created_at: Mapped[datetime]
+
+
+class StaffToken(Base):
+    """The secret in a staff member's per-ticket reply address (`support+<token>@…`).
+
+    A staff notification's Reply-To carries it, so an employee's answer through that
+    address proves who wrote it (issue #15: only authenticated staff mail is relayed to a
+    customer). The value is random (130 bits), never derived from the ticket or the
+    employee; `revoked_at` ends it (an employee leaves, an address leaked).
+    """
+
+    __tablename__ = "staff_tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+    employee_id: Mapped[int] = mapped_column(ForeignKey("employees.id"), index=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+Index("ix_staff_tokens_ticket_employee", StaffToken.ticket_id, StaffToken.employee_id)

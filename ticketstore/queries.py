@@ -86,6 +86,8 @@ def _comment(session: Session, comment: Comment) -> dict:
         "message_id": comment.message_id, "from": comment.email_from,
         "created_at": iso(comment.created_at),
         "rules": (comment.decision or {}).get("rules", []),
+        # Why mail in an employee's name was kept as a private note (None: it was not).
+        "unverified": (comment.decision or {}).get("unverified"),
     }
 
 

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from helpgate.channels.base import InboundMessage
 from helpgate.threading.context import Person, TicketView
+from helpgate.threading.directory import ReplyToken
 from helpgate.ticketstore.models import (
     ChannelCursor,
     Comment,
@@ -46,6 +47,7 @@ from helpgate.ticketstore.models import (
     Counter,
     Employee,
     OutboxMessage,
+    StaffToken,
     Ticket,
 )
 from helpgate.ticketstore.models import (
@@ -295,6 +297,8 @@ _SENDER_COUNT = select(func.count()).select_from(INBOUND).where(
 # Advisory lock space of the throttle (first key), then the sender's hash.
 THROTTLE_LOCK = 7301
 _SENDER_LOCK = text(f"SELECT pg_advisory_xact_lock({THROTTLE_LOCK}, hashtext(:sender))")
+_TOKEN_BY_VALUE = select(StaffToken.__table__).where(
+    StaffToken.__table__.c.token == bindparam("token"))
 _TICKET_NUMBER = (update(Counter.__table__).where(Counter.__table__.c.name == "ticket")
                   .values(value=Counter.__table__.c.value + 1)
                   .returning(Counter.__table__.c.value))
@@ -453,6 +457,15 @@ class SessionDirectory:
                 _SENDER_COUNT, {"sender": sender, "since": since}) or 0
         tally[sender] += 1
         return tally[sender]
+
+    def reply_token(self, token: str) -> ReplyToken | None:
+        flush_later(self.session)  # a token issued earlier in this batch counts too
+        row = connection(self.session).execute(_TOKEN_BY_VALUE,
+                                               {"token": token.lower()}).first()
+        if row is None:
+            return None
+        return ReplyToken(ticket_id=row.ticket_id, employee_id=row.employee_id,
+                          revoked=row.revoked_at is not None)
 
 
 def lock_senders(session: Session, senders: list[str | None]) -> None:

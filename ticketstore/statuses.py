@@ -3,14 +3,27 @@
 The model itself is data in config (R-TS-3); this module applies it to a ticket. It also
 keeps the clocks of R-TS-4: resolution time counts only the stretches a ticket spent in a
 non-closed state, so time spent resolved or closed before a reopen is not counted.
+
+`StatusService` is the one way a status changes after a ticket exists: the timers, the
+pipeline (timers a ticket is owed when a message arrives, reopen, waiting -> open) and
+the CLI all call it, so each change is recorded, timed and announced the same way. The
+store knows nothing of notifications: whoever builds the service passes a listener that
+queues them (the gateway passes the Notifier's), keeping the import flow one way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+
+from sqlalchemy.orm import Session
 
 from helpgate.config.schema import StatusConfig, parse_window
 from helpgate.ticketstore.models import StatusChange, Ticket
+
+# Called in the change's transaction, after the history row is written (it has an id).
+StatusListener = Callable[[Session, Ticket, StatusChange, datetime], object]
+TIMER_REASON = "timer"
 
 
 class StatusError(ValueError):
@@ -85,3 +98,37 @@ def resolution_seconds(ticket: Ticket, now: datetime) -> float:
     """Time the ticket spent open so far (R-TS-4), not counting closed stretches."""
     running = (now - ticket.open_since).total_seconds() if ticket.open_since else 0.0
     return ticket.open_seconds + max(0.0, running)
+
+
+class StatusService:
+    """Every status change of an existing ticket: history, ticket times, the listener."""
+
+    def __init__(self, model: StatusConfig, on_change: StatusListener | None = None) -> None:
+        self.model = model
+        self.on_change = on_change
+
+    def change(self, session: Session, ticket: Ticket, target: str, at: datetime,
+               reason: str, until: datetime | None = None,
+               now: datetime | None = None) -> StatusChange:
+        """Move a ticket the caller checked (or a rule decided) and record it; `at` is when
+        the change counts from (a timer's due time), `now` when it is made."""
+        record = set_status(self.model, ticket, target, at, reason, until)
+        session.add(record)
+        session.flush()  # the history row's id keys the notifications of this change
+        if self.on_change is not None:
+            self.on_change(session, ticket, record, now or at)
+        return record
+
+    def request(self, session: Session, ticket: Ticket, target: str, now: datetime,
+                reason: str, until: datetime | None = None) -> StatusChange:
+        """A change someone asked for: refused with StatusError unless the model allows it."""
+        check_transition(self.model, ticket, target, until, now)
+        return self.change(session, ticket, target, now, reason, until)
+
+    def apply_due(self, session: Session, ticket: Ticket, now: datetime) -> list[StatusChange]:
+        """Every automatic change the ticket is owed by `now`, each at its due time."""
+        done = []
+        while (due := due_change(self.model, ticket, now)) is not None:
+            target, at = due
+            done.append(self.change(session, ticket, target, at, TIMER_REASON, now=now))
+        return done

@@ -1,10 +1,12 @@
 """Our SMTP or LMTP endpoint (aiosmtpd): a mail server, or a mail client, delivers here.
 
 R-CH-2: only the configured recipient addresses and domains are accepted (550 otherwise:
-helpgate is never an open relay), a message over the size limit gets 552, and 250 is
-answered only once the raw message is committed to the store (R-TS-5). When it cannot be
-stored the answer is 451, so the sending server keeps the mail and tries again: nothing
-is lost on our side of the conversation.
+helpgate is never an open relay; a plus-tagged form of an accepted address is accepted,
+as staff reply addresses are such forms), the envelope recipients are recorded as
+Delivered-To, a message over the size limit gets 552, and 250 is answered only once the
+raw message is committed to the store (R-TS-5). When it cannot be stored the answer is
+451, so the sending server keeps the mail and tries again: nothing is lost on our side
+of the conversation.
 
 The server runs on the gateway's own event loop (PROTOCOLS.md), not aiosmtpd's threaded
 Controller. Stopping closes the listening socket first and then waits for the messages
@@ -39,8 +41,11 @@ class Recipients:
 
     def accepts(self, address: str) -> bool:
         address = address.strip().strip("<>").lower()
-        domain = address.rpartition("@")[2]
-        return address in self.addresses or (bool(domain) and domain in self.domains)
+        local, _, domain = address.rpartition("@")
+        # A plus-tag (support+<token>@…, a staff member's reply address) is still ours.
+        base = f"{local.partition('+')[0]}@{domain}"
+        return address in self.addresses or base in self.addresses or \
+            (bool(domain) and domain in self.domains)
 
 
 def with_return_path(mail_from: str | None, raw: bytes) -> bytes:
@@ -67,10 +72,19 @@ class _Handler:
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
-        status = await self.endpoint.store(with_return_path(envelope.mail_from, raw))
+        status = await self.endpoint.store(
+            with_return_path(envelope.mail_from, _delivered_to(envelope.rcpt_tos) + raw))
         # LMTP answers once per accepted recipient (RFC 2033); the message is one either way.
         count = len(envelope.rcpt_tos) if self.endpoint.lmtp else 1
         return "\r\n".join([status] * max(1, count))
+
+
+def _delivered_to(recipients: list[str]) -> bytes:
+    """Trace fields as a delivering MTA writes them (RFC 9228): the envelope recipients
+    travel with the stored message, since a staff member's reply address
+    (support+<token>@…) may be in the envelope only."""
+    return b"".join(f"Delivered-To: {r}\r\n".encode("utf-8", "surrogateescape")
+                    for r in recipients)
 
 
 class MailEndpoint:

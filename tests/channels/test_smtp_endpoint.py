@@ -47,12 +47,13 @@ def crlf(raw: bytes) -> bytes:
     return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def talk(port: int, recipients: list[str], raw: bytes, lmtp: bool = False):
+def talk(port: int, recipients: list[str], raw: bytes, lmtp: bool = False,
+         sender: str = "ivan@romashka.ru"):
     """One SMTP (or LMTP) session; returns (refused recipients, DATA answer or error)."""
     client = smtplib.LMTP("127.0.0.1", port) if lmtp else smtplib.SMTP("127.0.0.1", port)
     try:
         client.ehlo_or_helo_if_needed()
-        client.mail("ivan@romashka.ru")
+        client.mail(sender)
         refused = {}
         for rcpt in recipients:
             code, text = client.rcpt(rcpt)
@@ -97,6 +98,30 @@ async def test_configured_addresses_and_domains_are_accepted(store, served):
                               "support@helpgate.localhost", "x@sub.desk.example"], mail())
     assert set(refused) == {"support@helpgate.localhost", "x@sub.desk.example"}
     assert answer[0] == 250
+
+
+async def test_a_staff_reply_address_with_a_plus_tag_is_ours(store, served):
+    """Staff notifications reply to support+<token>@… (issue #15): the endpoint takes it,
+    and only as a tag of an address it accepts anyway."""
+    endpoint = await served(endpoint_config())
+    token = "support+abcdefghijklmnopqrstuvwxyz@helpgate.localhost"
+    refused, answer = await in_thread(
+        talk, endpoint.port, [token, "other+abc@helpgate.localhost",
+                              "support+abc@evil.example"], mail())
+    assert set(refused) == {"other+abc@helpgate.localhost", "support+abc@evil.example"}
+    assert answer[0] == 250
+    # The envelope recipient is kept with the message (the To header may lack the tag).
+    raw = await store.run(lambda s: s.scalar(select(InboundMessage.raw)))
+    assert f"\r\nDelivered-To: {token}\r\nFrom: ".encode() in raw
+
+
+async def test_the_envelope_sender_is_kept_as_return_path(store, served):
+    """RFC 5321 §4.4: final delivery writes the envelope sender on top; a null sender
+    (a bounce or auto-reply, R-TH-8) is then visible to the rules and to a replay."""
+    endpoint = await served(endpoint_config())
+    await in_thread(talk, endpoint.port, ["support@helpgate.localhost"], mail(), False, "")
+    raw = await store.run(lambda s: s.scalar(select(InboundMessage.raw)))
+    assert raw.startswith(b"Return-Path: <>\r\nDelivered-To: support@helpgate.localhost\r\n")
 
 
 async def test_a_message_over_the_size_limit_gets_552(store, served):

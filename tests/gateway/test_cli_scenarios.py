@@ -110,7 +110,11 @@ def test_unknown_sender_with_contact_creation(hg):
 
 def test_employee_reply_is_their_comment_and_reaches_the_customer(hg):
     hg.ingest("new_request_gmail_ru.eml")
-    result = hg.ingest("employee_reply_thunderbird.eml")
+    # Anna answers her notification: her client writes to its Reply-To (issue #15).
+    [notice] = [r for r in hg.outbox() if r["to"] == "anna@helpgate.test"]
+    result = hg.ingest(template("employee_reply_thunderbird.eml").replace(
+        b"To: Support <support@helpgate.localhost>",
+        f"To: {notice['headers']['Reply-To']}".encode()))
     comment = hg.ticket(1)["comments"][1]
     assert comment["author"] == {"kind": "employee", "email": "anna@helpgate.test",
                                  "name": "Anna Admin"}

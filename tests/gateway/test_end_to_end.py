@@ -4,8 +4,10 @@ gateway with our SMTP endpoint, a Dovecot mailbox and an aiosmtpd relay.
 A customer's mail becomes a ticket and its acknowledgement reaches the relay with the
 marker and separator; the customer's client-style reply to that very acknowledgement
 threads back with only the new words; an employee's answer to the staff notification
-becomes their public comment and reaches the customer without the quoted notification;
-a private comment reaches no one; the relay down means queued, then delivered.
+(through its Reply-To, her reply address for the ticket) becomes her public comment and
+reaches the customer without the quoted notification, while the same words under her
+forged From reach only her; a private comment reaches no one; the relay down means
+queued, then delivered.
 """
 
 from __future__ import annotations
@@ -54,10 +56,10 @@ def _now():
     return datetime.now(timezone.utc)
 
 
-def send_smtp(port: int, sender: str, raw: bytes) -> None:
+def send_smtp(port: int, sender: str, raw: bytes,
+              to: str = "support@helpgate.localhost") -> None:
     with smtplib.SMTP("127.0.0.1", port) as client:
-        client.sendmail(sender, ["support@helpgate.localhost"],
-                        raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        client.sendmail(sender, [to], raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
 
 
 def sent_to(relay: Relay, address: str) -> list[Received]:
@@ -72,7 +74,7 @@ def reply_to(received: Received, sender: str, new_text: str) -> bytes:
     body = (f"{new_text}\n\nOn Mon, 23 Nov 2026 at 10:05, Support "
             f"<support@helpgate.localhost> wrote:\n\n{quoted}\n")
     return mail(sender=sender, subject=f"Re: {original['Subject']}", body=body,
-                in_reply_to=original["Message-ID"],
+                to=original["Reply-To"] or original["From"], in_reply_to=original["Message-ID"],
                 references=f"{original.get('References', '')} {original['Message-ID']}".strip())
 
 
@@ -100,10 +102,13 @@ async def test_the_whole_email_loop(store, dovecot, relay, desk):
     assert ticket["comments"][1]["text"] == "Модель HP LaserJet 1020."
     assert ticket["comments"][1]["author"]["kind"] == "contact"
 
-    # 3. An employee answers the staff notification from her own mailbox.
+    # 3. An employee answers the staff notification from her own mailbox: her client
+    # writes to the notification's Reply-To, her own reply address for this ticket.
     before = len(sent_to(relay, "ivan@romashka.ru"))
+    assert notice.message["Reply-To"].startswith("support+")
     await asyncio.to_thread(send_smtp, endpoint.port, "vera@helpgate.test",
-                            reply_to(notice, "vera@helpgate.test", "Заменим картридж сегодня."))
+                            reply_to(notice, "vera@helpgate.test", "Заменим картридж сегодня."),
+                            notice.message["Reply-To"])
     ticket = await eventually(lambda: _comments(store, 3))
     answer = ticket["comments"][2]
     assert (answer["text"], answer["author"]["email"], answer["public"]) == (
@@ -146,3 +151,26 @@ async def _rows_with_error(store):
 async def _all_sent(store):
     rows = await store.run(outbox_list)
     return rows and all(row["state"] == "sent" for row in rows)
+
+
+async def test_a_forged_staff_answer_reaches_only_the_employee(store, relay, desk):
+    """Issue #15: anyone can write Vera's From and the ticket's marker; the customer must
+    not get it as staff's answer. Vera gets a notice at her own address, not the
+    Reply-To the forger set."""
+    endpoint = desk.channels[0]
+    await asyncio.to_thread(send_smtp, endpoint.port, "ivan@romashka.ru",
+                            mail(subject="Не печатает принтер", body="Принтер молчит."))
+    await eventually(lambda: sent_to(relay, "ivan@romashka.ru"))
+    await eventually(lambda: sent_to(relay, "vera@helpgate.test"))
+    forged = mail(sender="vera@helpgate.test", subject="Re: [#1] Не печатает принтер",
+                  body="Оплатите счёт по ссылке http://evil.example/pay",
+                  headers={"Reply-To": "attacker@evil.example"})
+    await asyncio.to_thread(send_smtp, endpoint.port, "vera@helpgate.test", forged)
+    [notice] = await eventually(lambda: sent_to(relay, "vera@helpgate.test")[1:])
+    assert "evil.example/pay" in notice.text()  # she sees what was sent in her name
+    assert notice.message["Subject"].startswith("[#1] Ваше письмо не отправлено клиенту")
+    ticket = await detail(store, 1)
+    assert ticket["comments"][1]["public"] is False and ticket["comments"][1]["unverified"]
+    await eventually(lambda: _all_sent(store))
+    assert len(sent_to(relay, "ivan@romashka.ru")) == 1  # the acknowledgement only
+    assert sent_to(relay, "attacker@evil.example") == []

@@ -10,7 +10,9 @@ from helpgate.config.schema import Config
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.ticketstore import people
 from helpgate.ticketstore.queries import outbox_list
-from tests.mailfactory import mail
+from tests.mailfactory import TRUSTED_MX, mail, staff_mail
+
+TRUSTING = Config(mail={"authserv_ids": [TRUSTED_MX]})
 
 
 @pytest.fixture
@@ -42,10 +44,10 @@ async def test_new_ticket_acknowledged_and_staff_told(staffed, clock):
 
 
 async def test_staff_answer_goes_to_the_customer_only(staffed, clock):
-    pipeline = Pipeline(Config(), staffed, clock)
+    pipeline = Pipeline(TRUSTING, staffed, clock)
     number = (await pipeline.ingest_email(mail())).ticket
     before = len(await rows(staffed))
-    answer = await pipeline.ingest_email(mail(sender="boris@helpgate.test",
+    answer = await pipeline.ingest_email(staff_mail(sender="boris@helpgate.test",
                                               subject=f"Re: [#{number}]", body="Сделано."))
     assert answer.action == "comment"
     assert (await rows(staffed))[before:] == [("comment", "ivan@romashka.ru")]
@@ -63,10 +65,10 @@ async def test_stand_in_author_is_not_relayed_to_the_customer(staffed, clock):
 
 
 async def test_internal_ticket_type_never_notifies_the_customer(staffed, clock):
-    pipeline = Pipeline(Config(), staffed, clock)
+    pipeline = Pipeline(TRUSTING, staffed, clock)
     result = await pipeline.ingest_email(mail(), ticket_type="internal")
     assert [kind for kind, _ in await rows(staffed)] == ["staff", "staff"]
-    await pipeline.ingest_email(mail(sender="anna@helpgate.test",
+    await pipeline.ingest_email(staff_mail(sender="anna@helpgate.test",
                                      subject=f"Re: [#{result.ticket}]", body="Внутреннее."))
     assert all(kind == "staff" for kind, _ in await rows(staffed))
 

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from helpgate.channels.base import InboundMessage
 from helpgate.config.schema import Config
 from helpgate.threading.context import Context, Person, TicketView
+from helpgate.threading.directory import ReplyToken
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 
@@ -21,6 +22,7 @@ class FakeDirectory:
     domains: dict[str, int] = field(default_factory=dict)
     admins: list[Person] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, ReplyToken] = field(default_factory=dict)
 
     def ticket_by_number(self, number):
         return self.tickets.get(number)
@@ -45,6 +47,9 @@ class FakeDirectory:
 
     def messages_from_since(self, sender, since):
         return self.sent.get(sender, 0)
+
+    def reply_token(self, token):
+        return self.tokens.get(token)
 
 
 def ticket(number: int = 5, status: str = "open", type: str = "question",

@@ -34,7 +34,8 @@ def test_comment_on_a_marked_ticket_in_order():
                          text="Готово.\n\n> ##- Please type your reply above this line -##"),
                  directory)
     assert ctx.decision.action == Action.COMMENT
-    assert ctx.fired == ["subject_marker", "sender_identity", "quote_strip"]
+    assert ctx.fired == ["subject_marker", "sender_identity", "staff_auth", "quote_strip"]
+    assert "no trusted mail server" in ctx.decision.unverified_staff  # a From proves nothing
 
 
 def test_chain_stops_at_the_first_ignore():

@@ -14,7 +14,7 @@ from helpgate.gateway.timers import run_due_timers
 from helpgate.ticketstore import statuses
 from helpgate.ticketstore.queries import ticket_detail
 from helpgate.ticketstore.repository import ticket_by_number
-from tests.mailfactory import mail
+from tests.mailfactory import TRUSTED_MX, mail, staff_mail
 
 
 async def change(store, config, number, target, now, until=None):
@@ -44,19 +44,20 @@ async def test_history_and_resolution_time_count_only_open_time(store, config, c
     assert data["status_history"][1]["at"] < data["status_history"][2]["at"]
 
 
-async def test_first_response_time_is_the_first_staff_answer(store, config, clock):
+async def test_first_response_time_is_the_first_staff_answer(store, clock):
+    config = Config(mail={"authserv_ids": [TRUSTED_MX]})
     pipeline = Pipeline(config, store, clock=clock)
     from helpgate.ticketstore import people
     await store.run(people.upsert_employee, people.EmployeeEntry(
         name="Anna", email="anna@helpgate.test", role="admin"), clock.now)
     number = (await pipeline.ingest_email(mail())).ticket
     clock.advance(minutes=45)
-    answer = mail(sender="anna@helpgate.test", subject=f"Re: [#{number}] принтер",
+    answer = staff_mail(sender="anna@helpgate.test", subject=f"Re: [#{number}] принтер",
                   body="Перезагрузите его, пожалуйста.")
     assert (await pipeline.ingest_email(answer)).action == "comment"
     clock.advance(hours=5)
-    await pipeline.ingest_email(mail(sender="anna@helpgate.test",
-                                     subject=f"Re: [#{number}]", body="Ещё ответ"))
+    await pipeline.ingest_email(staff_mail(sender="anna@helpgate.test",
+                                           subject=f"Re: [#{number}]", body="Ещё ответ"))
     data = await detail(store, config, number, clock.now)
     assert data["first_response_seconds"] == 45 * 60
 
