@@ -51,6 +51,7 @@ from helpgate.ticketstore.repository import (
     insert_later,
     insert_returning_id,
     insert_rows,
+    insert_rows_with_blob,
     keep_raw_many,
     lock_senders,
     next_ticket_number,
@@ -387,11 +388,11 @@ class Pipeline:
     def _attachments(self, session: Session, comment_id: int,
                      message: InboundMessage) -> None:
         limit = self.config.mail.max_attachment_size
-        insert_rows(session, Attachment, [
+        insert_rows_with_blob(session, Attachment, [
             dict(comment_id=comment_id, filename=item.filename[:500],
                  content_type=item.content_type[:200], size=item.size,
                  stored=item.size <= limit, data=item.data if item.size <= limit else None)
-            for item in message.attachments])
+            for item in message.attachments], "data")
 
 
 def _ticket_entity(session: Session, ticket_id: int) -> Ticket:

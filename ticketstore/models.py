@@ -23,8 +23,15 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    column_property,
+    mapped_column,
+    relationship,
+)
 
 # SQLite has no 64-bit autoincrement type of its own: BIGINT there would lose ROWID aliasing.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -214,7 +221,6 @@ class InboundMessage(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     channel: Mapped[str] = mapped_column(Bounded(20))
     dedupe_key: Mapped[str] = mapped_column(Bounded(500))
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
     meta: Mapped[dict] = mapped_column(default=dict)
     received_at: Mapped[datetime]
     state: Mapped[str] = mapped_column(Bounded(20), index=True)
@@ -222,6 +228,26 @@ class InboundMessage(Base):
     result: Mapped[dict | None]
     processed_at: Mapped[datetime | None]
     sender: Mapped[str | None] = mapped_column(Bounded(320))
+
+
+class InboundRaw(Base):
+    """The raw bytes of an inbound message, in a row of their own that is written once.
+
+    The message's row is updated as it is decided; in SQLite an update rewrites the whole
+    record, so bytes kept there would be copied (twice, in memory) with every change of
+    state. Here they are written once, in chunks (repository.write_blob).
+    """
+
+    __tablename__ = "inbound_raw"
+    inbound_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("inbound_messages.id", ondelete="CASCADE"), primary_key=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# Read as a column of the message (queries, replay), stored in inbound_raw.
+InboundMessage.raw = column_property(
+    select(InboundRaw.raw).where(InboundRaw.inbound_id == InboundMessage.id)
+    .correlate_except(InboundRaw).scalar_subquery(), deferred=True)
 
 
 Index("ix_inbound_sender_time", InboundMessage.sender, InboundMessage.received_at)

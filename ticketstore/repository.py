@@ -46,6 +46,7 @@ from helpgate.ticketstore.models import (
     Contact,
     Counter,
     Employee,
+    InboundRaw,
     OutboxMessage,
     StaffToken,
     Ticket,
@@ -183,6 +184,8 @@ def keep_raw(session: Session, message: InboundMessage, sender: str | None) -> t
     inserted = insert_ignoring_conflict(session, InboundRow, _raw_row(message, sender),
                                         ("channel", "dedupe_key"), returning="id").scalar()
     if inserted is not None:
+        insert_rows_with_blob(session, InboundRaw, [
+            {"inbound_id": inserted, "raw": message.raw}], "raw", key="inbound_id")
         return inserted, False
     return _inbound_id_by_key(session, message.channel, key), True
 
@@ -194,17 +197,22 @@ def keep_raw_many(session: Session, messages: list[InboundMessage]) -> list[tupl
     """
     keys = [(m.channel, m.dedupe_key[:500]) for m in messages]
     known = _inbound_ids_by_keys(session, keys)
-    new_rows, seen = [], set()
+    new_rows, raws = [], {}
+    seen: set[tuple[str, str]] = set()
     for message, key in zip(messages, keys, strict=True):
         if key not in known and key not in seen:
             seen.add(key)
             new_rows.append(_raw_row(message, message.sender_email))
+            raws[key] = message.raw
     ours: dict[tuple[str, str], int] = {}
     if new_rows:
         inserted = insert_ignoring_conflict(session, InboundRow, new_rows,
                                             ("channel", "dedupe_key"),
                                             returning=("id", "channel", "dedupe_key"))
         ours = {(row.channel, row.dedupe_key): row.id for row in inserted}
+        insert_rows_with_blob(session, InboundRaw, [
+            {"inbound_id": inbound_id, "raw": raws[key]} for key, inbound_id in ours.items()],
+            "raw", key="inbound_id")
     theirs = _inbound_ids_by_keys(session, list(seen - ours.keys()))
     kept: list[tuple[int, bool]] = []
     first_copy: set[tuple[str, str]] = set()
@@ -218,8 +226,9 @@ def keep_raw_many(session: Session, messages: list[InboundMessage]) -> list[tupl
 
 
 def _raw_row(message: InboundMessage, sender: str | None) -> dict:
+    # The bytes go to inbound_raw (InboundRaw), written once and never rewritten.
     return {"channel": message.channel, "dedupe_key": message.dedupe_key[:500],
-            "raw": message.raw, "meta": {}, "received_at": message.received_at,
+            "meta": {}, "received_at": message.received_at,
             "state": "received", "sender": sender}
 
 
@@ -317,6 +326,59 @@ def _insert_with_id(table):
 def insert_rows(session: Session, model, rows: list[dict]) -> None:
     if rows:
         connection(session).execute(_insert(model.__table__), rows)
+
+
+# Above this size a blob goes into SQLite through incremental blob I/O: a bound parameter
+# is copied twice inside SQLite (the binding and the record), which for a 30 MB
+# attachment costs 60 MB of memory; written in chunks it costs one chunk.
+LARGE_BLOB = 1 << 20
+_BLOB_CHUNK = 1 << 20
+
+
+def insert_rows_with_blob(session: Session, model, rows: list[dict], column: str,
+                          key: str = "id") -> None:
+    """`insert_rows`, writing large values of `column` in chunks (see LARGE_BLOB).
+    `key` is the table's integer primary key (SQLite's rowid), given or generated."""
+    small = []
+    for row in rows:
+        row, large = _blob_out(session, row, column)
+        if large is None:
+            small.append(row)
+        else:
+            row_id = connection(session).execute(
+                _insert_zeroblob(model.__table__, column, key), row).scalar_one()
+            write_blob(session, model.__table__, column, row_id, large)
+    insert_rows(session, model, small)
+
+
+def _blob_out(session: Session, row: dict, column: str) -> tuple[dict, bytes | None]:
+    """The row with a large blob taken out (on SQLite), and that blob: the row is then
+    inserted with zeroblob(BLOB_SIZE) in its place and written by write_blob. An INSERT
+    reserves that space without writing it only when the blob is the record's last
+    column, and any later UPDATE of the row would rewrite it whole: so blobs live last,
+    in rows nothing updates (inbound_raw, attachments)."""
+    data = row.get(column)
+    if data is None or len(data) <= LARGE_BLOB or connection(session).dialect.name != "sqlite":
+        return row, None
+    return {k: v for k, v in row.items() if k != column} | {BLOB_SIZE: len(data)}, data
+
+
+BLOB_SIZE = "blob_size"
+
+
+@lru_cache(maxsize=8)
+def _insert_zeroblob(table, column: str, key: str):
+    return insert(table).values({column: func.zeroblob(bindparam(BLOB_SIZE))}) \
+        .returning(table.c[key])
+
+
+def write_blob(session: Session, table, column: str, row_id: int, data: bytes) -> None:
+    """Put `data` into the space a row reserved, through SQLite's incremental blob I/O."""
+    raw_connection = connection(session).connection.dbapi_connection
+    view = memoryview(data)
+    with raw_connection.blobopen(table.name, column, row_id) as blob:
+        for start in range(0, len(view), _BLOB_CHUNK):
+            blob.write(view[start:start + _BLOB_CHUNK])
 
 
 # Rows nothing in the rest of a batch reads back (status history, outbox rows) can wait

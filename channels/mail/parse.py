@@ -35,6 +35,7 @@ from inscriptis.model.config import ParserConfig
 from lxml.html import HTMLParser, document_fromstring
 
 from helpgate.channels.base import DeliveryStatus, InboundAttachment, InboundMessage
+from helpgate.channels.mail.blobs import Blobs
 from helpgate.channels.mail.charsets import (
     clean_line,
     clean_text,
@@ -64,7 +65,8 @@ _BODY_MESSAGE_ID = re.compile(r"^\s*Message-I[Dd]:\s*(<[^<>\s]+>)", re.M)
 # An mbox envelope line ("From sender@example.com  Tue Oct 29 03:52:03 2013").
 _ENVELOPE = re.compile(rb"From [^\r\n]*\r?\n")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
-_WHITESPACE = re.compile(rb"\s+")
+_SPACES = b" \t\r\n\x0b\x0c"
+_HASH_CHUNK = 1 << 20
 # A boundary line followed by a header line: how a multipart with a lost boundary
 # parameter, or one that lies about it, still shows where its parts start.
 _BOUNDARY_LINE = re.compile(rb"^--([^\s\r\n][^\r\n]{0,199}?)[ \t]*\r?\n(?=[!-9;-~]+:)", re.M)
@@ -73,14 +75,15 @@ _BOUNCE_SENDERS = ("mailer-daemon", "postmaster")
 
 def parse_email(raw: bytes, received_at: datetime, channel: str = "email") -> InboundMessage:
     """Parse raw RFC 5322 bytes. Never raises on bad mail: problems are reported instead."""
-    if not raw.strip():
+    if not raw or raw.isspace():
         return InboundMessage(channel=channel, raw=raw, dedupe_key=_digest_key(raw),
                               received_at=received_at, problem="empty message: no content")
     content = strip_envelope(raw)
-    msg = _message(content)
+    blobs = Blobs(content)
+    msg = _message(blobs.reduce())
     message_id = clean_line(_first_id(_header(msg, "message-id")), MAX_ID) or None
     name, address = _sender(msg)
-    body = _Body()
+    body = _Body(blobs)
     body.collect(msg)
     text = body.text()
     from_html = False
@@ -138,7 +141,9 @@ def oversized(head: bytes, size: int, limit: int, received_at: datetime,
 def strip_envelope(raw: bytes) -> bytes:
     """The mail without the mbox envelope line procmail, fetchmail, Postfix's pipe (F flag)
     and saved .mbox files put before the headers."""
-    start = len(raw) - len(raw.lstrip(b"\r\n"))
+    start = 0
+    while start < len(raw) and raw[start] in b"\r\n":
+        start += 1
     match = _ENVELOPE.match(raw, start)
     return raw[match.end():] if match else raw
 
@@ -205,7 +210,8 @@ def html_to_text(html: str) -> str:
 class _Body:
     """Walks the MIME tree once: text parts, HTML part, attachments, report parts."""
 
-    def __init__(self) -> None:
+    def __init__(self, blobs: Blobs) -> None:
+        self.blobs = blobs
         self.plain: list[str] = []
         self.html: str | None = None
         self.attachments: list[InboundAttachment] = []
@@ -235,7 +241,7 @@ class _Body:
         if not is_body_text:
             self._attachment(part, ctype, filename)
             return
-        self._text(ctype, decode_bytes(_payload(part), _charset(part)))
+        self._text(ctype, decode_bytes(self._payload(part), _charset(part)))
 
     def _text(self, ctype: str, content: str) -> None:
         if ctype == "text/plain":
@@ -257,7 +263,7 @@ class _Body:
     def _lost_boundary(self, part: Message, in_report: bool, depth: int) -> None:
         """A multipart whose parts cannot be found by its declared boundary: re-split it
         on the boundary its body does use; failing that, the whole body is the text."""
-        data = _payload(part)
+        data = self._payload(part)
         match = _BOUNDARY_LINE.search(data)
         if match:
             boundary = match.group(1).decode("ascii", "replace").replace('"', "")
@@ -285,14 +291,21 @@ class _Body:
         ctype = clean_line(ctype, MAX_CTYPE) or "application/octet-stream"
         if ctype == "message/rfc822":
             inner = part.get_payload()
-            data = inner[0].as_bytes() if isinstance(inner, list) and inner else _payload(part)
+            data = self.blobs.restore(_as_bytes(inner[0])) if isinstance(inner, list) \
+                and inner else self._payload(part)
             name = filename or (_header(inner[0], "subject") if isinstance(inner, list)
                                 and inner else "") or "message"
             self.attachments.append(InboundAttachment(_eml_name(name), ctype, data))
             return
         extension = {"text/plain": ".txt", "text/html": ".html"}.get(ctype, "")
         name = filename or f"attachment-{len(self.attachments) + 1}{extension}"
-        self.attachments.append(InboundAttachment(name, ctype, _payload(part)))
+        self.attachments.append(InboundAttachment(name, ctype, self._payload(part)))
+
+    def _payload(self, part: Message) -> bytes:
+        payload = _undecoded(part)
+        if isinstance(payload, str) and self.blobs.holds(payload):
+            return self.blobs.decode(payload, str(part.get("content-transfer-encoding", "")))
+        return self.blobs.restore(_payload(part))
 
 
 def _looks_like_html(text: str) -> bool:
@@ -305,10 +318,19 @@ def _payload(part: Message) -> bytes:
     except Exception:  # a transfer encoding compat32 chokes on: the bytes as they are
         data = None
     if data is None:
-        payload = part.get_payload()
+        payload = _undecoded(part)
         data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) \
             else _as_bytes(part)
     return data
+
+
+def _undecoded(part: Message):
+    """The part's payload as parsed. compat32 decodes 8-bit text by the charset label
+    even here, and a label with a NUL in it raises: then the stored payload itself."""
+    try:
+        return part.get_payload()
+    except (LookupError, ValueError):
+        return part._payload  # the parser's own attribute: the only way to the bytes
 
 
 def _as_bytes(part: Message) -> bytes:
@@ -421,7 +443,7 @@ def _looks_like_bounce(msg: Message, sender: str | None) -> bool:
 
 def _problem(content: bytes, msg: Message, address: str | None, subject: str, text: str,
              body: _Body, report: DeliveryStatus | None) -> str | None:
-    first = content.lstrip(b"\r\n").split(b"\n", 1)[0]
+    first = content[:1024].lstrip(b"\r\n").split(b"\n", 1)[0]
     if not msg.keys() or not _HEADER_LINE.match(first):
         return "unparseable message: it does not start with mail headers"
     if not address and report is None:
@@ -503,8 +525,10 @@ def _dedupe_key(message_id: str | None, content: bytes, msg: Message) -> str:
     for name in ("from", "date", "subject"):
         digest.update(str(_raw_header(msg, name) or "").encode("utf-8", "surrogateescape"))
         digest.update(b"\0")
-    parts = _BLANK_LINE.split(content, 1)
-    digest.update(_WHITESPACE.sub(b"", parts[1] if len(parts) > 1 else b""))
+    blank = _BLANK_LINE.search(content)
+    body = memoryview(content)[blank.end():] if blank else memoryview(b"")
+    for start in range(0, len(body), _HASH_CHUNK):
+        digest.update(bytes(body[start:start + _HASH_CHUNK]).translate(None, _SPACES))
     return f"mid:{digest.hexdigest()[:24]}:{message_id}"[:500]
 
 

@@ -234,3 +234,41 @@ def test_mime_nested_deeper_than_any_client_is_kept_not_recursed_forever():
            + parts + b"--b%d\nContent-Type: text/plain\n\ninnermost\n" % depth)
     message = parse(raw)
     assert message.problem is None and "innermost" in message.text
+
+
+# --------------------------------------------------- 11. large bodies kept out of parsing
+def _big(body_lines: list[bytes], cte: bytes = b"base64") -> bytes:
+    return (b"From: a@b.ru\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+            b"--B\r\nContent-Type: text/plain\r\n\r\nhello\r\n--B\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: " + cte +
+            b"\r\nContent-Disposition: attachment; filename=x.bin\r\n\r\n"
+            + b"\r\n".join(body_lines) + b"\r\n--B--\r\n")
+
+
+@pytest.mark.parametrize("width", [76, 64, 73, 1000])
+def test_a_large_base64_attachment_decodes_exactly(width):
+    import base64
+    import os
+    data = os.urandom(600_000)
+    encoded = base64.b64encode(data)
+    lines = [encoded[i:i + width] for i in range(0, len(encoded), width)]
+    message = parse(_big(lines))
+    assert message.text == "hello"
+    assert [(a.filename, a.data == data) for a in message.attachments] == [("x.bin", True)]
+
+
+def test_a_large_attachment_with_broken_padding_keeps_what_decodes():
+    import base64
+    import os
+    data = os.urandom(600_000)
+    encoded = base64.b64encode(data)[:-3]  # the end lost in transit
+    lines = [encoded[i:i + 76] for i in range(0, len(encoded), 76)]
+    message = parse(_big(lines))
+    assert message.attachments[0].data == data[:len(message.attachments[0].data)]
+    assert len(message.attachments[0].data) >= len(data) - 3
+
+
+def test_a_large_unencoded_body_is_kept_as_sent():
+    line = b"A" * 70
+    message = parse(_big([line] * 5000, b"7bit"))
+    assert message.attachments[0].data.replace(b"\r\n", b"\n") == b"\n".join([line] * 5000)

@@ -28,3 +28,27 @@ async def test_ensure_schema_is_idempotent(store):
     version = await store.run_connection(
         lambda c: c.execute(text("SELECT version_num FROM alembic_version")).scalar())
     assert version == HEAD
+
+
+async def test_raw_bytes_move_to_their_own_table_on_upgrade(tmp_path):
+    """0004 moves every kept raw message into inbound_raw, byte for byte (R-TS-5)."""
+    from helpgate.ticketstore.migrations import upgrade
+    from helpgate.ticketstore.repository import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        await upgrade(store, "0003")
+        raw = b"From: a@b.ru\r\nSubject: s\r\n\r\n\x00\xff body\r\n"
+
+        def old_row(connection):
+            connection.execute(text(
+                "INSERT INTO inbound_messages (channel, dedupe_key, raw, meta, received_at, "
+                "state) VALUES ('email', 'k', :raw, '{}', '2026-11-23 09:00:00', "
+                "'processed')"), {"raw": raw})
+        await store.run_connection(old_row)
+        await upgrade(store)
+        moved = await store.run_connection(lambda c: c.execute(text(
+            "SELECT inbound_id, raw FROM inbound_raw")).all())
+        assert [tuple(row) for row in moved] == [(1, raw)]
+    finally:
+        await store.close()
