@@ -117,7 +117,7 @@ def unsurrogate(value: str) -> str:
     RFC 6532 allows raw UTF-8 in headers (internationalised addresses); older clients put
     raw windows-1251 or KOI8-R there. Either way the bytes are decoded, never dropped.
     """
-    if not _SURROGATE.search(value):
+    if value.isascii() or not _SURROGATE.search(value):
         return value
     return decode_bytes(value.encode("utf-8", "surrogateescape"), None)
 
@@ -136,6 +136,9 @@ def clean_line(value: str | None, limit: int | None = None) -> str:
     and control character a space, cut to `limit` characters."""
     if not value:
         return ""
+    if value.isprintable():  # the common case, checked in C: nothing to clean
+        value = value.strip()
+        return value[:limit].rstrip() if limit is not None and len(value) > limit else value
     value = unsurrogate(value)
     if "\x00" in value:
         value = value.replace("\x00", "")

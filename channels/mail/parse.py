@@ -349,14 +349,16 @@ def _param_header(part: Message, name: str) -> str:
 
 
 def _parameter(part: Message, param: str, *headers: str) -> str | None:
-    # Parsed from the decoded header text by the standard library's own parameter
-    # parser (RFC 2231 included), on a copy holding just that header.
+    # Parsed by the standard library's own parameter parser (RFC 2231 included); a value
+    # with raw 8-bit bytes is decoded first and parsed on a copy holding just it.
     for name in headers:
-        value = _param_header(part, name)
-        if not value:
+        raw = _raw_header(part, name)
+        if raw is None:
             continue
-        probe = Message()
-        probe[name] = value
+        probe = part
+        if _has_8bit(raw):
+            probe = Message()
+            probe[name] = unsurrogate(str(raw))
         try:
             found = probe.get_param(param, header=name)
         except Exception:
@@ -365,6 +367,10 @@ def _parameter(part: Message, param: str, *headers: str) -> str | None:
             return email.utils.collapse_rfc2231_value(found) if isinstance(found, tuple) \
                 else str(found)
     return None
+
+
+def _has_8bit(value) -> bool:
+    return not isinstance(value, str) or not value.isascii()
 
 
 def _charset(part: Message) -> str | None:
