@@ -162,6 +162,28 @@ async def test_a_poisoned_message_is_quarantined_and_does_not_block(store, dovec
     assert await count(store, Ticket) == 1
 
 
+async def test_mail_once_stuck_in_front_of_a_mailbox_is_read_and_so_is_the_rest(
+        store, dovecot, mailboxes):
+    """Issue #14: an internationalised sender (raw UTF-8), an mbox envelope line, NUL
+    bytes and a reused Message-ID once failed to store and the reader reconnected forever,
+    so nothing after them was read. Each is now decided, every mail after them too, all
+    flagged, and the cursor stands after the last."""
+    hostile = ["From: Иван <иван@пример.рф>\r\nSubject: IDN\r\n\r\nтекст\r\n".encode(),
+               b"From ivan@romashka.ru  Tue Oct 29 03:52:03 2013\r\nFrom: ivan@romashka.ru\r\n"
+               b"Subject: mbox\r\n\r\nbody\r\n",
+               b"From: \"N\x00\" <nul@romashka.ru>\r\nSubject: a\x00b\r\n\r\nx\x00y\r\n",
+               mail(message_id="<reused@x>", body="один"),
+               mail(message_id="<reused@x>", body="другой")]
+    await deliver(dovecot, *hostile, mail(subject="После них"))
+    mailbox = await mailboxes(dovecot.imap_config())
+    await stored(store, 6)
+    flags = await eventually(lambda: _flags(dovecot))
+    assert len(flags) == 6
+    assert await count(store, Ticket) == 6
+    cursor = await store.run(get_cursor, mailbox.key)
+    assert cursor is not None and cursor[1] == 6
+
+
 @pytest.mark.pipeline_errors_expected
 async def test_stored_but_not_flagged_is_not_stored_twice(store, dovecot, mailboxes,
                                                           monkeypatch):
