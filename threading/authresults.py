@@ -12,6 +12,7 @@ library's; this module only decides what a parsed field proves.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import Message
@@ -37,8 +38,15 @@ class Verified:
 
 
 def header_block(raw: bytes) -> Message:
-    """The raw mail's header fields in order (no body parsing: cheap)."""
-    return BytesHeaderParser(policy=compat32).parsebytes(raw)
+    """The raw mail's header fields in order: only the header block is read (a mail may
+    carry a 30 MB attachment below it)."""
+    end = _BLANK_LINE.search(raw, 0, _HEADER_LIMIT)
+    return BytesHeaderParser(policy=compat32).parsebytes(
+        raw[:end.end() if end else _HEADER_LIMIT])
+
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_HEADER_LIMIT = 256 * 1024
 
 
 def envelope_recipients(headers: Message) -> list[str]:
