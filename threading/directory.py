@@ -47,3 +47,8 @@ class Directory(Protocol):
 
     def reply_token(self, token: str) -> ReplyToken | None:
         """The staff reply token with this value (revoked ones too), or None."""
+
+    def ticket_history(self, ticket_id: int) -> list[str]:
+        """What the ticket already holds and what we sent about it, newest first: its
+        comments' texts and our outgoing messages' subjects and texts (R-TH-2: a reply's
+        text equal to these is quoted history; text equal to none is the customer's)."""

@@ -300,6 +300,14 @@ _TICKET_BY_NUMBER = select(TICKETS).where(TICKETS.c.number == bindparam("number"
 _TICKET_BY_ID = select(TICKETS).where(TICKETS.c.id == bindparam("ticket_id")).with_for_update()
 _INBOUND_BY_KEYS = select(INBOUND.c.id, INBOUND.c.channel, INBOUND.c.dedupe_key).where(
     INBOUND.c.dedupe_key.in_(bindparam("keys", expanding=True)))
+# The history a reply on a ticket may quote (quote stripping, R-TH-2): the latest
+# HISTORY_LIMIT comments and outgoing messages are enough for any quote a client keeps.
+HISTORY_LIMIT = 50
+_COMMENT_TEXTS = (select(Comment.text).where(Comment.ticket_id == bindparam("ticket_id"))
+                  .order_by(Comment.id.desc()).limit(HISTORY_LIMIT))
+_OUTBOX_TEXTS = (select(OutboxMessage.subject, OutboxMessage.text)
+                 .where(OutboxMessage.ticket_id == bindparam("ticket_id"))
+                 .order_by(OutboxMessage.id.desc()).limit(HISTORY_LIMIT))
 _SENDER_COUNT = select(func.count()).select_from(INBOUND).where(
     INBOUND.c.sender == bindparam("sender"), INBOUND.c.received_at >= bindparam("since"),
     INBOUND.c.state != "received")
@@ -528,6 +536,13 @@ class SessionDirectory:
             return None
         return ReplyToken(ticket_id=row.ticket_id, employee_id=row.employee_id,
                           revoked=row.revoked_at is not None)
+
+    def ticket_history(self, ticket_id: int) -> list[str]:
+        flush_later(self.session)  # what this batch has stored and queued so far counts
+        db = connection(self.session)
+        comments = db.execute(_COMMENT_TEXTS, {"ticket_id": ticket_id}).scalars().all()
+        sent = db.execute(_OUTBOX_TEXTS, {"ticket_id": ticket_id}).all()
+        return [*comments, *(text for row in sent for text in row if text)]
 
 
 def lock_senders(session: Session, senders: list[str | None]) -> None:

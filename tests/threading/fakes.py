@@ -23,6 +23,7 @@ class FakeDirectory:
     admins: list[Person] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, ReplyToken] = field(default_factory=dict)
+    history: dict[int, list[str]] = field(default_factory=dict)  # ticket id -> texts
 
     def ticket_by_number(self, number):
         return self.tickets.get(number)
@@ -50,6 +51,9 @@ class FakeDirectory:
 
     def reply_token(self, token):
         return self.tokens.get(token)
+
+    def ticket_history(self, ticket_id):
+        return list(self.history.get(ticket_id, []))
 
 
 def ticket(number: int = 5, status: str = "open", type: str = "question",

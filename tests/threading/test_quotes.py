@@ -7,6 +7,7 @@ import pytest
 
 from helpgate.threading.quotes import explain, html, strip_quotes
 from helpgate.threading.quotes import text as layers
+from helpgate.threading.quotes.history import History
 
 SEP = "##- Пожалуйста, пишите ответ выше этой строки -##"
 SEP_EN = "##- Please type your reply above this line -##"
@@ -14,8 +15,12 @@ SEPARATORS = [SEP, SEP_EN]
 OLD = f"> {SEP}\n>\n> Здравствуйте!\n> Ваше обращение зарегистрировано под номером 42."
 
 
-def cut(text: str, subject: str = "", markup: str | None = None) -> tuple[str, list[str]]:
-    return explain(text, markup, SEPARATORS, subject)
+def cut(text: str, subject: str = "", markup: str | None = None,
+        history: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """The kept text and the layers that cut, in order."""
+    kept, trail = explain(text, markup, SEPARATORS, subject, history)
+    assert all(step.evidence for step in trail)  # every cut says what it had
+    return kept, [step.layer for step in trail]
 
 
 # ------------------------------------------------------------------------ separator
@@ -79,16 +84,18 @@ def test_a_colon_line_of_the_customer_is_no_attribution():
     "*Von:* Support\n*Gesendet:* Montag\n*An:* Iwan\n*Betreff:* Drucker",
     "-------- Исходное сообщение --------\nОт: Support <support@helpgate.localhost>\n"
     "Дата: 23.11.2026 10:05\nКому: ivan@romashka.ru\nТема: [#42] Принтер",   # Samsung
-    "发件人: Support <support@helpgate.localhost>\n发送时间: 2026年11月23日 10:05\n收件人: Ivan",
+    "发件人: Support <support@helpgate.localhost>\n发送时间: 2026年11月23日 10:05\n收件人: Ivan\n"
+    "主题: Drucker",
 ])
 def test_reply_header_blocks(block):
+    # Evidence: a banner or rule line above, or the subject this message answers.
     text = f"Ответ клиента.\n\n{block}\n\nСтарый текст уведомления."
-    assert cut(text) == ("Ответ клиента.", ["header_block"])
+    assert cut(text, subject="AW: Drucker") == ("Ответ клиента.", ["header_block"])
 
 
 def test_a_header_block_at_the_very_top_is_the_message_s_own():
     text = "От: Иван <ivan@romashka.ru>\nТема: Принтер\n\nПринтер снова сломался."
-    assert cut(text) == ("Принтер снова сломался.", ["header_block"])
+    assert cut(text, subject="Принтер") == ("Принтер снова сломался.", ["header_block"])
 
 
 def test_a_from_line_in_the_customer_s_text_is_not_a_block():
@@ -170,10 +177,10 @@ def test_strip_quotes_is_explain_without_the_trail():
 
 
 def test_layer_functions_report_nothing_to_do_with_none():
-    lines = ["Просто текст."]
-    assert layers.separator(lines, SEPARATORS) is None
-    assert layers.header_block(lines) is None
-    assert layers.quote_markers(lines) is None
+    lines, known = ["Просто текст."], History((), SEPARATORS)
+    assert layers.separator(lines, known) is None
+    assert layers.header_block(lines, known) is None
+    assert layers.quote_markers(lines, known) is None
     assert layers.attribution_cut(lines) is None
 
 
@@ -202,3 +209,136 @@ def test_more_languages_quoted_and_unquoted(attribution, quoted):
     if quoted:
         original = "\n".join("> " + line for line in original.split("\n"))
     assert cut(f"Ответ клиента.\n\n{attribution}\n\n{original}")[0] == "Ответ клиента."
+
+
+# ------------------------------------------- over-cutting (#16): the customer's look-alikes
+GMAIL = (f"пн, 23 нояб. 2026 г. в 10:05, Support <support@helpgate.localhost>:\n\n> {SEP}\n>\n"
+         f"> Пришлите вывод команды.")
+
+
+def test_every_cut_names_its_layer_and_evidence():
+    text = f"Готово.\n\n{GMAIL}"
+    kept, trail = explain(text, None, SEPARATORS)
+    assert kept == "Готово."
+    assert trail[0].layer == "separator" and "separator" in trail[0].evidence
+
+
+@pytest.mark.parametrize("paste", [
+    "Запускаю, в консоли вот что:\n> sudo systemctl start helpgate\n> Job failed.\nЧто делать?",
+    "Running it gives:\n> $ helpgate run\n> error: address in use\nAny idea?",
+])
+def test_a_pasted_quote_above_the_real_quote_stays(paste):
+    assert cut(f"{paste}\n\n{GMAIL}")[0] == paste
+
+
+def test_a_pasted_quote_below_the_quote_introduced_with_a_colon_stays():
+    text = f"{GMAIL}\n\nВот вывод:\n> error: address in use\n> exit 1\n\nИван"
+    assert cut(text) == ("Вот вывод:\n> error: address in use\n> exit 1\n\nИван",
+                         ["quote_markers"])
+
+
+def test_a_quote_in_the_middle_without_evidence_is_the_customer_s():
+    text = "Было так\n> строка один\n> строка два\nи так осталось."
+    assert cut(text) == (text, [])
+
+
+@pytest.mark.parametrize("block", [
+    "От: ООО «Ромашка»\nКому: ООО «Лютик»\nДата: 01.12.2026\nТема: оплата",
+    "From: Vendor <noreply@vendor.example>\nSent: Monday, November 30, 2026 8:12 AM\n"
+    "To: Ivan\nSubject: Shipment delayed",
+])
+def test_a_pasted_header_block_is_not_a_reply_header(block):
+    text = f"Вот шапка:\n\n{block}\n\nПроверьте, пожалуйста.\n\n{GMAIL}"
+    assert cut(text, subject="Re: [#42] Принтер")[0] == \
+        f"Вот шапка:\n\n{block}\n\nПроверьте, пожалуйста."
+
+
+def test_a_header_block_with_the_answered_subject_is_history():
+    text = ("Ответ.\n\nFrom: Support <support@helpgate.localhost>\nDate: 23.11.2026 10:05\n"
+            "To: Ivan\nSubject: [#42] Принтер\n\nСтарый текст.")
+    kept, trail = explain(text, None, SEPARATORS, "Re: [#42] Принтер")
+    assert kept == "Ответ." and "subject" in trail[0].evidence
+
+
+@pytest.mark.parametrize("sentence", [
+    "Созвон назначен на 01.12.2026 10:00:\n- Иван\n- Ольга",
+    "Сделал, как Вы писали:\n1. Очистил кэш\n2. Перезашёл",
+    "В письме от 20.11.2026 вы писали:\n1. Обновить клиент",
+    "As you wrote:\n1. accounts\n2. projector",
+])
+@pytest.mark.parametrize("where", ["above", "below"])
+def test_a_sentence_ending_in_a_date_or_you_wrote_is_no_attribution(sentence, where):
+    text = f"{sentence}\n\n{GMAIL}" if where == "above" else f"{GMAIL}\n\n{sentence}"
+    assert cut(text)[0] == sentence
+
+
+def test_thunderbird_s_verbless_attribution_needs_its_shape_and_a_quote():
+    assert layers.attribution_strength("23.11.2026 09:05, Support:", "") == layers.WEAK
+    assert layers.attribution_strength("Созвон назначен на 01.12.2026 10:00:", "") == 0
+    text = "Ответ.\n\n23.11.2026 09:05, Support:\n> старое\n> ещё"
+    assert cut(text)[0] == "Ответ."
+    unquoted = "Ответ.\n\n23.11.2026 09:05, Support:\nпервое\nвторое"
+    assert cut(unquoted) == (unquoted, [])
+
+
+@pytest.mark.parametrize("after", [
+    "https://disk.yandex.ru/d/Qw3rTy?from=share&lang=ru",
+    "/var/log/helpgate/error.log",
+    "C:\\ProgramData\\Helpgate\\helpgate.toml",
+])
+def test_a_link_or_path_right_after_a_quote_is_the_customer_s(after):
+    assert cut(f"{GMAIL}\n{after}\n\nИван")[0] == f"{after}\n\nИван"
+
+
+def test_a_link_a_client_broke_inside_a_quote_stays_quoted():
+    text = ("Blah\n\nOn Monday, 24 September, 2012 at 3:46 PM, bob wrote:\n\n> [Ticket #50]\n>\n"
+            "> View ticket (http://example.com/action\n_nonce=3dd518)\n>\n")
+    assert cut(text)[0] == "Blah"
+
+
+def test_the_attribution_sharing_the_reply_s_line_is_split_only_over_a_quote():
+    assert cut("reply On Wed, Apr 4, 2012 at 3:59 PM, bob@example.com wrote:\n> Hi")[0] \
+        == "reply"
+    assert layers.split_shared_line(["Call On Wed, Apr 4, 2012 at 3:59 PM, bob@x.com wrote:",
+                                     "first point"]) == \
+        ["Call On Wed, Apr 4, 2012 at 3:59 PM, bob@x.com wrote:", "first point"]
+
+
+@pytest.mark.parametrize("prefix", ["S> ", "> "])
+def test_the_bat_greeting_with_an_answer_below_the_quote(prefix):
+    text = (f"Здравствуйте, Support.\n\nВы писали 23 ноября 2026 г., 10:05:\n\n{prefix}{SEP}\n\n"
+            f"{prefix}Какое время удобнее?\n\nС 15 до 18.\n\n-- \nС уважением,\n Сергей")
+    assert cut(text)[0] == "Здравствуйте, Support.\n\nС 15 до 18.\n\n--\nС уважением,\n Сергей"
+
+
+OURS = f"{SEP}\n\nЗдравствуйте!\n\nКакая модель принтера?\n\nКак он подключён?\n\nАнна"
+OUTLOOK = ("Ответы в тексте.\n\n________________________________\nОт: Support "
+           "<support@helpgate.localhost>\nОтправлено: 23 ноября 2026 г. 10:05\nКому: Иван\n"
+           f"Тема: [#42] Принтер\n\n{OURS.replace('модель принтера?', 'модель принтера?', 1)}")
+
+
+def test_answers_inside_a_flattened_outlook_quote_come_back_with_the_history():
+    text = OUTLOOK.replace("Как он", "HP LaserJet 1020.\n\nКак он").replace(
+        "подключён?", "подключён?\n\nПо USB.")
+    assert cut(text)[0] == "Ответы в тексте."  # no evidence which lines are whose
+    kept, trail = cut(text, history=(OURS, "Не печатает принтер."))
+    assert kept == "Ответы в тексте.\n\nHP LaserJet 1020.\n\nПо USB."
+    assert trail == ["separator", "history"]
+
+
+def test_answers_outlook_prefaced_with_the_writer_s_name_come_back_without_history():
+    text = OUTLOOK.replace("Как он", "[Иван Петров] HP LaserJet 1020.\n\nКак он")
+    assert cut(text)[0] == "Ответы в тексте.\n\n[Иван Петров] HP LaserJet 1020."
+
+
+def test_with_the_history_a_quote_matching_what_we_sent_still_goes():
+    text = f"Спасибо.\n\n{GMAIL}"
+    history = (f"{SEP}\n\nПришлите вывод команды.",)
+    assert cut(text, history=history) == ("Спасибо.", ["separator"])
+
+
+def test_history_matches_rewrapped_and_short_lines():
+    known = History(["Ваше обращение зарегистрировано под номером 42. Мы ответим вам."], [SEP])
+    assert known.flags(["> Ваше обращение зарегистрировано под", "> номером 42. Мы",
+                        "> ответим вам.", "Да", "HP LaserJet"]) == [True, True, True, False,
+                                                                    False]

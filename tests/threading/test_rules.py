@@ -358,3 +358,29 @@ def test_reopen_policy_leaves_other_cases_alone(status, author):
     ctx.decision.ticket, ctx.decision.author = ticket(5, status=status, closed_at=NOW), author
     reopen_policy.apply(ctx, FakeDirectory())
     assert ctx.decision.action is None and ctx.decision.ticket.number == 5
+
+
+def test_quote_strip_reads_the_ticket_s_history_and_notes_its_evidence():
+    quote = f"> {SEP_RU}\n>\n> Пришлите вывод команды."
+    text = (f"Пн, 23 нояб. 2026 г. в 10:05, Support <s@x.ru>:\n{quote}\n\n"
+            "Запустил, выдаёт одно и то же\n> error: address in use\n> exit 1")
+    ctx = context(text=text)
+    ctx.decision.ticket = ticket(5)
+    directory = FakeDirectory(history={50: [f"{SEP_RU}\n\nПришлите вывод команды."]})
+    quote_strip.apply(ctx, directory)
+    assert ctx.decision.text == ("Запустил, выдаёт одно и то же\n> error: address in use\n"
+                                 "> exit 1")
+    assert "quote_markers: " in ctx.notes[-1] and "history: " in ctx.notes[-1]
+    ctx = context(text=text)  # no ticket: no history, the lines read as the quote's
+    quote_strip.apply(ctx, FakeDirectory())
+    assert ctx.decision.text == "Запустил, выдаёт одно и то же"
+
+
+def test_quote_strip_knows_our_notification_words_the_outbox_does_not_hold():
+    text = ("Снова не печатает.\n\n23.11.2026, 10:05, \"Support\" <s@x.ru>:\n"
+            f"> {SEP_RU}\n>\n> Здравствуйте!\n> Статус обращения 5 изменён: Решена.")
+    ctx = context(Config(texts={"status_text": "Обращение {number}: {status}. {footer}"}),
+                  text=text)
+    ctx.decision.ticket = ticket(5)
+    quote_strip.apply(ctx, FakeDirectory(history={50: ["Не печатает принтер."]}))
+    assert ctx.decision.text == "Снова не печатает."

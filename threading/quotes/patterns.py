@@ -14,6 +14,10 @@ FROM_FIELDS = [
     "from", "от", "від", "von", "de", "da", "van", "od", "från", "fra", "lähettäjä",
     "kimden", "gönderen", "发件人", "寄件者", "差出人", "보낸 사람", "보낸사람",
 ]
+SUBJECT_FIELDS = [
+    "subject", "тема", "betreff", "objet", "asunto", "oggetto", "assunto", "onderwerp",
+    "temat", "předmět", "ämne", "emne", "aihe", "konu", "主题", "主旨", "件名", "제목",
+]
 OTHER_FIELDS = [
     # sent / date
     "sent", "date", "отправлено", "дата", "надіслано", "gesendet", "datum", "envoyé",
@@ -38,6 +42,13 @@ def _names(names: list[str]) -> str:
 HEADER_FIELD = re.compile(
     rf"^[\s>]*\*?\s*({_names(FROM_FIELDS + OTHER_FIELDS)})\s*\*?\s*[:：]", re.I)
 FROM_FIELD = re.compile(rf"^[\s>]*\*?\s*({_names(FROM_FIELDS)})\s*\*?\s*[:：]", re.I)
+
+SUBJECT_FIELD = re.compile(
+    rf"^[\s>]*\*?\s*(?:{_names(SUBJECT_FIELDS)})\s*\*?\s*[:：]\s*(.*)$", re.I)
+# What clients put before a subject they answer or forward ("Re:", "Ответ:", "AW: Fwd:").
+REPLY_PREFIX = re.compile(
+    r"^\s*((re|aw|sv|vs|antw|odp|ответ|отв|fw|fwd|wg|tr|rv|enc|i|vb|doorst|ynt|回复|答复|転送)"
+    r"\s*(\[\d+\])?\s*[:：]\s*)+", re.I)
 
 # "-----Original Message-----" and its translations; also the bare rules Outlook draws.
 ORIGINAL_MESSAGE = [
@@ -89,11 +100,28 @@ ENDS_LIKE_ATTRIBUTION = re.compile(
 ATTRIBUTION_START = re.compile(
     r"(?:^|\s|-{2,})((?:On|Le|Am|El|Il|Em|Op|Den|På|W dniu|Dnia)\s.*)$")
 HAS_DATE_OR_ADDRESS = re.compile(r"(@|\d{1,2}[:.h]\d{2}|\d{4}|\d{1,2}[./-]\d{1,2})")
-# A date and a time: "23.11.2026 09:05, Support:" (Thunderbird in some locales names no verb).
 ADDRESS_IN_BRACKETS = re.compile(r"[<(\[]\s*(mailto:)?[^<>()\s]+@[^<>()\s]+\s*[>)\]]")
+# How a real attribution line opens: a date, a weekday, the clients' "On"/"Le"/"Am"… or
+# the verb itself (The Bat!: "Вы писали 23 ноября 2026 г., 10:05:"). A sentence of the
+# customer's that ends "… вы писали:" opens with none of these.
+OPENS_LIKE_ATTRIBUTION = re.compile(
+    r"^[\W_]*(\d|(?:on|le|am|el|il|em|op|den|på|w dniu|dnia|il giorno)\s|"
+    r"(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*,|(?:пн|вт|ср|чт|пт|сб|вс),|"
+    r"(?:понедельник|вторник|среда|четверг|пятница|суббота|воскресенье),|"
+    r"(?:mo|di|mi|do|fr|sa|so)\.,|(?:lun|mar|mer|jeu|ven|sam|dim)\.|"
+    r"(?:вы|you)\s+(?:писали|написали|wrote))", re.I)
+# Thunderbird's attribution in some locales names no verb: "23.11.2026 09:05, Support:" —
+# the date first, then the time, then a name. "Созвон на 01.12.2026 10:00:" is not it.
+DATE_TIME_NAME = re.compile(
+    r"^[\W_]*(?:\w+,?\s+)?\d{1,4}[./-]\d{1,2}[./-]\d{2,4},?\s+\d{1,2}[:.]\d{2}"
+    r"(?::\d{2})?\s*,\s*[^\d:,<>@]{1,60}[:：]\s*$")
 HAS_TIME = re.compile(r"\b\d{1,2}[:.]\d{2}\b")
 HAS_YEAR_OR_DATE = re.compile(r"\b(19|20)\d{2}\b|\b\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b")
 
 # A line opening the customer's signature or a list footer below everything else.
 SIGNATURE_START = re.compile(r"^(--\s*|__+\s*|—\s*)$")
-QUOTE_LINE = re.compile(r"^\s*>")
+# A quoted line: ">" or The Bat!'s default prefix, the quoted sender's initials ("S> ",
+# "ИП> ": Account properties → Templates → Reply, "Sender information used for
+# quotation: Initials").
+QUOTE_LINE = re.compile(r"^\s*(?:[A-ZА-ЯЁ]{1,3})?>")
+QUOTE_PREFIX = re.compile(r"^(\s*(?:[A-ZА-ЯЁ]{1,3})?>)+\s?")

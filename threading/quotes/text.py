@@ -1,34 +1,50 @@
 """The plain-text layers of the stripper, each a small named rule over the lines.
 
-Every rule takes the lines left by the rules before it and returns the lines it keeps,
-or None when it found nothing to do — so the stripper can say which rule made a cut.
+Every rule takes the lines left by the rules before it and returns what it keeps with the
+evidence it cut on (`Kept`), or None when it found nothing to do — so the stripper can say
+which rule made a cut and why. A rule cuts only on evidence that what goes is history:
+our separator, a quote or header block that an attribution, a rule line, the message's
+own subject or what we sent (`History`) confirms. Where the evidence is weak, the text
+stays: a lost sentence of the customer's costs more than a kept line of history.
 """
 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from helpgate.threading.quotes import patterns as p
+from helpgate.threading.quotes.history import History, letters
 
-_NON_WORD = re.compile(r"[\W_]+", re.U)
-_QUOTE_PREFIX = re.compile(r"^(\s*>)+\s?")
+_QUOTE_PREFIX = p.QUOTE_PREFIX
 # How many lines an attribution may be wrapped over, and a header block may span.
 ATTRIBUTION_LINES = 3
 ATTRIBUTION_MAX = 400
 HEADER_SPAN = 8
+# Attribution strengths: WEAK ones count only right above a quote or our separator;
+# STRONG ones also cut an unquoted original below them (mobile clients).
+WEAK, STRONG = 1, 2
+
+
+class Kept(NamedTuple):
+    lines: list[str]
+    evidence: str
 
 
 def normalize(line: str) -> str:
-    return _NON_WORD.sub("", _QUOTE_PREFIX.sub("", line)).lower()
+    return letters(line)
 
 
 # --------------------------------------------------------------------- separator
-def separator(lines: list[str], separators: list[str]) -> list[str] | None:
+def separator(lines: list[str], history: History) -> Kept | None:
     """Everything above the first line holding one of our separators, in any form the
     client left it: quoted, wrapped onto the next line, its punctuation mangled. When
     the separator sits in a quote with the customer's words below it (a bottom-posted or
     interleaved reply), nothing is cut here: the quote layer keeps those words."""
-    keys = [k for k in (normalize(s) for s in separators) if k]
+    keys = history.separators
+    whole = letters("\n".join(lines))  # one pass: most messages hold no separator at all
+    if not any(key in whole for key in keys):
+        return None
     normal = [normalize(line) for line in lines]
     for index, current in enumerate(normal):
         if not current:
@@ -37,36 +53,51 @@ def separator(lines: list[str], separators: list[str]) -> list[str] | None:
         for key in keys:
             position = joined.find(key)
             if 0 <= position < len(current):
-                if p.QUOTE_LINE.match(lines[index]) and _words_below_quote(lines, index):
+                if p.QUOTE_LINE.match(lines[index]) and _words_below_quote(lines, index, history):
                     return None
-                return drop_attribution(lines[:index])
+                return Kept(_drop_trailing_block(drop_attribution(lines[:index])),
+                            f"our separator on line {index + 1}")
     return None
 
 
-def _words_below_quote(lines: list[str], index: int) -> bool:
+def _drop_trailing_block(lines: list[str]) -> list[str]:
+    """A header block right above our separator heads our mail: it goes with it."""
+    for index in range(max(0, len(lines) - HEADER_SPAN), len(lines)):
+        if _header_block_at(lines, index) == len(lines) - index:
+            return drop_attribution(lines[:index])
+    return lines
+
+
+def _words_below_quote(lines: list[str], index: int, history: History) -> bool:
     """Unquoted text after the quote that holds line `index` (not older history)."""
     rest = lines[index:]
     while rest and (p.QUOTE_LINE.match(rest[0]) or not rest[0].strip()):
         rest = rest[1:]
-    return any(line.strip() for line in rest) and not _has_history(rest)
+    return any(line.strip() for line in rest) and not _has_history(rest, history)
 
 
 # ------------------------------------------------------------------ header blocks
-def header_block(lines: list[str]) -> list[str] | None:
+def header_block(lines: list[str], history: History) -> Kept | None:
     """Cut at a reply header block ("От:/Отправлено:/Кому:/Тема:", "From:/Sent:/To:") or
-    an "-----Original Message-----" banner, with the rule drawn above it. A block at the
-    very top, with nothing above it, is the message's own pasted header: only it goes."""
+    an "-----Original Message-----" banner. A block counts only with evidence that it
+    heads history (`_block_evidence`): pasted requisites or another mail's header in the
+    customer's text have none. A block at the very top is the message's own pasted
+    header: only it goes."""
     for index, line in enumerate(lines):
         if p.QUOTE_LINE.match(line):
             continue
         if p.BANNER.match(line):
-            return drop_attribution(lines[:index])
+            return Kept(drop_attribution(lines[:index]), f"banner {line.strip()!r}")
         size = _header_block_at(lines, index)
         if not size:
             continue
+        evidence = block_evidence(lines, index, size, history)
+        if evidence is None:
+            continue
         if any(earlier.strip() for earlier in lines[:index]):
-            return drop_attribution(lines[:index])
-        return lines[index + size:]
+            return Kept(drop_attribution(lines[:index]),
+                        f"header block on line {index + 1}, {evidence}")
+        return Kept(lines[index + size:], f"the message's own header block, {evidence}")
     return None
 
 
@@ -85,10 +116,43 @@ def _header_block_at(lines: list[str], index: int) -> int:
     return end - index if fields >= 2 and has_from else 0
 
 
+def block_evidence(lines: list[str], index: int, size: int, history: History) -> str | None:
+    """Why the header block at `index` heads history, or None: the rule line clients draw
+    above it, the subject this message answers, our separator or our words below it."""
+    above = index - 1
+    while above >= 0 and not lines[above].strip():
+        above -= 1
+    if above >= 0 and p.RULE_LINE.match(lines[above]):
+        return "the client's rule line above it"
+    block, subject = lines[index:index + size], history.subject
+    for line in block:
+        match = p.SUBJECT_FIELD.match(line)
+        if match and subject and bare_subject(match.group(1)) == bare_subject(subject):
+            return "its subject is the one this message answers"
+    below = lines[index + size:index + size + 12]
+    if history.has_separator(below):
+        return "our separator below it"
+    if history.ours(block) or history.ours([line for line in below if line.strip()][:3]):
+        return "what we sent in or below it"
+    if not subject and _has_sent_and_address(block):
+        return "a header with an address and a date, the message's subject unknown"
+    return None
+
+
+def bare_subject(subject: str) -> str:
+    return normalize(p.REPLY_PREFIX.sub("", subject or ""))
+
+
+def _has_sent_and_address(block: list[str]) -> bool:
+    text = "\n".join(block)
+    return "@" in text and bool(p.HAS_TIME.search(text))
+
+
 # --------------------------------------------------------------------- attribution
-def attribution_at(lines: list[str], index: int) -> int:
+def attribution_at(lines: list[str], index: int, strength: int = WEAK) -> int:
     """How many lines ending at `index` form an attribution line ("On … wrote:",
-    "23.11.2026, 10:05, Support <…>:"), which clients wrap over up to three; 0 if none."""
+    "23.11.2026, 10:05, Support <…>:") of at least this strength, which clients wrap
+    over up to three; 0 if none."""
     last = lines[index].strip().rstrip("-—").rstrip()
     if not last or not p.ENDS_LIKE_ATTRIBUTION.search(last):
         return 0  # the quick answer for almost every line
@@ -101,7 +165,7 @@ def attribution_at(lines: list[str], index: int) -> int:
         if len(joined) > ATTRIBUTION_MAX:
             break
         if count == 0:
-            if _is_attribution(joined, first=lines[start]):
+            if attribution_strength(joined, first=lines[start]) >= strength:
                 count = size
         elif _continues_attribution(lines[start]):
             count = size  # the first half of a wrapped attribution ("On …, Somebody <")
@@ -125,34 +189,51 @@ def _continues_attribution(line: str) -> bool:
         and not text.endswith((".", "!", "?")) and len(text) < 200
 
 
-def _is_attribution(text: str, first: str) -> bool:
+def attribution_strength(text: str, first: str) -> int:
+    """STRONG: the verb with a date where attributions open, or an address with a date
+    or the verb. WEAK: a name and the verb ("Support wrote:", The Bat!'s "Вы писали:"),
+    Thunderbird's verbless "23.11.2026 09:05, Support:". 0: a sentence of the
+    customer's ("Созвон назначен на 01.12.2026 10:00:", "…, как вы писали:")."""
     text = _QUOTE_PREFIX.sub("", text).strip().strip("-—").strip()
-    if not p.ENDS_LIKE_ATTRIBUTION.search(text):
-        return False
-    if p.HEADER_FIELD.match(first):
-        return False  # "Subject: …:" is a header field, not an attribution
-    if p.WROTE.search(text):
-        return True
-    if "@" in text and p.HAS_DATE_OR_ADDRESS.search(text.replace("@", "", 1)):
-        return True
-    return text.rstrip().endswith((":", "：")) and bool(p.HAS_TIME.search(text)) \
-        and bool(p.HAS_YEAR_OR_DATE.search(text)) and len(text) < 120
+    if not p.ENDS_LIKE_ATTRIBUTION.search(text) or p.HEADER_FIELD.match(first):
+        return 0  # "Subject: …:" is a header field, not an attribution
+    wrote = p.WROTE.search(text)
+    has_address = "@" in text
+    if has_address and (wrote or p.HAS_DATE_OR_ADDRESS.search(text.replace("@", "", 1))):
+        return STRONG
+    if wrote and p.HAS_DATE_OR_ADDRESS.search(text) and p.OPENS_LIKE_ATTRIBUTION.match(text):
+        return STRONG
+    if wrote and _names_only(text[:wrote.start()]):
+        return WEAK
+    return WEAK if p.DATE_TIME_NAME.match(text) else 0
+
+
+def _names_only(text: str) -> bool:
+    """"Support", "Иван Петров", "Вы", "bob@example.com": no sentence before the verb."""
+    words = text.replace('"', " ").strip(" -—,").split()
+    return 0 < len(words) <= 4 and all(w[0].isupper() or "@" in w for w in words)
 
 
 def split_shared_line(lines: list[str]) -> list[str]:
     """A client that put the attribution on the reply's last line ("reply--- On …
-    wrote:"): the attribution moves to a line of its own, so the rules can drop it."""
+    wrote:") over a quote: the attribution moves to a line of its own, so the rules can
+    drop it. Only a strong attribution with the quote right below it is split off."""
     out = []
-    for line in lines:
+    for index, line in enumerate(lines):
         match = p.ATTRIBUTION_START.search(line)
         if match and match.start(1) > 0 and not p.QUOTE_LINE.match(line) \
-                and _is_attribution(match.group(1), first=match.group(1)) \
-                and p.WROTE.search(match.group(1)):
+                and attribution_strength(match.group(1), first=match.group(1)) == STRONG \
+                and _quote_follows(lines, index):
             head = line[:match.start(1)].rstrip().rstrip("-").rstrip()
             out += [head, match.group(1)] if head else [match.group(1)]
         else:
             out.append(line)
     return out
+
+
+def _quote_follows(lines: list[str], index: int) -> bool:
+    below = [line for line in lines[index + 1:index + 4] if line.strip()]
+    return bool(below) and bool(p.QUOTE_LINE.match(below[0]))
 
 
 def drop_attribution(lines: list[str]) -> list[str]:
@@ -169,36 +250,34 @@ def _trim_end(lines: list[str]) -> list[str]:
     return lines
 
 
-def attribution_cut(lines: list[str]) -> list[str] | None:
-    """An attribution line with the original below it unquoted (mobile clients): cut."""
+def attribution_cut(lines: list[str]) -> Kept | None:
+    """A strong attribution line with the original below it unquoted (mobile clients)."""
     for index in range(len(lines)):
-        count = attribution_at(lines, index)
-        if count and _strong(_join(lines[index - count + 1:index + 1])) \
-                and any(line.strip() for line in lines[index + 1:]):
-            return _trim_end(lines[:index - count + 1])
+        count = attribution_at(lines, index, STRONG)
+        if count and any(line.strip() for line in lines[index + 1:]):
+            start = index - count + 1
+            return Kept(_trim_end(lines[:start]),
+                        f"attribution {_join(lines[start:index + 1])[:80]!r} "
+                        f"over an unquoted original")
     return None
 
 
-def _strong(attribution: str) -> bool:
-    # With nothing quoted below, only an unmistakable attribution cuts: a "wrote" verb,
-    # or an address in angle brackets with a time ("… 10:05 Support <s@x.ru>:").
-    return bool(p.WROTE.search(attribution)) or (
-        bool(p.ADDRESS_IN_BRACKETS.search(attribution)) and bool(p.HAS_TIME.search(attribution)))
-
-
 # ------------------------------------------------------------------ quote markers
-def quote_markers(lines: list[str]) -> list[str] | None:
+def quote_markers(lines: list[str], history: History) -> Kept | None:
     """">" quoted blocks: keep the customer's own segments — above, between (an
     interleaved reply) and below (a bottom-posted one) — each trimmed, joined by one
-    blank line. A lone ">" line the customer typed above any quote is not a quote."""
+    blank line. A ">" block is a quote only with evidence (`_quote_evidence`): the
+    customer's pasted log or shell session has none and stays."""
     runs = _runs(lines)
     quote_runs = [False] * len(runs)
-    seen = False
-    for position, (quoted, start, run) in enumerate(runs):
-        # After a first real quote, a one-line quote is the next quoted question.
-        quote_runs[position] = quoted and (seen or _is_quote(run, lines, start))
-        seen = seen or quote_runs[position]
-    if not seen:
+    reasons: list[str] = []
+    for position, (quoted, _, _) in enumerate(runs):
+        why = quoted and _quote_evidence(position, runs, lines, history,
+                                         any(quote_runs[:position]))
+        if why:
+            quote_runs[position] = True
+            reasons += [] if why in reasons else [why]
+    if not any(quote_runs):
         return None
     segments: list[list[str]] = []
     for position, (_, _, run) in enumerate(runs):
@@ -206,19 +285,58 @@ def quote_markers(lines: list[str]) -> list[str] | None:
             if segments:
                 segments[-1] = drop_attribution(segments[-1])
             continue
-        if position == len(runs) - 1 and any(quote_runs) and \
-                _not_the_customer_s(run, runs, quote_runs):
+        if position == len(runs) - 1 and _not_the_customer_s(run, runs, quote_runs, history):
             continue
-        segments.append(list(run))
+        if position and not quote_runs[position - 1] and segments:
+            segments[-1] += run  # the customer's own ">" lines inside their segment
+        else:
+            segments.append(list(run))
     kept = ["\n".join(s).strip("\n") for s in segments]
     kept = [_dedent(k) for k in kept if k.strip()]
-    return "\n\n".join(kept).split("\n") if kept else []
+    count = sum(quote_runs)
+    return Kept("\n\n".join(kept).split("\n") if kept else [],
+                f"{count} quoted block{'s' * (count > 1)}: {'; '.join(reasons)}")
 
 
-def _not_the_customer_s(run: list[str], runs: list, quote_runs: list[bool]) -> bool:
+def _quote_evidence(position: int, runs: list, lines: list[str], history: History,
+                    after_quote: bool) -> str | None:
+    """Why the ">" run at `position` is quoted history, or None for the customer's own."""
+    _, start, run = runs[position]
+    content = [line for line in run if line.strip()]
+    if history.has_separator(run):
+        return "our separator inside"
+    if history.ours(run):
+        return "what we sent or stored"
+    intro = _line_above(lines, start)
+    if intro is not None and attribution_at(lines, intro):
+        return "an attribution line above"
+    if intro is not None and lines[intro].rstrip().endswith((":", "：")):
+        return None  # "Вот лог:" — a paste the customer introduced
+    if after_quote:
+        return "continues the quote above (interleaved reply)"
+    if len(content) < 2:
+        return None
+    if intro is None:
+        return "at the top of the message"
+    if all(quoted or not any(line.strip() for line in later)
+           or (index == len(runs) - 1 and (_has_history(later, history) or _is_footer(later)))
+           for index, (quoted, _, later) in enumerate(runs) if index > position):
+        return "runs to the end of the message"
+    return None
+
+
+def _line_above(lines: list[str], start: int) -> int | None:
+    before = start - 1
+    while before >= 0 and not lines[before].strip():
+        before -= 1
+    return before if before >= 0 else None
+
+
+def _not_the_customer_s(run: list[str], runs: list, quote_runs: list[bool],
+                        history: History) -> bool:
     """Below the last quote: older history, or a signature or list footer that is the
     client's (a top-posted reply, or the same text already inside the quote)."""
-    if _has_history(run):
+    if _has_history(run, history):
         return True
     if not _is_footer(run):
         return False
@@ -236,10 +354,8 @@ def _runs(lines: list[str]) -> list[tuple[bool, int, list[str]]]:
     """Consecutive quoted / unquoted lines; blank lines join the run they sit in."""
     runs: list[tuple[bool, int, list[str]]] = []
     for index, line in enumerate(lines):
-        # A quote line a client broke inside a link: the rest is still quoted.
         quoted = bool(p.QUOTE_LINE.match(line)) or (
-            bool(runs) and runs[-1][0] and (_broken_quote_line(line)
-                                            or runs[-1][2][-1].rstrip().endswith("=")))
+            bool(runs) and runs[-1][0] and _broken_quote_line(lines, index))
         if not line.strip() and runs:
             runs[-1][2].append(line)
             continue
@@ -250,28 +366,35 @@ def _runs(lines: list[str]) -> list[tuple[bool, int, list[str]]]:
     return runs
 
 
-def _broken_quote_line(line: str) -> bool:
-    text = line.strip()
-    return text.endswith(" >") or (bool(text) and " " not in text
-                                   and any(c in text for c in "=/&?%)"))
+_UNFINISHED_URL = re.compile(r"(https?://|www\.)\S*$|[=]$")
 
 
-def _is_quote(run: list[str], lines: list[str], start: int) -> bool:
-    content = [line for line in run if line.strip()]
-    if len(content) >= 2:
-        return True
-    # One quoted line: a quote when an attribution introduces it, else the customer's own.
-    before = start - 1
-    while before >= 0 and not lines[before].strip():
-        before -= 1
-    return before >= 0 and attribution_at(lines, before) > 0
+def _broken_quote_line(lines: list[str], index: int) -> bool:
+    """A quote line a client broke inside a link (talon's "(http://…) >" and a URL
+    wrapped mid-way): the line sits between quoted lines, and either ends with the
+    displaced ">" or continues, without a space, a link the quoted line above left
+    open. A link or path the customer wrote after a quote has a quote on one side only."""
+    text = lines[index].strip()
+    following = [line for line in lines[index + 1:index + 3] if line.strip()]
+    if not text or not following or not p.QUOTE_LINE.match(following[0]):
+        return False
+    above = lines[index - 1].rstrip() if index else ""
+    return text.endswith(" >") or (
+        " " not in text and bool(p.QUOTE_LINE.match(above))
+        and bool(_UNFINISHED_URL.search(above)))
 
 
-def _has_history(run: list[str]) -> bool:
-    """Reply history left unquoted (an attribution, a header block, a banner)."""
-    return any(p.BANNER.match(line) or p.FORWARD_BANNER.match(line)
-               or attribution_at(run, index) or _header_block_at(run, index)
-               for index, line in enumerate(run))
+def _has_history(run: list[str], history: History) -> bool:
+    """Reply history left unquoted: a banner, a strong attribution, a confirmed header
+    block."""
+    for index, line in enumerate(run):
+        if p.BANNER.match(line) or p.FORWARD_BANNER.match(line) \
+                or attribution_at(run, index, STRONG):
+            return True
+        size = _header_block_at(run, index)
+        if size and block_evidence(run, index, size, history):
+            return True
+    return False
 
 
 def _is_footer(run: list[str]) -> bool:
@@ -296,3 +419,26 @@ def is_forward(lines: list[str], subject: str) -> bool:
         if p.FORWARD_BANNER.match(line):
             return True
     return False
+
+
+def structural(lines: list[str]) -> list[bool]:
+    """The lines that are the clients' apparatus around a quote, never the customer's
+    words: attribution lines, header fields, banners and rule lines."""
+    marks = [bool(p.BANNER.match(line) or p.FORWARD_BANNER.match(line)
+                  or p.RULE_LINE.match(line) or p.HEADER_FIELD.match(line))
+             for line in lines]
+    for index in range(len(lines)):
+        count = attribution_at(lines, index)
+        for position in range(index - count + 1, index + 1) if count else ():
+            marks[position] = True
+        size = _header_block_at(lines, index)
+        for position in range(index, index + size):
+            marks[position] = True
+    return marks
+
+
+def looked_at(line: str) -> bool:
+    """A line the layers weigh themselves (a header field, a ">" line, a colon-ended
+    line that might be an attribution): when they kept it, talon must not cut there."""
+    return bool(p.FROM_FIELD.match(line) or p.QUOTE_LINE.match(line)
+                or p.ENDS_LIKE_ATTRIBUTION.search(line.strip()))

@@ -1,9 +1,16 @@
-"""Only the customer's new words become the comment (R-TH-2); see threading/quotes/."""
+"""Only the customer's new words become the comment (R-TH-2); see threading/quotes/.
 
-from helpgate.config.schema import TEXTS
-from helpgate.threading.context import Context
+On a known ticket the stripper is given what the ticket holds and what we sent about it:
+text equal to that is history, text equal to none of it is the customer's, whatever it
+looks like. Every cut is noted with the layer that made it and its evidence.
+"""
+
+from collections import defaultdict
+
+from helpgate.config.schema import TEXTS, Config
+from helpgate.threading.context import Context, TicketView
 from helpgate.threading.directory import Directory
-from helpgate.threading.quotes import strip_quotes
+from helpgate.threading.quotes import explain
 
 NAME = "quote_strip"
 DESCRIPTION = "cut quoted history and our separator from the message text"
@@ -13,8 +20,11 @@ def apply(ctx: Context, directory: Directory) -> None:
     message = ctx.message
     # Ours in every language: a customer may answer a mail sent before a language change.
     separators = [ctx.config.text().separator, *(t.separator for t in TEXTS.values())]
-    new_text = strip_quotes(message.text, message.html if message.text_from_html else None,
-                            separators, subject=message.subject)
+    ticket = ctx.decision.ticket
+    history = [*directory.ticket_history(ticket.id), *our_notifications(ctx.config, ticket)] \
+        if ticket is not None else []
+    new_text, cuts = explain(message.text, message.html if message.text_from_html else None,
+                             separators, subject=message.subject, history=history)
     if not new_text.strip():
         # Nothing recognisable as new words: keep everything rather than lose a word.
         ctx.decision.text = message.text
@@ -22,4 +32,18 @@ def apply(ctx: Context, directory: Directory) -> None:
         return
     ctx.decision.text = new_text
     if new_text.strip() != message.text.strip():
-        ctx.fire(NAME, f"kept {len(new_text)} of {len(message.text)} characters")
+        reasons = "; ".join(f"{cut.layer}: {cut.evidence}" for cut in cuts)
+        ctx.fire(NAME, f"kept {len(new_text)} of {len(message.text)} characters ({reasons})")
+
+
+def our_notifications(config: Config, ticket: TicketView) -> list[str]:
+    """The words of our acknowledgement and status announcements for this ticket, in every
+    language, as we send them (a reply may quote one the outbox no longer holds)."""
+    names = {name for state in config.statuses.states for name in state.names.values()}
+    out = []
+    for texts in (config.text(), *TEXTS.values()):
+        out.append(texts.ack_text.format_map(defaultdict(str, number=ticket.number)))
+        out += [texts.status_text.format_map(defaultdict(str, number=ticket.number,
+                                                         status=name)) for name in names]
+    return out
+

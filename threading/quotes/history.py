@@ -1,0 +1,134 @@
+"""What we know was sent or stored before: the evidence that a piece of a reply is history.
+
+A reply on a known ticket quotes what we sent (our separator, the notification's words,
+staff answers) and what the ticket already holds (the customer's earlier messages). Text
+that equals none of it is the customer's, whatever it looks like (R-TH-2): a pasted log
+with ">" lines, an answer typed inside an Outlook quote that the plain-text part
+flattened. `History` answers "did we send or store this?" for runs of lines; `restore`
+gives the customer back the lines a layer cut that match nothing we know.
+
+Comparison is on letters and digits only (quote marks, punctuation, spacing and the
+client's re-wrapping differ between what we sent and what comes back quoted).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from helpgate.threading.quotes import patterns as p
+
+_NON_WORD = re.compile(r"[\W_]+", re.U)
+_QUOTE_PREFIX = p.QUOTE_PREFIX
+# Shorter windows match our texts by chance ("да", "ok", "42"): only a whole line of ours
+# that short counts as ours.
+MIN_MATCH = 8
+# Outlook's "Preface comments with: [name]" (Options → Mail → Replies and forwards): the
+# customer's answers typed inside the quoted original start with their name in brackets.
+PREFACED = re.compile(r"^\s*\[[A-ZА-ЯЁ][\w.\- ]{0,40}\]\s+\S")
+
+
+def letters(text: str) -> str:
+    return _NON_WORD.sub("", _QUOTE_PREFIX.sub("", text)).lower()
+
+
+class History:
+    """Our separators, the subject of the message, and, on a known ticket, the texts
+    already sent or stored on it."""
+
+    def __init__(self, texts: Sequence[str] = (), separators: Sequence[str] = (),
+                 subject: str = "") -> None:
+        self.subject = subject
+        self.separators = [key for key in (letters(s) for s in separators) if key]
+        self.texts = [t for t in texts if t and t.strip()]
+        # One string per text, "|" between them so no match spans two texts.
+        self._joined = "|".join([*self.separators, *(letters(t) for t in self.texts)])
+        self._lines = {letters(line) for t in self.texts for line in t.splitlines()} - {""}
+        self._lines.update(self.separators)
+
+    def __bool__(self) -> bool:
+        return bool(self.texts)
+
+    def has_separator(self, lines: Sequence[str]) -> bool:
+        joined = "".join(letters(line) for line in lines)
+        return any(key in joined for key in self.separators)
+
+    def ours(self, lines: Sequence[str]) -> bool:
+        """Most of these lines' words are in what we sent or stored."""
+        if not self:
+            return False
+        flags = self.flags(lines)
+        content = [f for f, line in zip(flags, lines, strict=True) if letters(line)]
+        return bool(content) and sum(content) * 2 > len(content)
+
+    def flags(self, lines: Sequence[str]) -> list[bool]:
+        """For each line, whether it belongs to a run of consecutive lines (blank lines
+        skipped) that appears in what we sent or stored; blank lines count as ours."""
+        keys = [letters(line) for line in lines]
+        flags = [not key for key in keys]
+        content = [i for i, key in enumerate(keys) if key]
+        start = 0
+        while start < len(content):
+            end, window = start, keys[content[start]]
+            if window in self._joined:
+                while end + 1 < len(content) and \
+                        window + keys[content[end + 1]] in self._joined:
+                    end += 1
+                    window += keys[content[end]]
+            if len(window) >= MIN_MATCH and window in self._joined or window in self._lines:
+                for i in content[start:end + 1]:
+                    flags[i] = True
+            start = end + 1
+        return flags
+
+
+def restore(original: list[str], kept: list[str], history: History,
+            structural: list[bool]) -> tuple[list[str], int]:
+    """`original` with the lines `kept` and the cut lines that are neither ours (history)
+    nor the clients' own apparatus (`structural`: attributions, header fields, rules).
+    With no ticket history, only the comments Outlook marks with the writer's name
+    ("[Иван Петров] По USB.") are given back. Returns the lines and how many came back."""
+    marks = _aligned(original, kept)
+    cut = [i for i, mark in enumerate(marks) if not mark and original[i].strip()
+           and not structural[i] and not _bare_marker(original[i])]
+    if history:
+        ours = history.flags([original[i] for i in cut])
+    else:
+        ours = [not PREFACED.match(original[i]) for i in cut]
+    back = [i for i, flag in zip(cut, ours, strict=True) if not flag]
+    if not back:
+        return kept, 0
+    for i in back:
+        marks[i] = True
+    lines = [line.rstrip() for line, mark in zip(original, marks, strict=True)
+             if mark or not line.strip()]
+    return _squeeze(lines), len(back)
+
+
+def _aligned(original: list[str], kept: list[str]) -> list[bool]:
+    """Which original lines survive in `kept`, matched in order (a kept line may be the
+    head of an original one the layers split)."""
+    wanted = [line.strip() for line in kept if line.strip()]
+    marks, at = [False] * len(original), 0
+    for index, line in enumerate(original):
+        text = line.strip()
+        if at < len(wanted) and text and (text == wanted[at] or (
+                len(wanted[at]) >= MIN_MATCH and text.startswith(wanted[at]))):
+            marks[index], at = True, at + 1
+    return marks
+
+
+def _bare_marker(line: str) -> bool:
+    return not letters(line) or bool(p.RULE_LINE.match(line))
+
+
+def _squeeze(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if line.strip() or (out and out[-1].strip()):
+            out.append(line)
+    while out and not out[-1].strip():
+        out.pop()
+    while out and not out[0].strip():
+        out.pop(0)
+    return out
