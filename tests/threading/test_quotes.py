@@ -342,3 +342,11 @@ def test_history_matches_rewrapped_and_short_lines():
     assert known.flags(["> Ваше обращение зарегистрировано под", "> номером 42. Мы",
                         "> ответим вам.", "Да", "HP LaserJet"]) == [True, True, True, False,
                                                                     False]
+
+
+@pytest.mark.parametrize("quote", [GMAIL, GMAIL.replace(f"> {SEP}\n>\n", ""),
+                                   "> 23 нояб. 2026 г., в 10:05, Support <s@x.ru> "
+                                   "написал(а):\n>\n> Пришлите вывод команды."])
+def test_a_pasted_quote_at_the_very_top_of_a_top_posted_reply_stays(quote):
+    paste = "> error: address in use\n> exit 1\nВот что выдаёт служба."
+    assert cut(f"{paste}\n\n{quote}")[0] == paste

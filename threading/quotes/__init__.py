@@ -95,7 +95,7 @@ def explain(text: str, html: str | None, separators: Sequence[str], subject: str
     if layers.is_forward(lines, subject):
         return "\n".join(lines).strip(), [*trail, Cut("forward", "a forwarded message")]
     apply("header_block", layers.header_block(lines, known))
-    apply("quote_markers", layers.quote_markers(lines, known))
+    apply("quote_markers", layers.quote_markers(lines, known, placed=not trail))
     apply("attribution", layers.attribution_cut(lines))
     if not trail:
         apply("talon", _talon_fallback(lines))

@@ -263,17 +263,19 @@ def attribution_cut(lines: list[str]) -> Kept | None:
 
 
 # ------------------------------------------------------------------ quote markers
-def quote_markers(lines: list[str], history: History) -> Kept | None:
+def quote_markers(lines: list[str], history: History, placed: bool = True) -> Kept | None:
     """">" quoted blocks: keep the customer's own segments — above, between (an
     interleaved reply) and below (a bottom-posted one) — each trimmed, joined by one
     blank line. A ">" block is a quote only with evidence (`_quote_evidence`): the
-    customer's pasted log or shell session has none and stays."""
+    customer's pasted log or shell session has none and stays. Once a layer above has
+    cut the history away, a block's place (top or end of what is left) proves nothing:
+    `placed` is False then."""
     runs = _runs(lines)
     quote_runs = [False] * len(runs)
     reasons: list[str] = []
     for position, (quoted, _, _) in enumerate(runs):
         why = quoted and _quote_evidence(position, runs, lines, history,
-                                         any(quote_runs[:position]))
+                                         any(quote_runs[:position]), placed)
         if why:
             quote_runs[position] = True
             reasons += [] if why in reasons else [why]
@@ -299,7 +301,7 @@ def quote_markers(lines: list[str], history: History) -> Kept | None:
 
 
 def _quote_evidence(position: int, runs: list, lines: list[str], history: History,
-                    after_quote: bool) -> str | None:
+                    after_quote: bool, placed: bool) -> str | None:
     """Why the ">" run at `position` is quoted history, or None for the customer's own."""
     _, start, run = runs[position]
     content = [line for line in run if line.strip()]
@@ -310,19 +312,38 @@ def _quote_evidence(position: int, runs: list, lines: list[str], history: Histor
     intro = _line_above(lines, start)
     if intro is not None and attribution_at(lines, intro):
         return "an attribution line above"
+    if _headed_by_attribution(run):
+        return "an attribution line at its head (quoted with it)"
     if intro is not None and lines[intro].rstrip().endswith((":", "：")):
         return None  # "Вот лог:" — a paste the customer introduced
     if after_quote:
         return "continues the quote above (interleaved reply)"
-    if len(content) < 2:
+    if len(content) < 2 or not placed:
         return None
-    if intro is None:
-        return "at the top of the message"
+    if intro is None and not _attributed_quote_below(runs, position, lines):
+        return "at the top of the message"  # an interleaved reply that lost its attribution
     if all(quoted or not any(line.strip() for line in later)
            or (index == len(runs) - 1 and (_has_history(later, history) or _is_footer(later)))
            for index, (quoted, _, later) in enumerate(runs) if index > position):
         return "runs to the end of the message"
     return None
+
+
+def _attributed_quote_below(runs: list, position: int, lines: list[str]) -> bool:
+    """A later quote under an attribution: the message is top-posted over it, so a ">"
+    block above the customer's text is theirs (a pasted log), not history."""
+    for quoted, start, run in runs[position + 1:]:
+        above = _line_above(lines, start)
+        if quoted and (above is not None and attribution_at(lines, above)
+                       or _headed_by_attribution(run)):
+            return True
+    return False
+
+
+def _headed_by_attribution(run: list[str]) -> bool:
+    """Apple Mail quotes its attribution line with the original ("> 23 нояб. … написал(а):")."""
+    content = [line for line in run if line.strip()]
+    return any(attribution_at(content, index, STRONG) for index in range(min(3, len(content))))
 
 
 def _line_above(lines: list[str], start: int) -> int | None:
