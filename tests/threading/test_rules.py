@@ -376,6 +376,19 @@ def test_quote_strip_reads_the_ticket_s_history_and_notes_its_evidence():
     assert ctx.decision.text == "Запустил, выдаёт одно и то же"
 
 
+def test_quote_strip_counts_the_words_of_our_html_design_as_ours(tmp_path):
+    design = tmp_path / "design.html"
+    design.write_text("<html><body>{{{CONTENT}}}<p>ООО «Помощь» — служба поддержки, "
+                      "+7 495 000-00-00</p></body></html>", encoding="utf-8")
+    text = ("Спасибо, понял.\n\nOn Mon, Nov 23, 2026 at 10:05 AM Support <s@x.ru> wrote:\n"
+            f"> {SEP_RU}\n>\n> Перезагрузите роутер.\n>\n"
+            "> ООО «Помощь» — служба поддержки, +7 495 000-00-00\n")
+    ctx = context(Config(mail={"html_template": str(design)}), text=text)
+    ctx.decision.ticket = ticket(5)
+    quote_strip.apply(ctx, FakeDirectory(history={50: [f"{SEP_RU}\n\nПерезагрузите роутер."]}))
+    assert ctx.decision.text == "Спасибо, понял."
+
+
 def test_quote_strip_knows_our_notification_words_the_outbox_does_not_hold():
     text = ("Снова не печатает.\n\n23.11.2026, 10:05, \"Support\" <s@x.ru>:\n"
             f"> {SEP_RU}\n>\n> Здравствуйте!\n> Статус обращения 5 изменён: Решена.")

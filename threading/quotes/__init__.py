@@ -36,7 +36,6 @@ import sys
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from helpgate.channels.mail.parse import html_to_text
 from helpgate.threading.quotes import html as html_layer
 from helpgate.threading.quotes import text as layers
 from helpgate.threading.quotes.history import PREFACED, History, restore
@@ -80,7 +79,7 @@ def explain(text: str, html: str | None, separators: Sequence[str], subject: str
     if html is not None:
         cut_html = html_layer.cut(html)
         if cut_html is not None:
-            text = html_to_text(cut_html)
+            text = html_layer.to_text(cut_html)
             trail.append(Cut("html", "the client's quote container in the HTML"))
     lines = layers.split_shared_line(text.replace("\r\n", "\n").split("\n"))
     original = list(lines)
@@ -102,7 +101,7 @@ def explain(text: str, html: str | None, separators: Sequence[str], subject: str
     if trail:  # something was cut: an attribution left at the end belongs to it
         apply("attribution", _trailing_attribution(lines))
     if trail and trail[0].layer == "html":  # the history layer compares the whole text
-        original = html_to_text(html).split("\n") if known or "[" in html else []
+        original = html_layer.to_text(html).split("\n") if known or "[" in html else []
     if trail and (known or any(PREFACED.match(line) for line in original)):
         apply("history", _given_back(original, lines, known))
     return "\n".join(lines).strip(), trail
@@ -116,10 +115,9 @@ def _given_back(original: list[str], kept: list[str], known: History) -> layers.
     lines, count = restore(original, kept, known, layers.structural(original))
     if not count:
         return None
-    why = ("match nothing we sent or stored on the ticket" if known
-           else "are comments marked with the writer's name")
-    return layers.Kept(lines, f"{count} cut line{'s' * (count > 1)} {why}: the customer's, "
-                              f"given back")
+    why = ("matching nothing we sent or stored on the ticket" if known
+           else "marked with the writer's name (Outlook's comments)")
+    return layers.Kept(lines, f"gave back {count} cut line{'s' * (count > 1)} {why}")
 
 
 def _talon_fallback(lines: list[str]) -> layers.Kept | None:

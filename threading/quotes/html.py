@@ -6,8 +6,11 @@ listed here with the client that writes it.
 from __future__ import annotations
 
 import logging
+import re
+import textwrap
 
 import lxml.html
+from inscriptis import get_text
 from lxml import etree
 
 log = logging.getLogger("helpgate.quotes")
@@ -58,3 +61,15 @@ def _drop_following(element) -> None:
             node.getparent().remove(sibling)
         node.tail = None
         node = node.getparent()
+
+
+def to_text(html: str) -> str:
+    """Readable text of the HTML left after the cut, as the mail parser renders an HTML
+    body (inscriptis: paragraphs and line breaks kept), so the text layers and the
+    history layer read the same lines the comment would hold."""
+    try:
+        text = get_text(html)
+    except Exception:  # inscriptis/lxml refuse some broken documents: strip tags instead
+        text = re.sub(r"<[^>]+>", " ", html)
+    lines = [line.rstrip() for line in text.splitlines()]
+    return textwrap.dedent("\n".join(lines)).strip("\n")

@@ -1,16 +1,20 @@
 """Only the customer's new words become the comment (R-TH-2); see threading/quotes/.
 
-On a known ticket the stripper is given what the ticket holds and what we sent about it:
-text equal to that is history, text equal to none of it is the customer's, whatever it
-looks like. Every cut is noted with the layer that made it and its evidence.
+On a known ticket the stripper is given what the ticket holds and what we sent about it
+(with the words of our HTML design, which clients quote from the HTML part): text equal
+to that is history, text equal to none of it is the customer's, whatever it looks like.
+Every cut is noted with the layer that made it and its evidence.
 """
 
 from collections import defaultdict
+from functools import lru_cache
+from pathlib import Path
 
 from helpgate.config.schema import TEXTS, Config
 from helpgate.threading.context import Context, TicketView
 from helpgate.threading.directory import Directory
 from helpgate.threading.quotes import explain
+from helpgate.threading.quotes.html import to_text
 
 NAME = "quote_strip"
 DESCRIPTION = "cut quoted history and our separator from the message text"
@@ -21,8 +25,8 @@ def apply(ctx: Context, directory: Directory) -> None:
     # Ours in every language: a customer may answer a mail sent before a language change.
     separators = [ctx.config.text().separator, *(t.separator for t in TEXTS.values())]
     ticket = ctx.decision.ticket
-    history = [*directory.ticket_history(ticket.id), *our_notifications(ctx.config, ticket)] \
-        if ticket is not None else []
+    history = [*directory.ticket_history(ticket.id), *our_notifications(ctx.config, ticket),
+               *design_words(ctx.config.mail.html_template)] if ticket is not None else []
     new_text, cuts = explain(message.text, message.html if message.text_from_html else None,
                              separators, subject=message.subject, history=history)
     if not new_text.strip():
@@ -47,3 +51,14 @@ def our_notifications(config: Config, ticket: TicketView) -> list[str]:
                                                          status=name)) for name in names]
     return out
 
+
+@lru_cache(maxsize=4)
+def design_words(path: str) -> tuple[str, ...]:
+    """The text of our HTML design around its content slot: sent with every notification.
+    A design that cannot be read adds nothing (sending reports it)."""
+    if not path:
+        return ()
+    try:
+        return (to_text(Path(path).read_text(encoding="utf-8")),)
+    except (OSError, UnicodeDecodeError):
+        return ()
