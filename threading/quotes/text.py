@@ -24,6 +24,8 @@ HEADER_SPAN = 8
 # Attribution strengths: WEAK ones count only right above a quote or our separator;
 # STRONG ones also cut an unquoted original below them (mobile clients).
 WEAK, STRONG = 1, 2
+# The verbs an attribution may end with instead of a colon (patterns.ENDS_LIKE_ATTRIBUTION).
+_VERB_ENDINGS = ("wrote", "skrev", "schrieb", "написал(а)")
 
 
 class Kept(NamedTuple):
@@ -153,8 +155,9 @@ def attribution_at(lines: list[str], index: int, strength: int = WEAK) -> int:
     """How many lines ending at `index` form an attribution line ("On … wrote:",
     "23.11.2026, 10:05, Support <…>:") of at least this strength, which clients wrap
     over up to three; 0 if none."""
-    last = lines[index].strip().rstrip("-—").rstrip()
-    if not last or not p.ENDS_LIKE_ATTRIBUTION.search(last):
+    last = lines[index].rstrip().rstrip("-—").rstrip()
+    if not last or not (last[-1] in ":：" or last[-10:].lower().endswith(_VERB_ENDINGS)) \
+            or not p.ENDS_LIKE_ATTRIBUTION.search(last):
         return 0  # the quick answer for almost every line
     count = 0
     for size in range(1, ATTRIBUTION_LINES + 1):
