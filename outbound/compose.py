@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from helpgate.config.schema import Config
+from helpgate.outbound.headers import clean, message_ids
 from helpgate.threading.markers import format_marker, make_message_id
 from helpgate.ticketstore.models import Comment, Company, Contact, Ticket
 
@@ -57,10 +58,11 @@ class Composer:
                    "From": _address(mail.display_name, mail.address)}
         if mail.reply_to:
             headers["Reply-To"] = mail.reply_to
+        reply_to_ids = message_ids(reply_to_ids or [])
         if reply_to_ids:
             headers["In-Reply-To"] = reply_to_ids[-1]
             headers["References"] = " ".join(reply_to_ids)
-        return Draft(kind=kind, channel="email", recipient=recipient, subject=subject,
+        return Draft(kind=kind, channel="email", recipient=recipient, subject=clean(subject),
                      text="\n".join(body) + "\n",
                      dedupe_key=f"{kind}:{event_key}:{recipient}", ticket_id=ticket.id,
                      comment_id=comment.id if comment else None,

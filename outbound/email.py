@@ -14,13 +14,15 @@ from __future__ import annotations
 import html
 import logging
 import ssl
+from email.header import decode_header, make_header
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate, make_msgid
+from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 
 import aiosmtplib
 
 from helpgate.config.schema import Config
+from helpgate.outbound import headers
 from helpgate.outbound.base import DeliveryResult, Outgoing
 
 log = logging.getLogger("helpgate.email")
@@ -28,6 +30,8 @@ CONTENT_SLOT = "{{{CONTENT}}}"
 # Headers composed with the notification that go onto the mail as they are.
 PASSED_HEADERS = ("Reply-To", "In-Reply-To", "References", "Auto-Submitted",
                   "X-Helpgate-Ticket")
+# Lists of Message-IDs: only well-formed ones go out (a customer's may be broken).
+ID_HEADERS = ("In-Reply-To", "References")
 
 
 class TemplateError(ValueError):
@@ -65,17 +69,23 @@ class EmailTransport:
         return context
 
     def build(self, message: Outgoing) -> EmailMessage:
+        """The MIME message. Every header value is cleaned and encoded in
+        outbound/headers.py, so no value stored in the row can stop delivery."""
         mail = self.config.mail
-        mime = EmailMessage()
-        mime["From"] = message.headers.get("From") or formataddr((mail.display_name,
-                                                                   mail.address))
-        mime["To"] = message.recipient
-        mime["Subject"] = message.subject or ""
+        mime = EmailMessage(policy=headers.POLICY)
+        name, address = _sender(message.headers.get("From"), mail.display_name, mail.address)
+        headers.set_address(mime, "From", name, address)
+        mime["To"] = headers.clean(message.recipient)
+        headers.set_header(mime, "Subject", message.subject or "")
         mime["Date"] = formatdate(usegmt=True)
-        mime["Message-ID"] = message.message_id or make_msgid(domain=mail.message_id_domain)
+        own = headers.message_ids([message.message_id])
+        mime["Message-ID"] = own[0] if own else make_msgid(domain=mail.message_id_domain)
         for name in PASSED_HEADERS:
-            if message.headers.get(name):
-                mime[name] = message.headers[name]
+            value = message.headers.get(name)
+            if name in ID_HEADERS:
+                value = " ".join(headers.message_ids((value or "").split()))
+            if value:
+                _structured(mime, name, headers.clean(value))
         mime.set_content(message.text)
         markup = message.html or self._render(message.text)
         if markup:
@@ -92,7 +102,7 @@ class EmailTransport:
         relay = self.relay
         try:
             await aiosmtplib.send(
-                self.build(message), sender=self.config.mail.address,
+                self.build(message).as_bytes(), sender=self.config.mail.address,
                 recipients=[message.recipient], hostname=relay.host, port=relay.port,
                 username=relay.username or None, password=relay.password or None,
                 use_tls=relay.security == "tls", start_tls=relay.security == "starttls",
@@ -108,6 +118,25 @@ class EmailTransport:
 
     async def close(self) -> None:
         """Each send opens its own connection: nothing to close."""
+
+
+def _structured(mime: EmailMessage, name: str, value: str) -> None:
+    """An address or token header; one the parser refuses is left out, never the mail."""
+    try:
+        mime[name] = value
+    except (ValueError, TypeError, IndexError) as exc:
+        log.warning("left out header %s %r: %s", name, value, exc)
+
+
+def _sender(value: str | None, name: str, address: str) -> tuple[str, str]:
+    """The From of a row (display name decoded: rows keep it as formataddr wrote it),
+    or the configured one."""
+    if not value:
+        return name, address
+    name, address = parseaddr(value)
+    if "=?" in name:
+        name = str(make_header(decode_header(name)))
+    return name, address
 
 
 def _by_code(code: int, text: str) -> DeliveryResult:
