@@ -49,7 +49,10 @@ def ticket_detail(session: Session, config: Config, ticket: Ticket, now: datetim
     first = ticket.first_response_at
     out["first_response_seconds"] = ((first - ticket.created_at).total_seconds()
                                      if first else None)
-    out["resolution_seconds"] = round(resolution_seconds(ticket, now), 3)
+    # R-TS-4: a resolution time exists once the ticket is resolved (or closed), counting
+    # only its open time; an open ticket, also a reopened one, has none (yet).
+    out["resolution_seconds"] = (round(resolution_seconds(ticket, now), 3)
+                                 if ticket.closed_at is not None else None)
     out["pending_until"] = iso(ticket.pending_until)
     return out
 
