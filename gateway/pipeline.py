@@ -28,6 +28,7 @@ from helpgate.gateway.status_service import status_service
 from helpgate.outbound.notify import Notifier
 from helpgate.threading.chain import decide
 from helpgate.threading.context import Action, Context, Decision, TicketView
+from helpgate.threading.subjects import new_ticket_subject
 from helpgate.ticketstore import statuses
 from helpgate.ticketstore.models import (
     Attachment,
@@ -361,7 +362,8 @@ class Pipeline:
             ticket_type = previous.type
         initial = self.config.statuses.initial
         values = dict(number=next_ticket_number(session),
-                      subject=(message.subject or NO_SUBJECT)[:2000], type=ticket_type,
+                      subject=(new_ticket_subject(message.subject, self.config.threading.marker)
+                               or NO_SUBJECT)[:2000], type=ticket_type,
                       priority=self.config.tickets.priority, status=initial,
                       channel=message.channel, contact_id=contact_id, company_id=company_id,
                       created_at=now, updated_at=now, status_changed_at=now,
