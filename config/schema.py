@@ -413,8 +413,11 @@ TEXTS = {
 
 
 class NotificationConfig(Section):
-    # Acknowledge a new ticket to the customer who opened it.
+    # Acknowledge a new ticket to the customer who opened it (the From address).
     acknowledge_new_tickets: bool = True
+    # At most this many acknowledgements to one address per hour, counted in the
+    # database (so across gateway instances); 0 = no cap.
+    max_acknowledgements_per_hour: int = Field(default=5, ge=0)
     # Statuses whose entry is announced to the customer by email (R-OUT-5).
     status_changes: list[str] = ["resolved"]
     # Employees told about new tickets and customer comments: "all", "none" or a list of

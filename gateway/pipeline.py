@@ -325,7 +325,8 @@ class Pipeline:
             self.notifier.unverified_staff(session, ticket, comment, author.id, author.email,
                                            ctx.decision.unverified_staff, now)
         elif new:
-            ack_to = message.reply_to or message.sender_email
+            # The author, never a Reply-To a third party may have set (issue #15).
+            ack_to = None if ctx.decision.no_acknowledgement else message.sender_email
             self.notifier.new_ticket(session, ticket, comment, ack_to, message.message_id, now)
         else:
             self.notifier.comment(session, ticket, comment, now,

@@ -8,9 +8,9 @@ A row's dedupe key is unique, so replaying an event never queues a notification 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
@@ -25,10 +25,11 @@ from helpgate.ticketstore.models import (
     StatusChange,
     Ticket,
 )
-from helpgate.ticketstore.repository import insert_later
+from helpgate.ticketstore.repository import insert_later, pending_rows
 from helpgate.ticketstore.staff_tokens import token_for
 
 log = logging.getLogger("helpgate.notify")
+ACK_WINDOW = timedelta(hours=1)
 
 
 class Notifier:
@@ -41,8 +42,11 @@ class Notifier:
         drafts: list[Draft] = []
         texts = self.compose.texts
         internal = ticket.type in self.config.tickets.internal_types
+        ack_to = ack_to.strip().lower() if ack_to else None
         if ack_to and self.config.notifications.acknowledge_new_tickets and not internal \
-                and comment.author_kind != "employee":
+                and comment.author_kind != "employee" and _ack_allowed(
+                    session, ack_to, self.config.notifications.max_acknowledgements_per_hour,
+                    now):
             drafts.append(self.compose.email(
                 kind="ack", ticket=ticket, recipient=ack_to,
                 subject=self.compose.subject(texts.ack_subject, ticket),
@@ -147,6 +151,25 @@ class Notifier:
                 for d in drafts]
         insert_later(session, OutboxMessage, rows, conflict=("dedupe_key",))
         return drafts
+
+
+def _ack_allowed(session: Session, address: str, limit: int, now: datetime) -> bool:
+    """Under the hourly cap of acknowledgements to this address (0: no cap)? Counted in
+    the database, so every gateway instance sees the same figure, plus the rows this
+    transaction has queued but not yet written."""
+    if not limit:
+        return True
+    since = now - ACK_WINDOW
+    table = OutboxMessage.__table__
+    count = session.scalar(select(func.count()).select_from(table).where(
+        table.c.recipient == address, table.c.created_at > since, table.c.kind == "ack"))
+    count += sum(1 for row in pending_rows(session, OutboxMessage)
+                 if row["kind"] == "ack" and row["recipient"] == address)
+    if count >= limit:
+        log.info("no acknowledgement to %s: %d sent within the hour (cap %d)", address,
+                 count, limit)
+        return False
+    return True
 
 
 def _customer(session: Session, ticket: Ticket) -> tuple[Contact | None, Company | None]:

@@ -74,6 +74,8 @@ class Decision:
     new_status: str | None = None
     # The comment text: only the new words (quote_strip), else the whole text.
     text: str | None = None
+    # Why the sender gets no acknowledgement though the message is stored (a mailing list).
+    no_acknowledgement: str | None = None
     # The outgoing message a bounce reports (outbox id), if we know it.
     bounced_outbox_id: int | None = None
     # Why a mail from an employee's address did not prove it came from them (staff_auth):

@@ -309,12 +309,18 @@ class OutboxMessage(Base):
     headers: Mapped[dict] = mapped_column(default=dict)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
     comment_id: Mapped[int | None] = mapped_column(ForeignKey("comments.id"))
+    # Ids of the stored attachments this message carries (outbound/attachments.py).
+    attachments: Mapped[list | None]
     state: Mapped[str] = mapped_column(Bounded(20), index=True)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime]
     last_error: Mapped[str | None] = mapped_column(CleanText())
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+# The acknowledgement cap counts one address's recent rows (outbound/notify.py).
+Index("ix_outbox_recipient_time", OutboxMessage.recipient, OutboxMessage.created_at)
 
 
 class DeliveryReport(Base):

@@ -412,6 +412,12 @@ def insert_later(session: Session, model, rows: list[dict],
         deferred.setdefault((model, conflict), []).extend(rows)
 
 
+def pending_rows(session: Session, model) -> list[dict]:
+    """Rows `insert_later` holds for `model` that are not in the database yet."""
+    deferred = session.info.get(_DEFERRED) or {}
+    return [row for (kind, _), rows in deferred.items() if kind is model for row in rows]
+
+
 def flush_later(session: Session) -> None:
     """Write what `insert_later` collected; before a read of those tables, and at the end."""
     deferred = session.info.get(_DEFERRED)

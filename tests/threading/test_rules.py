@@ -81,6 +81,7 @@ def test_no_report_no_bounce():
     {"precedence": "auto_reply"}, {"x-precedence": "bulk"},
     {"x-autoreply": "yes"}, {"x-autorespond": "Vacation"}, {"x-loop": "support@x"},
     {"x-auto-response-suppress": "All"}, {"x-auto-response-suppress": "DR, OOF"},
+    {"x-auto-response-suppress": "OOF"}, {"x-auto-response-suppress": "AutoReply"},
     {"return-path": "<>"},
 ])
 def test_auto_replies_are_ignored(headers):
@@ -97,6 +98,46 @@ def test_people_are_not_robots(headers):
     ctx = context(headers=headers)
     auto_reply.apply(ctx, FakeDirectory())
     assert not ctx.stopped
+
+
+@pytest.mark.parametrize("subject", [
+    "Автоматический ответ: Не печатает принтер", "Автоответ: Принтер", "Автоответ",
+    "Отсутствую в офисе", "Отсутствую в офисе: Принтер", "Недоступен: Принтер",
+    "Нет на месте", "Out of Office: Printer", "Out of office", "OUT OF OFFICE!",
+    "Out of Office AutoReply: Printer", "Automatic reply: Printer", "Auto reply: Printer",
+    "Auto-Reply: Printer", "Autoreply", "AutoReply: Printer", "Auto: Printer",
+    "Auto Response: Printer", "Abwesenheitsnotiz: Drucker", "Abwesenheitsnotiz",
+    "Automatische Antwort: Drucker", "Réponse automatique : Imprimante",
+    "自动回复: 打印机",
+])
+def test_out_of_office_subjects_without_headers_are_ignored(subject):
+    ctx = context(subject=subject)
+    auto_reply.apply(ctx, FakeDirectory())
+    assert ctx.decision.action == Action.IGNORED and ctx.fired == ["auto_reply"]
+    assert "subject" in ctx.decision.reason
+
+
+@pytest.mark.parametrize("subject", [
+    "Out of office setting does not work", "Автоответ не включается в Outlook",
+    "Re: Automatic reply: Printer", "Fwd: Out of Office: Printer", "Automation question",
+    "Autumn schedule", "Недоступен сервер 1С",
+])
+def test_subjects_about_auto_replies_are_people(subject):
+    ctx = context(subject=subject)
+    auto_reply.apply(ctx, FakeDirectory())
+    assert not ctx.stopped and ctx.decision.no_acknowledgement is None
+
+
+@pytest.mark.parametrize("headers", [
+    {"list-id": "<staff.romashka.ru>"},
+    {"list-unsubscribe": "<mailto:leave@lists.romashka.ru>"},
+    {"list-id": "Staff <staff.romashka.ru>", "list-unsubscribe": "<https://x/u>"},
+])
+def test_list_mail_is_stored_but_never_acknowledged(headers):
+    ctx = context(headers=headers)
+    auto_reply.apply(ctx, FakeDirectory())
+    assert not ctx.stopped and ctx.fired == ["auto_reply"]
+    assert ctx.decision.no_acknowledgement.startswith("mailing list (List-")
 
 
 # --------------------------------------------------------------------------- throttle

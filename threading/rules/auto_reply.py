@@ -1,8 +1,14 @@
 """Auto-replies and bulk mail never open tickets nor get an acknowledgement (R-TH-8).
 
 Header signals per RFC 3834 and the de-facto headers of Exchange, Yandex and mailing
-software (PROTOCOLS.md): answering a robot is how mail loops start.
+software (PROTOCOLS.md): answering a robot is how mail loops start. Many out-of-office
+notices carry none of them, so their subjects are recognised too, in the languages we
+support: the client's phrase opens the subject and is followed by a colon (then the
+original subject) or nothing. Mail from a mailing list (List-Id, List-Unsubscribe) is a
+person's words and is stored, but a list never gets an acknowledgement.
 """
+
+import re
 
 from helpgate.threading.context import Action, Context
 from helpgate.threading.directory import Directory
@@ -12,6 +18,26 @@ DESCRIPTION = "ignore auto-replies, out-of-office notices and bulk mail"
 
 _BULK_PRECEDENCE = {"bulk", "junk", "list", "auto_reply", "auto-reply"}
 _SUPPRESS_AUTO = {"all", "oof", "autoreply"}
+# Out-of-office and auto-reply subject phrases of Outlook/Exchange, Lotus Notes, Gmail,
+# Yandex and Mail.ru in Russian, English, German and the other supported languages.
+OUT_OF_OFFICE = (
+    "автоматический ответ", "автоответ", "автоответчик", "отсутствую в офисе",
+    "отсутствую на рабочем месте", "отсутствую", "недоступен", "нет на месте", "вне офиса",
+    "out of office", "out of office autoreply", "out of the office", "automatic reply",
+    "auto reply", "auto-reply", "autoreply", "auto response", "auto-response",
+    "autoresponse", "automated response", "auto", "away from the office",
+    "abwesenheitsnotiz", "automatische antwort", "abwesend", "nicht im büro",
+    "réponse automatique", "absent du bureau", "respuesta automática",
+    "fuera de la oficina", "risposta automatica", "fuori sede", "automatisch antwoord",
+    "afwezig", "autosvar", "fraværende", "frånvarande", "automaattinen vastaus",
+    "poza biurem", "odpowiedź automatyczna", "automatická odpověď", "otomatik yanıt",
+    "автоматична відповідь", "自动回复", "自動回覆", "自動応答", "자동 회신",
+)
+_OUT_OF_OFFICE = re.compile(
+    r"^\s*(" + "|".join(re.escape(p).replace(r"\ ", r"\s+")
+                       for p in sorted(OUT_OF_OFFICE, key=len, reverse=True))
+    + r")\s*(?:[:：]|[.!]*\s*$)", re.IGNORECASE)
+LIST_HEADERS = ("list-id", "list-unsubscribe")
 
 
 def signal(headers: dict[str, str]) -> str | None:
@@ -34,7 +60,25 @@ def signal(headers: dict[str, str]) -> str | None:
     return None
 
 
+def subject_signal(subject: str) -> str | None:
+    """The out-of-office phrase a subject opens with, or None."""
+    match = _OUT_OF_OFFICE.match(subject or "")
+    return f"subject {match.group(1)!r}" if match else None
+
+
+def list_signal(headers: dict[str, str]) -> str | None:
+    for name in LIST_HEADERS:
+        if headers.get(name, "").strip():
+            return f"{name.title()}: {headers[name].strip()}"
+    return None
+
+
 def apply(ctx: Context, directory: Directory) -> None:
-    found = signal(ctx.message.headers)
+    found = signal(ctx.message.headers) or subject_signal(ctx.message.subject)
     if found:
         ctx.stop(NAME, Action.IGNORED, f"auto-reply ({found})")
+        return
+    mailing_list = list_signal(ctx.message.headers)
+    if mailing_list:
+        ctx.decision.no_acknowledgement = f"mailing list ({mailing_list})"
+        ctx.fire(NAME, f"mailing list ({mailing_list}): stored, never acknowledged")
