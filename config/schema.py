@@ -67,6 +67,16 @@ def parse_size(value: str | int) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
 
 
+def format_size(size: int) -> str:
+    """A byte size for people: "45 B", "1.5 MB" (the inverse of parse_size)."""
+    value = float(size)
+    for unit in ("B", "KB", "MB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
 class Section(BaseModel):
     # Unknown keys are errors: a typo in a key must not silently fall back to a default.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -158,6 +168,9 @@ class MailConfig(Section):
     message_id_domain: str = "helpgate.localhost"
     max_attachment_size: int = 10 * 1024 * 1024
     max_message_size: int = 50 * 1024 * 1024
+    # Files one notification carries at most, in total (a staff answer's files to the
+    # customer, a customer's files to staff); the text names those left out.
+    max_outgoing_attachments_size: int = 10 * 1024 * 1024
     # An HTML design for notifications: a file whose {{{CONTENT}}} the text replaces.
     # Empty: plain text only (the text/plain part is always sent).
     html_template: str = ""
@@ -173,7 +186,8 @@ class MailConfig(Section):
     endpoint: EndpointConfig = EndpointConfig()
     imap: list[ImapConfig] = []
 
-    @field_validator("max_attachment_size", "max_message_size", mode="before")
+    @field_validator("max_attachment_size", "max_message_size",
+                     "max_outgoing_attachments_size", mode="before")
     @classmethod
     def _size(cls, value):
         return parse_size(value)
@@ -364,6 +378,13 @@ class Texts(Section):
     attachment_too_big: str
     staff_unverified_subject: str
     staff_unverified_text: str
+    staff_author: str
+    staff_reopened: str
+    staff_follow_up: str
+    staff_attachments: str
+    attachment_not_stored: str
+    attachment_left_out: str
+    attachment_not_attached: str
 
 
 TEXTS = {
@@ -387,6 +408,14 @@ TEXTS = {
             "Чтобы ответить клиенту, ответьте на это письмо или на уведомление об этом "
             "обращении: в их адресе для ответа ваш личный ключ. Если письмо писали не вы, "
             "сообщите администратору."),
+        staff_author="Пишет: {author}; канал: {channel}",
+        staff_reopened="Это сообщение открыло обращение снова (было: {status}).",
+        staff_follow_up="Новое обращение вслед за обращением {previous}.",
+        staff_attachments="Вложения (helpgate attachment get ID):",
+        attachment_not_stored="не сохранено: больше допустимого размера",
+        attachment_left_out="не приложено к письму: вложения больше {limit}",
+        attachment_not_attached=("[Вложение «{filename}» ({size}) не приложено к письму: "
+                                 "вложения одного письма не могут быть больше {limit}.]"),
     ),
     "en": Texts(
         separator="##- Please type your reply above this line -##",
@@ -408,6 +437,14 @@ TEXTS = {
             "To answer the customer, reply to this mail or to a notification of this "
             "request: their reply address carries your personal key. If you did not write "
             "it, tell your administrator."),
+        staff_author="From: {author}; channel: {channel}",
+        staff_reopened="This message reopened the ticket (it was: {status}).",
+        staff_follow_up="A new ticket following ticket {previous}.",
+        staff_attachments="Attachments (helpgate attachment get ID):",
+        attachment_not_stored="not stored: over the size limit",
+        attachment_left_out="not attached to this mail: attachments over {limit}",
+        attachment_not_attached=("[Attachment \"{filename}\" ({size}) is not attached to "
+                                 "this mail: one mail carries at most {limit} of files.]"),
     ),
 }
 
@@ -449,8 +486,28 @@ class OutboxConfig(Section):
         return value
 
 
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+# Share of Cyrillic among the letters from which a message counts as Russian: an English
+# error message pasted into a Russian mail must not make it English.
+CYRILLIC_SHARE = 0.3
+
+
+def judge_language(*texts: str | None) -> str | None:
+    """"ru" for mostly Cyrillic script, "en" for other letters, None without letters."""
+    text = " ".join(t for t in texts if t)
+    cyrillic, latin = len(_CYRILLIC.findall(text)), len(_LATIN.findall(text))
+    if not cyrillic and not latin:
+        return None
+    return "ru" if cyrillic >= CYRILLIC_SHARE * (cyrillic + latin) else "en"
+
+
 class Config(Section):
-    language: Literal["ru", "en"] = "ru"
+    # Customer-facing texts: "auto" (each customer's language, judged from their own
+    # messages), or always "ru" or "en".
+    language: Literal["auto", "ru", "en"] = "auto"
+    # The language where "auto" has nothing to judge by (no letters at all).
+    fallback_language: Literal["ru", "en"] = "en"
     database: DatabaseConfig = DatabaseConfig()
     mail: MailConfig = MailConfig()
     threading: ThreadingConfig = ThreadingConfig()
@@ -459,7 +516,7 @@ class Config(Section):
     tickets: TicketConfig = TicketConfig()
     notifications: NotificationConfig = NotificationConfig()
     outbox: OutboxConfig = OutboxConfig()
-    # Customer-facing texts override the built-in ones for `language`, key by key.
+    # Customer-facing texts override the built-in ones, key by key (in every language).
     texts: dict[str, str] = {}
 
     @field_validator("texts")
@@ -483,11 +540,24 @@ class Config(Section):
                                  f"tickets.types {self.tickets.types}")
         return self
 
-    def text(self) -> Texts:
-        return TEXTS[self.language].model_copy(update=self.texts)
+    def customer_language(self, *texts: str | None) -> str:
+        """The language to write to a customer in, judged from their own words."""
+        if self.language != "auto":
+            return self.language
+        return judge_language(*texts) or self.fallback_language
 
-    def status_name(self, status_id: str) -> str:
+    def text(self, language: str | None = None) -> Texts:
+        """The texts of `language` (default: the configured one), with the overrides."""
+        language = language or self.language
+        if language not in TEXTS:
+            language = self.fallback_language
+        return TEXTS[language].model_copy(update=self.texts)
+
+    def status_name(self, status_id: str, language: str | None = None) -> str:
         state = self.statuses.states_by_id().get(status_id)
         if state is None:
             return status_id
-        return state.names.get(self.language) or state.names.get("en") or status_id
+        language = language or self.language
+        if language not in TEXTS:
+            language = self.fallback_language
+        return state.names.get(language) or state.names.get("en") or status_id

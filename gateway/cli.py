@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     srevoke.add_argument("email", help="the employee's email address")
     srevoke.add_argument("--ticket", type=int, help="only this ticket's reply address")
 
+    attachment = sub.add_parser("attachment", help="stored attachments")
+    asub = attachment.add_subparsers(dest="action", required=True, metavar="ACTION")
+    aget = asub.add_parser("get", help="write a stored attachment to a file (a safe name "
+                           "in the current folder unless -o)")
+    aget.add_argument("id", type=int, help="the attachment's id (helpgate ticket N --json)")
+    aget.add_argument("-o", "--output", metavar="PATH",
+                      help="the file or folder to write to, or - for standard output")
+
     db = sub.add_parser("db", help="database schema")
     dbsub = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     dbsub.add_parser("upgrade", help="apply schema migrations")
@@ -376,6 +384,48 @@ async def _cmd_staff(args, config: Config, store) -> int:
     return 0
 
 
+async def _cmd_attachment(args, config: Config, store) -> int:
+    from helpgate.outbound.attachments import safe_filename
+    from helpgate.ticketstore.queries import attachment_content
+    found = await store.run(attachment_content, args.id)
+    if found is None:
+        raise CliError(f"no attachment {args.id}")
+    filename, data = found
+    if data is None:
+        raise CliError(f"attachment {args.id} ({filename!r}) was not stored: it was larger "
+                       "than mail.max_attachment_size")
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return 0
+    target, exclusive = _attachment_path(args.output,
+                                         safe_filename(filename, f"attachment-{args.id}"))
+    try:
+        await asyncio.to_thread(_write_file, target, data, exclusive)
+    except FileExistsError:
+        raise CliError(f"{target} exists; name another file with -o PATH") from None
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror}") from None
+    _print({"attachment": args.id, "filename": filename, "path": str(target),
+            "size": len(data)})
+    return 0
+
+
+def _write_file(target: Path, data: bytes, exclusive: bool) -> None:
+    # The stored name never overwrites anything; a path the admin named may.
+    with open(target, "xb" if exclusive else "wb") as file:
+        file.write(data)
+
+
+def _attachment_path(output: str | None, safe_name: str) -> tuple[Path, bool]:
+    """Where to write, and whether the file must be new (a name we chose)."""
+    if output is None:
+        return Path.cwd() / safe_name, True
+    if Path(output).is_dir():
+        return Path(output) / safe_name, True
+    return Path(output), False
+
+
 async def _cmd_db(args, config: Config, store) -> int:
     from helpgate.ticketstore.migrations import HEAD
     # ensure_schema has run before every command; this one reports the outcome.
@@ -434,7 +484,7 @@ COMMANDS = {
     "run": _cmd_run, "ingest": _cmd_ingest, "ticket": _cmd_ticket, "tickets": _cmd_tickets,
     "status": _cmd_status, "outbox": _cmd_outbox, "quarantine": _cmd_quarantine,
     "db": _cmd_db, "directory": _cmd_directory, "reply": _cmd_reply,
-    "import": _cmd_import, "staff": _cmd_staff,
+    "import": _cmd_import, "staff": _cmd_staff, "attachment": _cmd_attachment,
 }
 
 if __name__ == "__main__":

@@ -383,7 +383,8 @@ class Pipeline:
     def _comment_text(self, decision: Decision, message: InboundMessage) -> str:
         text = (decision.text or "").strip()
         limit = self.config.mail.max_attachment_size
-        notes = [self.config.text().attachment_too_big.format(
+        texts = self.config.text(self.config.customer_language(message.subject, text))
+        notes = [texts.attachment_too_big.format(
             filename=a.filename, size=human_size(a.size), limit=human_size(limit))
             for a in message.attachments if a.size > limit]
         return "\n\n".join([text, *notes]).strip()

@@ -13,6 +13,15 @@ from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class OutgoingFile:
+    """A stored attachment a message carries; the name is as the sender gave it."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     """One outbox row as a transport sees it."""
 
@@ -25,6 +34,7 @@ class Outgoing:
     html: str | None = None
     message_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    attachments: tuple[OutgoingFile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from helpgate.config.schema import Config
+from helpgate.config.schema import Config, Texts, format_size
 from helpgate.outbound.headers import clean, message_ids
-from helpgate.threading.markers import format_marker, make_message_id
+from helpgate.threading.markers import format_marker, make_message_id, thread_root
 from helpgate.ticketstore.models import Comment, Company, Contact, Ticket
 
 QUOTE_PREFIX = "> "
@@ -32,15 +32,60 @@ class Draft:
     comment_id: int | None = None
     message_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Ids of the stored attachments the message carries.
+    attachments: list[int] = field(default_factory=list)
 
 
 class Composer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.texts = config.text()
+        self._texts: dict[str, Texts] = {}
+
+    def texts_for(self, language: str) -> Texts:
+        if language not in self._texts:
+            self._texts[language] = self.config.text(language)
+        return self._texts[language]
 
     def marker(self, ticket: Ticket) -> str:
         return format_marker(self.config.threading.marker, ticket.number)
+
+    def thread_root(self, ticket: Ticket) -> str:
+        """A Message-ID every notification of the ticket refers to, so that mail clients
+        keep them in one conversation; like ours, it names the ticket."""
+        return thread_root(ticket.number, self.config.mail.message_id_domain)
+
+    def attachable(self, files: list) -> tuple[list, list]:
+        """Stored files in order while they fit the size limit of one mail; the rest."""
+        budget = self.config.mail.max_outgoing_attachments_size
+        attached, left_out = [], []
+        for item in files:
+            if item.stored and item.size <= budget:
+                attached.append(item)
+                budget -= item.size
+            elif item.stored:
+                left_out.append(item)
+        return attached, left_out
+
+    def left_out_notes(self, files: list, texts: Texts) -> list[str]:
+        limit = format_size(self.config.mail.max_outgoing_attachments_size)
+        return [texts.attachment_not_attached.format(
+            filename=clean(f.filename), size=format_size(f.size), limit=limit) for f in files]
+
+    def file_list(self, files: list, attached: set[int], texts: Texts) -> str:
+        """Every file of a message for staff: name, size, id, and why one is missing."""
+        if not files:
+            return ""
+        limit = format_size(self.config.mail.max_outgoing_attachments_size)
+        lines = [texts.staff_attachments]
+        for item in files:
+            line = f"- {clean(item.filename)} ({format_size(item.size)}, id {item.id})"
+            if not item.stored:
+                line += f": {texts.attachment_not_stored}"
+            elif item.id not in attached:
+                line += ": " + texts.attachment_left_out.format(limit=limit)
+            lines.append(line)
+        return "\n".join(lines)
 
     def subject(self, template: str, ticket: Ticket) -> str:
         return template.format(marker=self.marker(ticket), subject=ticket.subject,
@@ -48,10 +93,11 @@ class Composer:
 
     def email(self, *, kind: str, ticket: Ticket, recipient: str, subject: str, content: str,
               event_key: str, comment: Comment | None = None, quoted: str | None = None,
-              reply_to_ids: list[str] | None = None, auto: str = "auto-generated") -> Draft:
+              reply_to_ids: list[str] | None = None, auto: str = "auto-generated",
+              texts: Texts | None = None, attachments: list[int] | None = None) -> Draft:
         """One email notification: separator, content, quoted history, threading headers."""
         mail = self.config.mail
-        body = [self.texts.separator, "", content.strip()]
+        body = [(texts or self.texts).separator, "", content.strip()]
         if quoted and quoted.strip():
             body += ["", *(QUOTE_PREFIX + line for line in quoted.strip().splitlines())]
         headers = {"Auto-Submitted": auto, "X-Helpgate-Ticket": str(ticket.number),
@@ -67,7 +113,7 @@ class Composer:
                      dedupe_key=f"{kind}:{event_key}:{recipient}", ticket_id=ticket.id,
                      comment_id=comment.id if comment else None,
                      message_id=make_message_id(ticket.number, mail.message_id_domain),
-                     headers=headers)
+                     headers=headers, attachments=list(attachments or []))
 
     def customer_targets(self, ticket: Ticket, contact: Contact | None,
                          company: Company | None) -> list[str]:

@@ -23,6 +23,7 @@ import aiosmtplib
 
 from helpgate.config.schema import Config
 from helpgate.outbound import headers
+from helpgate.outbound.attachments import mime_type, safe_filename
 from helpgate.outbound.base import DeliveryResult, Outgoing
 
 log = logging.getLogger("helpgate.email")
@@ -90,6 +91,10 @@ class EmailTransport:
         markup = message.html or self._render(message.text)
         if markup:
             mime.add_alternative(markup, subtype="html")
+        for item in message.attachments:
+            maintype, subtype = mime_type(item.content_type)
+            mime.add_attachment(item.data, maintype=maintype, subtype=subtype,
+                                filename=safe_filename(item.filename))
         return mime
 
     def _render(self, text: str) -> str | None:

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
 from helpgate.outbound.compose import Composer, Draft
-from helpgate.threading.markers import reply_address
+from helpgate.threading.markers import format_marker, reply_address
 from helpgate.ticketstore.models import (
+    Attachment,
     Comment,
     Company,
     Contact,
@@ -24,12 +25,15 @@ from helpgate.ticketstore.models import (
     OutboxMessage,
     StatusChange,
     Ticket,
+    TicketLink,
 )
 from helpgate.ticketstore.repository import insert_later, pending_rows
 from helpgate.ticketstore.staff_tokens import token_for
 
 log = logging.getLogger("helpgate.notify")
 ACK_WINDOW = timedelta(hours=1)
+# Earlier notifications to the same employee named in References.
+STAFF_THREAD = 4
 
 
 class Notifier:
@@ -40,7 +44,8 @@ class Notifier:
     def new_ticket(self, session: Session, ticket: Ticket, comment: Comment,
                    ack_to: str | None, inbound_id: str | None, now: datetime) -> list[Draft]:
         drafts: list[Draft] = []
-        texts = self.compose.texts
+        language = self.config.customer_language(ticket.subject, comment.text)
+        texts = self.compose.texts_for(language)
         internal = ticket.type in self.config.tickets.internal_types
         ack_to = ack_to.strip().lower() if ack_to else None
         if ack_to and self.config.notifications.acknowledge_new_tickets and not internal \
@@ -48,14 +53,14 @@ class Notifier:
                     session, ack_to, self.config.notifications.max_acknowledgements_per_hour,
                     now):
             drafts.append(self.compose.email(
-                kind="ack", ticket=ticket, recipient=ack_to,
+                kind="ack", ticket=ticket, recipient=ack_to, texts=texts,
                 subject=self.compose.subject(texts.ack_subject, ticket),
                 content=texts.ack_text.format(number=ticket.number,
                                               marker=self.compose.marker(ticket)),
                 event_key=f"ticket{ticket.id}", comment=comment, quoted=comment.text,
                 reply_to_ids=[inbound_id] if inbound_id else None, auto="auto-replied"))
-        drafts += self._staff(session, ticket, comment, texts.staff_new_subject, now,
-                              new_ticket=True)
+        drafts += self._staff(session, ticket, comment, language, "staff_new_subject", now,
+                              new=True)
         return self._queue(session, drafts, now)
 
     def comment(self, session: Session, ticket: Ticket, comment: Comment,
@@ -68,31 +73,41 @@ class Notifier:
         drafts: list[Draft] = []
         if comment.author_kind == "employee" and from_staff:
             if comment.public:
-                contact, company = _customer(session, ticket)
-                for address in self.compose.customer_targets(ticket, contact, company):
-                    drafts.append(self.compose.email(
-                        kind="comment", ticket=ticket, recipient=address,
-                        subject=self.compose.subject(self.compose.texts.comment_subject,
-                                                     ticket),
-                        content=comment.text, event_key=f"comment{comment.id}",
-                        comment=comment, reply_to_ids=_thread(session, ticket)))
+                drafts += self._to_customer(session, ticket, comment)
         else:
-            drafts += self._staff(session, ticket, comment,
-                                  self.compose.texts.staff_comment_subject, now)
+            language = self.config.customer_language(ticket.subject, comment.text)
+            drafts += self._staff(session, ticket, comment, language,
+                                  "staff_comment_subject", now, stand_in=not from_staff)
         return self._queue(session, drafts, now)
+
+    def _to_customer(self, session: Session, ticket: Ticket, comment: Comment) -> list[Draft]:
+        """A staff answer, with its files (up to the size limit), to the customer."""
+        texts = self.compose.texts_for(self._language(session, ticket))
+        files = _files(session, comment.id)
+        attached, left_out = self.compose.attachable(files)
+        content = "\n\n".join([comment.text, *self.compose.left_out_notes(left_out, texts)])
+        contact, company = _customer(session, ticket)
+        return [self.compose.email(
+            kind="comment", ticket=ticket, recipient=address, texts=texts,
+            subject=self.compose.subject(texts.comment_subject, ticket), content=content,
+            event_key=f"comment{comment.id}", comment=comment,
+            reply_to_ids=self._customer_thread(session, ticket),
+            attachments=[f.id for f in attached])
+            for address in self.compose.customer_targets(ticket, contact, company)]
 
     def status_change(self, session: Session, ticket: Ticket, change: StatusChange,
                       now: datetime) -> list[Draft]:
         if change.to_status not in self.config.notifications.status_changes:
             return []
         contact, company = _customer(session, ticket)
-        texts = self.compose.texts
-        content = texts.status_text.format(number=ticket.number,
-                                           status=self.config.status_name(change.to_status))
+        language = self._language(session, ticket)
+        texts = self.compose.texts_for(language)
+        content = texts.status_text.format(
+            number=ticket.number, status=self.config.status_name(change.to_status, language))
         drafts = [self.compose.email(
-            kind="status", ticket=ticket, recipient=address,
+            kind="status", ticket=ticket, recipient=address, texts=texts,
             subject=self.compose.subject(texts.status_subject, ticket), content=content,
-            event_key=f"status{change.id}", reply_to_ids=_thread(session, ticket))
+            event_key=f"status{change.id}", reply_to_ids=self._customer_thread(session, ticket))
             for address in self.compose.customer_targets(ticket, contact, company)]
         return self._queue(session, drafts, now)
 
@@ -101,9 +116,9 @@ class Notifier:
                          now: datetime) -> list[Draft]:
         """Tell an employee (at the directory's address, never a Reply-To the mail named)
         that mail in their name was kept as a private note, and why (staff_auth)."""
-        texts = self.compose.texts
+        texts = self.compose.texts_for(self.config.customer_language(comment.text))
         draft = self.compose.email(
-            kind="unverified", ticket=ticket, recipient=employee_email,
+            kind="unverified", ticket=ticket, recipient=employee_email, texts=texts,
             subject=self.compose.subject(texts.staff_unverified_subject, ticket),
             content=texts.staff_unverified_text.format(number=ticket.number, reason=why),
             event_key=f"comment{comment.id}", comment=comment, quoted=comment.text,
@@ -111,8 +126,24 @@ class Notifier:
         self._reply_token(session, ticket, draft, employee_id, now)
         return self._queue(session, [draft], now)
 
-    def _staff(self, session: Session, ticket: Ticket, comment: Comment,
-               template: str, now: datetime, new_ticket: bool = False) -> list[Draft]:
+    def _language(self, session: Session, ticket: Ticket) -> str:
+        """The customer's language, judged from their latest message on the ticket."""
+        if self.config.language != "auto":
+            return self.config.language
+        latest = session.scalar(
+            select(Comment.text).where(Comment.ticket_id == ticket.id,
+                                       Comment.author_kind != "employee")
+            .order_by(Comment.id.desc()).limit(1))
+        return self.config.customer_language(ticket.subject, latest)
+
+    def _customer_thread(self, session: Session, ticket: Ticket) -> list[str]:
+        """The customer's mails on the ticket, or the ticket's thread root without any."""
+        return _thread(session, ticket) or [self.compose.thread_root(ticket)]
+
+    def _staff(self, session: Session, ticket: Ticket, comment: Comment, language: str,
+               template: str, now: datetime, new: bool = False,
+               stand_in: bool = False) -> list[Draft]:
+        """Employees hear who wrote what (with the files), threaded per ticket."""
         # One query per transaction, not per comment: a batch shares the list.
         employees = session.info.get("employees")
         if employees is None:
@@ -121,14 +152,27 @@ class Notifier:
                                         .order_by(table.c.id)).all()
             session.info["employees"] = employees
         author = comment.email_from.lower() if comment.email_from else None
+        targets = self.compose.staff_targets(employees, author)
+        if not targets:
+            return []
+        texts = self.compose.texts_for(language)
+        files = _files(session, comment.id)
+        attached, _ = self.compose.attachable(files)
+        content = "\n\n".join(filter(None, [
+            self._about(session, ticket, comment, language, stand_in), comment.text,
+            self.compose.file_list(files, {f.id for f in attached}, texts)]))
+        earlier = {} if new else _staff_thread(session, ticket)
+        root = self.compose.thread_root(ticket)
         drafts = [self.compose.email(
-            kind="staff", ticket=ticket, recipient=address,
-            subject=self.compose.subject(template, ticket), content=comment.text,
-            event_key=f"comment{comment.id}", comment=comment)
-            for address in self.compose.staff_targets(employees, author)]
+            kind="staff", ticket=ticket, recipient=address, texts=texts,
+            subject=self.compose.subject(getattr(texts, template), ticket), content=content,
+            event_key=f"comment{comment.id}", comment=comment,
+            reply_to_ids=[root, *earlier.get(address, [])],
+            attachments=[f.id for f in attached])
+            for address in targets]
         ids = {e.email.lower(): e.id for e in employees if e.email}
         for draft in drafts:
-            self._reply_token(session, ticket, draft, ids[draft.recipient], now, new_ticket)
+            self._reply_token(session, ticket, draft, ids[draft.recipient], now, new)
         return drafts
 
     def _reply_token(self, session: Session, ticket: Ticket, draft: Draft,
@@ -140,13 +184,42 @@ class Notifier:
             token = token_for(session, ticket.id, employee_id, now, new_ticket)
             draft.headers["Reply-To"] = reply_address(mail.reply_to or mail.address, token)
 
+    def _about(self, session: Session, ticket: Ticket, comment: Comment, language: str,
+               stand_in: bool) -> str:
+        """Who wrote, from where, and what the message changed: the lines staff read first."""
+        texts = self.compose.texts_for(language)
+        person = None
+        if comment.author_kind == "contact" and comment.contact_id:
+            person = session.get(Contact, comment.contact_id)
+        elif comment.author_kind == "employee" and comment.employee_id and not stand_in:
+            person = session.get(Employee, comment.employee_id)
+        name = person.name if person is not None else None
+        address = comment.email_from or (person.email if person is not None else None)
+        company_id = getattr(person, "company_id", None) or ticket.company_id
+        company = session.get(Company, company_id) if company_id else None
+        who = f"{name} <{address}>" if name and address else (name or address or "?")
+        lines = [texts.staff_author.format(
+            author=", ".join(filter(None, [who, company.name if company else None])),
+            channel=comment.channel)]
+        action = (comment.decision or {}).get("action")
+        if action == "reopened":
+            lines.append(texts.staff_reopened.format(status=self.config.status_name(
+                _previous_status(session, ticket) or "", language)))
+        elif action == "new_ticket_after_window":
+            previous = _previous_ticket(session, ticket)
+            if previous is not None:
+                lines.append(texts.staff_follow_up.format(
+                    previous=format_marker(self.config.threading.marker, previous)))
+        return "\n".join(lines)
+
     def _queue(self, session: Session, drafts: list[Draft], now: datetime) -> list[Draft]:
         if not drafts:
             return drafts
         rows = [{"dedupe_key": d.dedupe_key[:500], "channel": d.channel, "kind": d.kind,
                  "recipient": d.recipient, "subject": d.subject, "text": d.text,
                  "html": None, "message_id": d.message_id, "headers": d.headers,
-                 "ticket_id": d.ticket_id, "comment_id": d.comment_id, "state": "queued",
+                 "ticket_id": d.ticket_id, "comment_id": d.comment_id,
+                 "attachments": d.attachments or None, "state": "queued",
                  "attempts": 0, "next_attempt_at": now, "created_at": now}
                 for d in drafts]
         insert_later(session, OutboxMessage, rows, conflict=("dedupe_key",))
@@ -177,6 +250,45 @@ def _customer(session: Session, ticket: Ticket) -> tuple[Contact | None, Company
     company_id = ticket.company_id or (contact.company_id if contact else None)
     company = session.get(Company, company_id) if company_id else None
     return contact, company
+
+
+def _files(session: Session, comment_id: int | None) -> list:
+    """The comment's attachments (without their content)."""
+    if comment_id is None:
+        return []
+    table = Attachment.__table__
+    return session.execute(
+        select(table.c.id, table.c.filename, table.c.size, table.c.stored)
+        .where(table.c.comment_id == comment_id).order_by(table.c.id)).all()
+
+
+def _staff_thread(session: Session, ticket: Ticket) -> dict[str, list[str]]:
+    """Per staff address, our latest notifications of this ticket to it, oldest first."""
+    table = OutboxMessage.__table__
+    rows = session.execute(
+        select(table.c.recipient, table.c.message_id)
+        .where(table.c.ticket_id == ticket.id, table.c.kind == "staff")
+        .order_by(table.c.id.desc()).limit(STAFF_THREAD * 20)).all()
+    rows += [(r["recipient"], r["message_id"]) for r in pending_rows(session, OutboxMessage)
+             if r["ticket_id"] == ticket.id and r["kind"] == "staff"][::-1]
+    thread: dict[str, list[str]] = {}
+    for recipient, message_id in rows:
+        ids = thread.setdefault(recipient, [])
+        if message_id and len(ids) < STAFF_THREAD:
+            ids.insert(0, message_id)
+    return thread
+
+
+def _previous_status(session: Session, ticket: Ticket) -> str | None:
+    return session.scalar(select(StatusChange.from_status)
+                          .where(StatusChange.ticket_id == ticket.id)
+                          .order_by(StatusChange.id.desc()).limit(1))
+
+
+def _previous_ticket(session: Session, ticket: Ticket) -> int | None:
+    return session.scalar(select(Ticket.number).join(
+        TicketLink, TicketLink.linked_id == Ticket.id).where(
+        TicketLink.ticket_id == ticket.id, TicketLink.relation == "follows"))
 
 
 def _thread(session: Session, ticket: Ticket) -> list[str]:

@@ -31,6 +31,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import OutboxConfig, parse_window
+from helpgate.outbound.attachments import load_files
 from helpgate.outbound.base import DeliveryResult, Outgoing, Transport
 from helpgate.ticketstore.models import OutboxMessage
 from helpgate.ticketstore.repository import Store
@@ -55,9 +56,11 @@ def claim(session: Session, channels: list[str], now: datetime, lease: timedelta
     if rows:
         session.execute(update(OUTBOX).where(OUTBOX.c.id.in_([r.id for r in rows]))
                         .values(state="claimed", next_attempt_at=now + lease))
+    files = load_files(session, rows)
     return [Outgoing(id=r.id, channel=r.channel, kind=r.kind, recipient=r.recipient,
                      subject=r.subject, text=r.text, html=r.html, message_id=r.message_id,
-                     headers=dict(r.headers or {})) for r in rows]
+                     headers=dict(r.headers or {}), attachments=files.get(r.id, ()))
+            for r in rows]
 
 
 def mark_sending(session: Session, outbox_id: int) -> bool:

@@ -37,6 +37,12 @@ def make_message_id(number: int | None, domain: str) -> str:
     return f"<{MESSAGE_ID_PREFIX}{ticket}.{secrets.token_hex(8)}@{domain}>"
 
 
+def thread_root(number: int, domain: str) -> str:
+    """The ticket's thread root: no mail has this Message-ID, every notification of the
+    ticket names it in References (so clients group them); it maps back to the ticket."""
+    return f"<{MESSAGE_ID_PREFIX}{number}.0@{domain}>"
+
+
 @lru_cache(maxsize=16)
 def _own_id_pattern(domain: str) -> re.Pattern:
     return re.compile(rf"^<{MESSAGE_ID_PREFIX}(\d{{1,18}})\.[0-9a-f]+@{re.escape(domain)}>$", re.I)

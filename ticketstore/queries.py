@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
 from helpgate.ticketstore.models import (
+    Attachment,
     Comment,
     Company,
     Contact,
@@ -84,7 +85,8 @@ def _comment(session: Session, comment: Comment) -> dict:
         "author": {"kind": comment.author_kind, "email": person.email if person else None,
                    "name": person.name if person else None},
         "public": comment.public, "channel": comment.channel, "text": comment.text,
-        "attachments": [{"filename": a.filename, "size": a.size, "stored": a.stored,
+        "attachments": [{"id": a.id, "filename": a.filename, "size": a.size,
+                         "stored": a.stored,
                          "content_type": a.content_type} for a in comment.attachments],
         "message_id": comment.message_id, "from": comment.email_from,
         "created_at": iso(comment.created_at),
@@ -92,6 +94,14 @@ def _comment(session: Session, comment: Comment) -> dict:
         # Why mail in an employee's name was kept as a private note (None: it was not).
         "unverified": (comment.decision or {}).get("unverified"),
     }
+
+
+def attachment_content(session: Session, attachment_id: int) -> tuple[str, bytes | None] | None:
+    """A stored attachment's name as sent and its content (None: over the size limit)."""
+    row = session.get(Attachment, attachment_id)
+    if row is None:
+        return None
+    return row.filename, (row.data if row.stored else None)
 
 
 def ticket_list(session: Session, config: Config, status: str | None = None,

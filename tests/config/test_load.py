@@ -47,7 +47,7 @@ def test_defaults_without_any_file(monkeypatch):
     monkeypatch.delenv("HELPGATE_CONFIG", raising=False)
     monkeypatch.delenv("HELPGATE_DATABASE_URL", raising=False)
     config = load_config()
-    assert config.language == "ru"
+    assert (config.language, config.fallback_language) == ("auto", "en")
     assert config.database.url.startswith("sqlite")
     assert config.reopen.window_for("question", "email") == (timedelta(days=7), "reopen.default")
 

@@ -207,7 +207,8 @@ def test_charsets_and_html_become_readable_text(hg, fixture, words):
 def test_rfc2231_cyrillic_attachment_name_is_decoded(hg):
     result = hg.ingest("attachment_rfc2231_thunderbird.eml")
     attachments = hg.ticket(result["ticket"])["comments"][0]["attachments"]
-    assert attachments == [{"filename": "Ошибка принтера.pdf", "size": 45, "stored": True,
+    assert attachments == [{"id": 1, "filename": "Ошибка принтера.pdf", "size": 45,
+                            "stored": True,
                             "content_type": "application/pdf"}]
 
 
