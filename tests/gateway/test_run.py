@@ -27,7 +27,8 @@ def test_run_starts_applies_timers_and_stops_on_sigterm(tmp_path):
     mail = tmp_path / "m.eml"
     mail.write_bytes(b"From: ivan@romashka.ru\nSubject: help\nMessage-ID: <r1@x>\n\nhello\n")
     subprocess.run([HELPGATE, "ingest", str(mail)], env=env, check=True, capture_output=True)
-    until = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 2))
+    # Far enough ahead for a `helpgate status` start-up on a busy machine.
+    until = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 10))
     subprocess.run([HELPGATE, "status", "1", "pending", "--until", until], env=env,
                    check=True, capture_output=True)
     gateway = subprocess.Popen([HELPGATE, "run", "--timer-interval", "0.2"], env=env,
