@@ -319,6 +319,10 @@ class TicketConfig(Section):
         return self
 
 
+# The rules that find a mail's ticket and author, which staff_auth then checks.
+_STAFF_AUTH_AFTER = ("subject_marker", "references", "sender_identity")
+
+
 class ThreadingConfig(Section):
     # Subject marker; `{number}` is the ticket number (R-TH-1).
     marker: str = "[#{number}]"
@@ -353,6 +357,12 @@ class ThreadingConfig(Section):
                 raise ValueError(f"unknown rule {name!r}; known: {', '.join(sorted(RULES))}")
         if len(set(value)) != len(value):
             raise ValueError("a rule is listed twice")
+        if "staff_auth" in value:
+            before = [name for name in _STAFF_AUTH_AFTER
+                      if name in value and value.index(name) > value.index("staff_auth")]
+            if before:
+                raise ValueError(f"staff_auth must come after {', '.join(before)}: it checks "
+                                 "the author of a mail on the ticket they found")
         return value
 
     @field_validator("throttle_window")

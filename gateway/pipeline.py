@@ -255,6 +255,7 @@ class Pipeline:
                             inbound=inbound_id)
             return _finish(session, inbound_id, "quarantined", result, now, meta, finishing)
         ctx = Context(message=message, config=self.config, now=now, replay=replay,
+                      history=self.quiet,
                       ticket_type=ticket_type or self.config.tickets.default_type)
         directory = SessionDirectory(session, settle=lambda t: self._settle(session, t, now))
         decide(ctx, directory)

@@ -168,7 +168,8 @@ class Dovecot:
             status, data = client.uid("FETCH", "1:*", "(FLAGS)")
             found = {}
             for line in data:
-                if not line:
+                # An unsolicited FETCH (another session's flag change) carries no UID.
+                if not isinstance(line, bytes) or b"UID " not in line:
                     continue
                 text = line.decode()
                 uid = int(text.split("UID ")[1].split()[0].rstrip(")"))

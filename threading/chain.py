@@ -43,6 +43,10 @@ def decide(ctx: Context, directory: Directory) -> Context:
         RULES[name].apply(ctx, directory)
         if ctx.stopped:
             return ctx
+    if staff_auth.NAME not in ctx.config.threading.rules:
+        # Who may speak as staff is not optional: a rule list written before the rule
+        # existed still gets the check, so a forged From is never relayed as staff's.
+        staff_auth.apply(ctx, directory)
     decision = ctx.decision
     if decision.text is None:
         decision.text = ctx.message.text

@@ -91,6 +91,9 @@ class Context:
     ticket_type: str
     # An admin replays a quarantined message: limits that quarantined it do not apply.
     replay: bool = False
+    # An admin imports a mailbox's history (helpgate import): its employees' mail is
+    # staff's as it was then, though it carries no reply token of ours.
+    history: bool = False
     decision: Decision = field(default_factory=Decision)
     fired: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

@@ -166,3 +166,38 @@ def test_revoke_bad_input_is_one_line_and_changes_nothing(desk):
     code, _, err = desk.run("staff", "revoke", "anna@helpgate.test", "--ticket", "99")
     assert (code, err.strip()) == (1, "helpgate: error: no ticket 99")
     assert_relayed(desk, desk.ingest(employee_mail(reply_to_of(desk, "anna@helpgate.test"))))
+
+
+OLD_RULES = ('[threading]\nrules = ["own_address", "bounce", "auto_reply", "throttle", '
+             '"subject_marker", "references", "sender_identity", "company_domain", '
+             '"unknown_sender", "quote_strip", "waiting_for_customer", "reopen_policy"]\n')
+
+
+def test_a_rule_list_written_before_staff_auth_still_checks_staff(desk):
+    """Configs list their rules; one written before the rule existed must not let a
+    forged From through as staff's answer."""
+    desk.configure(OLD_RULES)
+    result = desk.ingest(employee_mail("support@helpgate.localhost"))
+    assert_kept_private(desk, result, "did not come through your reply address")
+
+
+def test_staff_auth_before_the_rules_that_find_the_author_is_refused(desk):
+    desk.configure('[threading]\nrules = ["staff_auth", "subject_marker", "sender_identity"]\n')
+    code, out, err = desk.run("tickets")
+    assert code == 1 and "staff_auth must come after subject_marker, sender_identity" in err
+
+
+def test_imported_history_keeps_its_staff_answers_public(hg, tmp_path):
+    """An admin's `helpgate import` of the old mailbox: the employees' answers in it were
+    staff's then and stay so, though they carry no token of ours."""
+    import mailbox
+    box = mailbox.mbox(str(tmp_path / "history.mbox"))
+    box.add(template("new_request_gmail_ru.eml"))
+    box.add(employee_mail("support@helpgate.localhost"))
+    box.flush()
+    box.close()
+    code, out, err = hg.run("import", "mbox", str(tmp_path / "history.mbox"), "--no-progress")
+    assert code == 0, err
+    comments = hg.ticket(1)["comments"]
+    assert [(c["author"]["email"], c["public"], c["unverified"]) for c in comments] == [
+        ("ivan@romashka.ru", True, None), ("anna@helpgate.test", True, None)]

@@ -67,15 +67,25 @@ async def test_the_cap_holds_within_one_batch(store, relay, clock):
 
 
 @pytest.mark.parametrize("subject", ["Автоматический ответ: Принтер", "Out of Office: Printer",
-                                     "Abwesenheitsnotiz: Drucker", "Auto: Printer"])
+                                     "Abwesenheitsnotiz: Drucker", "Automatic reply: Printer"])
 async def test_out_of_office_without_headers_gets_nothing(subject, store, relay, clock):
-    """An auto-responder that sets no RFC 3834 header: no ticket, no answer, no loop."""
+    """An auto-responder that sets no RFC 3834 header: its notice back to our
+    acknowledgement is ignored; a fresh mail with such a subject is kept as a request but
+    never answered. Either way nothing goes out to it: no loop."""
     config = relay_config(relay)
     pipeline = Pipeline(config, store, clock)
-    results = [await pipeline.ingest_email(mail(subject=subject, body=f"Away {n}."))
-               for n in range(3)]
+    fresh = [await pipeline.ingest_email(mail(sender="robot@lyutik.ru", subject=subject,
+                                              body=f"Away {n}.")) for n in range(3)]
+    assert {r.action for r in fresh} == {"new_ticket"}
+    request = await pipeline.ingest_email(mail(subject="Принтер"))
     await send_all(store, config, clock)
-    assert {r.action for r in results} == {"ignored"} and relay.received == []
+    [ack] = relay.received
+    back = await pipeline.ingest_email(mail(
+        subject=f"{subject} {ack.message['Subject']}", body="Я в отпуске.",
+        in_reply_to=ack.message["Message-ID"]))
+    assert back.action == "ignored" and request.action == "new_ticket"
+    await send_all(store, config, clock)
+    assert recipients(relay) == ["ivan@romashka.ru"]
 
 
 async def test_list_mail_opens_a_ticket_that_only_staff_hear_of(store, relay, clock):

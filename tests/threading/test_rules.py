@@ -100,27 +100,50 @@ def test_people_are_not_robots(headers):
     assert not ctx.stopped
 
 
-@pytest.mark.parametrize("subject", [
+OUT_OF_OFFICE_SUBJECTS = [
     "Автоматический ответ: Не печатает принтер", "Автоответ: Принтер", "Автоответ",
-    "Отсутствую в офисе", "Отсутствую в офисе: Принтер", "Недоступен: Принтер",
-    "Нет на месте", "Out of Office: Printer", "Out of office", "OUT OF OFFICE!",
+    "Отсутствую в офисе", "Отсутствую в офисе: Принтер", "Вне офиса: Принтер",
+    "Out of Office: Printer", "Out of office", "OUT OF OFFICE!",
     "Out of Office AutoReply: Printer", "Automatic reply: Printer", "Auto reply: Printer",
-    "Auto-Reply: Printer", "Autoreply", "AutoReply: Printer", "Auto: Printer",
+    "Auto-Reply: Printer", "Autoreply", "AutoReply: Printer",
     "Auto Response: Printer", "Abwesenheitsnotiz: Drucker", "Abwesenheitsnotiz",
     "Automatische Antwort: Drucker", "Réponse automatique : Imprimante",
     "自动回复: 打印机",
-])
-def test_out_of_office_subjects_without_headers_are_ignored(subject):
-    ctx = context(subject=subject)
+]
+
+
+@pytest.mark.parametrize("subject", OUT_OF_OFFICE_SUBJECTS)
+def test_out_of_office_subjects_answering_our_mail_are_ignored(subject):
+    """A robot's notice back to our acknowledgement: our Message-ID in In-Reply-To (the
+    marker alone does as well, tested below)."""
+    ctx = context(subject=subject, in_reply_to=("<hg12.ab12@helpgate.localhost>",))
     auto_reply.apply(ctx, FakeDirectory())
     assert ctx.decision.action == Action.IGNORED and ctx.fired == ["auto_reply"]
     assert "subject" in ctx.decision.reason
 
 
+def test_an_out_of_office_subject_with_our_marker_is_ignored():
+    ctx = context(subject="Автоматический ответ: [#12] Не печатает принтер")
+    auto_reply.apply(ctx, FakeDirectory())
+    assert ctx.decision.action == Action.IGNORED
+
+
+@pytest.mark.parametrize("subject", [*OUT_OF_OFFICE_SUBJECTS, "Autoreply: how to configure?",
+                                     "Out of office: как настроить?"])
+def test_a_new_mail_with_such_a_subject_is_stored_but_never_acknowledged(subject):
+    """A subject alone is weak evidence: a customer may ask about auto-replies. Not
+    acknowledging it is what breaks a loop; nothing is lost."""
+    ctx = context(subject=subject)
+    auto_reply.apply(ctx, FakeDirectory())
+    assert not ctx.stopped and ctx.fired == ["auto_reply"]
+    assert ctx.decision.no_acknowledgement.startswith("perhaps an auto-reply")
+
+
 @pytest.mark.parametrize("subject", [
     "Out of office setting does not work", "Автоответ не включается в Outlook",
     "Re: Automatic reply: Printer", "Fwd: Out of Office: Printer", "Automation question",
-    "Autumn schedule", "Недоступен сервер 1С",
+    "Autumn schedule", "Недоступен сервер 1С", "Auto: не заводится", "Недоступен",
+    "Нет на месте: картридж", "Abwesend", "Отсутствую",
 ])
 def test_subjects_about_auto_replies_are_people(subject):
     ctx = context(subject=subject)

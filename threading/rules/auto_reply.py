@@ -4,14 +4,18 @@ Header signals per RFC 3834 and the de-facto headers of Exchange, Yandex and mai
 software (PROTOCOLS.md): answering a robot is how mail loops start. Many out-of-office
 notices carry none of them, so their subjects are recognised too, in the languages we
 support: the client's phrase opens the subject and is followed by a colon (then the
-original subject) or nothing. Mail from a mailing list (List-Id, List-Unsubscribe) is a
-person's words and is stored, but a list never gets an acknowledgement.
+original subject) or nothing. A subject is weaker evidence than a header — a customer may
+well write "Autoreply: how do I set it up?" — so it alone ignores a mail only when that
+mail answers one of ours (the notice a robot sends back); a new mail with such a subject
+is stored as a request, never acknowledged. Mail from a mailing list (List-Id,
+List-Unsubscribe) is a person's words and is stored, but never acknowledged.
 """
 
 import re
 
 from helpgate.threading.context import Action, Context
 from helpgate.threading.directory import Directory
+from helpgate.threading.markers import is_own_message_id, marker_numbers
 
 NAME = "auto_reply"
 DESCRIPTION = "ignore auto-replies, out-of-office notices and bulk mail"
@@ -22,14 +26,14 @@ _SUPPRESS_AUTO = {"all", "oof", "autoreply"}
 # Yandex and Mail.ru in Russian, English, German and the other supported languages.
 OUT_OF_OFFICE = (
     "автоматический ответ", "автоответ", "автоответчик", "отсутствую в офисе",
-    "отсутствую на рабочем месте", "отсутствую", "недоступен", "нет на месте", "вне офиса",
+    "отсутствую на рабочем месте", "вне офиса",
     "out of office", "out of office autoreply", "out of the office", "automatic reply",
     "auto reply", "auto-reply", "autoreply", "auto response", "auto-response",
-    "autoresponse", "automated response", "auto", "away from the office",
-    "abwesenheitsnotiz", "automatische antwort", "abwesend", "nicht im büro",
+    "autoresponse", "automated response", "away from the office",
+    "abwesenheitsnotiz", "automatische antwort", "nicht im büro",
     "réponse automatique", "absent du bureau", "respuesta automática",
     "fuera de la oficina", "risposta automatica", "fuori sede", "automatisch antwoord",
-    "afwezig", "autosvar", "fraværende", "frånvarande", "automaattinen vastaus",
+    "autosvar", "fraværende", "frånvarande", "automaattinen vastaus",
     "poza biurem", "odpowiedź automatyczna", "automatická odpověď", "otomatik yanıt",
     "автоматична відповідь", "自动回复", "自動回覆", "自動応答", "자동 회신",
 )
@@ -73,11 +77,28 @@ def list_signal(headers: dict[str, str]) -> str | None:
     return None
 
 
+def answers_us(ctx: Context) -> bool:
+    """Whether the mail carries our marker or answers one of our Message-IDs."""
+    message, config = ctx.message, ctx.config
+    if marker_numbers(config.threading.marker, message.subject):
+        return True
+    domain = config.mail.message_id_domain
+    return any(is_own_message_id(mid, domain)
+               for mid in (*message.in_reply_to, *message.references))
+
+
 def apply(ctx: Context, directory: Directory) -> None:
-    found = signal(ctx.message.headers) or subject_signal(ctx.message.subject)
+    found = signal(ctx.message.headers)
     if found:
         ctx.stop(NAME, Action.IGNORED, f"auto-reply ({found})")
         return
+    by_subject = subject_signal(ctx.message.subject)
+    if by_subject and answers_us(ctx):
+        ctx.stop(NAME, Action.IGNORED, f"auto-reply to our mail ({by_subject})")
+        return
+    if by_subject:
+        ctx.decision.no_acknowledgement = f"perhaps an auto-reply ({by_subject})"
+        ctx.fire(NAME, f"perhaps an auto-reply ({by_subject}): stored, never acknowledged")
     mailing_list = list_signal(ctx.message.headers)
     if mailing_list:
         ctx.decision.no_acknowledgement = f"mailing list ({mailing_list})"

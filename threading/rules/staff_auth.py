@@ -28,6 +28,9 @@ def apply(ctx: Context, directory: Directory) -> None:
     if author is None or author.kind != "employee" or ticket is None \
             or ctx.decision.stand_in_author:
         return
+    if ctx.history:
+        ctx.fire(NAME, f"{author.email}: mailbox history imported by an admin")
+        return
     headers = header_block(ctx.message.raw)
     proof, problem = _token(ctx, directory, author, ticket, headers)
     if proof is None:
