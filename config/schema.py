@@ -550,6 +550,12 @@ class Config(Section):
                                  f"tickets.types {self.tickets.types}")
         return self
 
+    @property
+    def staff_language(self) -> str:
+        """The language staff notifications are written in: the configured one, or the
+        fallback with "auto" (the team's language is not judged from a customer's)."""
+        return self.fallback_language if self.language == "auto" else self.language
+
     def customer_language(self, *texts: str | None) -> str:
         """The language to write to a customer in, judged from their own words."""
         if self.language != "auto":

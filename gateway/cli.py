@@ -148,10 +148,10 @@ _ID_OF = {"outbox": "outbox message", "quarantine": "quarantined message"}
 
 def _check_numbers(args: argparse.Namespace) -> None:
     """A ticket number or id no row can have is "not found", not a database error."""
-    for name in ("number", "id"):
+    for name in ("number", "ticket", "id"):
         value = getattr(args, name, None)
         if isinstance(value, int) and not 1 <= value <= MAX_NUMBER:
-            what = "ticket" if name == "number" else _ID_OF.get(args.command, "record")
+            what = "ticket" if name != "id" else _ID_OF.get(args.command, "record")
             raise CliError(f"no {what} {value}")
 
 

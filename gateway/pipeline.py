@@ -78,6 +78,8 @@ class Result:
     rules: list[str] = field(default_factory=list)
     reason: str | None = None
     inbound: int | None = None
+    # A duplicate of a message kept but never decided: decide it now (not in the JSON).
+    undecided: bool = False
 
     def as_dict(self) -> dict:
         # By hand: dataclasses.asdict deep-copies, and this runs for every message.
@@ -127,7 +129,7 @@ class Pipeline:
             log.exception("batch of %d messages failed; taking them one by one", len(messages))
             results = [await self._ingest_carefully(m, ticket_type) for m in messages]
         for index, result in enumerate(results):
-            if result.action == Action.DUPLICATE and result.reason.endswith(_UNDECIDED):
+            if result.action == Action.DUPLICATE and result.undecided:
                 # A second delivery of a message kept but never decided (a failure after
                 # its raw commit): decide it now rather than answer "duplicate".
                 results[index] = await self._process(result.inbound, messages[index],
@@ -147,7 +149,10 @@ class Pipeline:
         # and the batch's senders are looked up in one go.
         kept = keep_raw_many(session, messages)
         senders = [m.sender_email for m in messages]
-        if self.config.threading.throttle_max > 0:
+        if self.config.threading.throttle_max > 0 or \
+                self.config.notifications.max_acknowledgements_per_hour > 0:
+            # The throttle and the acknowledgement cap count per sender under a lock;
+            # taken here in one order, two instances' batches never wait in a circle.
             lock_senders(session, senders)
         prefetch_directory(session, senders)
         defer_writes(session)
@@ -459,13 +464,9 @@ def _record_bounce(session: Session, inbound_id: int, message: InboundMessage,
         diagnostic=report.diagnostic if report else None, created_at=now))
 
 
-_UNDECIDED = "(received)"
-
-
 def _duplicate_result(session: Session, inbound_id: int,
                       earlier: Result | None = None) -> Result:
-    """A second copy; `earlier` is the first copy's result when this batch decided it.
-    A reason ending in _UNDECIDED marks a first copy that was never decided."""
+    """A second copy; `earlier` is the first copy's result when this batch decided it."""
     if earlier is not None:
         ticket, state = earlier.ticket, _STATE_OF.get(earlier.action, "processed")
     else:
@@ -473,7 +474,7 @@ def _duplicate_result(session: Session, inbound_id: int,
         ticket, state = (row.result or {}).get("ticket"), row.state
     return Result(action=Action.DUPLICATE, ticket=ticket, comment=None, rules=[],
                   reason=f"already received as inbound message {inbound_id} ({state})",
-                  inbound=inbound_id)
+                  inbound=inbound_id, undecided=state == "received")
 
 
 def _finish_if_received(session: Session, inbound_id: int, result: Result, now: datetime,

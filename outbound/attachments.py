@@ -18,8 +18,10 @@ from sqlalchemy.orm import Session
 from helpgate.outbound.base import OutgoingFile
 from helpgate.ticketstore.models import Attachment
 
-# Control characters (NUL included) and what Windows refuses in a name.
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029<>:"|?*]')
+# Control characters (NUL included), what Windows refuses in a name, and the bidi
+# controls that make "\u202egnp.exe" show as "exe.png".
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e'
+                     r'\u2066-\u2069<>:"|?*]')
 _SEPARATORS = re.compile(r"[/\\]+")
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{n}" for n in range(10)),
              *(f"lpt{n}" for n in range(10))}

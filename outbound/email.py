@@ -73,7 +73,10 @@ class EmailTransport:
         """The MIME message. Every header value is cleaned and encoded in
         outbound/headers.py, so no value stored in the row can stop delivery."""
         mail = self.config.mail
-        mime = EmailMessage(policy=headers.POLICY)
+        # An internationalised address (RFC 6531/6532) travels as UTF-8, not encoded words.
+        international = not _ascii(message.recipient, mail.address)
+        mime = EmailMessage(policy=headers.POLICY.clone(utf8=True) if international
+                            else headers.POLICY)
         name, address = _sender(message.headers.get("From"), mail.display_name, mail.address)
         headers.set_address(mime, "From", name, address)
         mime["To"] = headers.clean(message.recipient)
@@ -105,13 +108,19 @@ class EmailTransport:
 
     async def send(self, message: Outgoing) -> DeliveryResult:
         relay = self.relay
+        options = [] if _ascii(message.recipient, self.config.mail.address) else ["SMTPUTF8"]
         try:
             await aiosmtplib.send(
                 self.build(message).as_bytes(), sender=self.config.mail.address,
-                recipients=[message.recipient], hostname=relay.host, port=relay.port,
+                recipients=[message.recipient], mail_options=options,
+                hostname=relay.host, port=relay.port,
                 username=relay.username or None, password=relay.password or None,
                 use_tls=relay.security == "tls", start_tls=relay.security == "starttls",
                 tls_context=self._tls, timeout=relay.timeout)
+        except aiosmtplib.SMTPNotSupported as exc:
+            return DeliveryResult.failed(f"relay {relay.host}:{relay.port} cannot take this "
+                                         f"mail: {exc} (an internationalised address needs "
+                                         "a relay that offers SMTPUTF8)")
         except aiosmtplib.SMTPRecipientsRefused as exc:
             return _by_code(exc.recipients[0].code, exc.recipients[0].message)
         except aiosmtplib.SMTPResponseException as exc:
@@ -123,6 +132,10 @@ class EmailTransport:
 
     async def close(self) -> None:
         """Each send opens its own connection: nothing to close."""
+
+
+def _ascii(*addresses: str) -> bool:
+    return all(address.isascii() for address in addresses)
 
 
 def _structured(mime: EmailMessage, name: str, value: str) -> None:

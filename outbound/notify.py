@@ -27,7 +27,7 @@ from helpgate.ticketstore.models import (
     Ticket,
     TicketLink,
 )
-from helpgate.ticketstore.repository import insert_later, pending_rows
+from helpgate.ticketstore.repository import insert_later, lock_senders, pending_rows
 from helpgate.ticketstore.staff_tokens import token_for
 
 log = logging.getLogger("helpgate.notify")
@@ -59,8 +59,7 @@ class Notifier:
                                               marker=self.compose.marker(ticket)),
                 event_key=f"ticket{ticket.id}", comment=comment, quoted=comment.text,
                 reply_to_ids=[inbound_id] if inbound_id else None, auto="auto-replied"))
-        drafts += self._staff(session, ticket, comment, language, "staff_new_subject", now,
-                              new=True)
+        drafts += self._staff(session, ticket, comment, "staff_new_subject", now, new=True)
         return self._queue(session, drafts, now)
 
     def comment(self, session: Session, ticket: Ticket, comment: Comment,
@@ -75,9 +74,8 @@ class Notifier:
             if comment.public:
                 drafts += self._to_customer(session, ticket, comment)
         else:
-            language = self.config.customer_language(ticket.subject, comment.text)
-            drafts += self._staff(session, ticket, comment, language,
-                                  "staff_comment_subject", now, stand_in=not from_staff)
+            drafts += self._staff(session, ticket, comment, "staff_comment_subject", now,
+                                  stand_in=not from_staff)
         return self._queue(session, drafts, now)
 
     def _to_customer(self, session: Session, ticket: Ticket, comment: Comment) -> list[Draft]:
@@ -116,7 +114,7 @@ class Notifier:
                          now: datetime) -> list[Draft]:
         """Tell an employee (at the directory's address, never a Reply-To the mail named)
         that mail in their name was kept as a private note, and why (staff_auth)."""
-        texts = self.compose.texts_for(self.config.customer_language(comment.text))
+        texts = self.compose.texts_for(self.config.staff_language)
         draft = self.compose.email(
             kind="unverified", ticket=ticket, recipient=employee_email, texts=texts,
             subject=self.compose.subject(texts.staff_unverified_subject, ticket),
@@ -140,10 +138,12 @@ class Notifier:
         """The customer's mails on the ticket, or the ticket's thread root without any."""
         return _thread(session, ticket) or [self.compose.thread_root(ticket)]
 
-    def _staff(self, session: Session, ticket: Ticket, comment: Comment, language: str,
+    def _staff(self, session: Session, ticket: Ticket, comment: Comment,
                template: str, now: datetime, new: bool = False,
                stand_in: bool = False) -> list[Draft]:
-        """Employees hear who wrote what (with the files), threaded per ticket."""
+        """Employees hear who wrote what (with the files), threaded per ticket, in the
+        team's language."""
+        language = self.config.staff_language
         # One query per transaction, not per comment: a batch shares the list.
         employees = session.info.get("employees")
         if employees is None:
@@ -232,6 +232,8 @@ def _ack_allowed(session: Session, address: str, limit: int, now: datetime) -> b
     transaction has queued but not yet written."""
     if not limit:
         return True
+    # Counted under the address's lock, so two instances take turns (PostgreSQL).
+    lock_senders(session, [address])
     since = now - ACK_WINDOW
     table = OutboxMessage.__table__
     count = session.scalar(select(func.count()).select_from(table).where(
@@ -265,12 +267,13 @@ def _files(session: Session, comment_id: int | None) -> list:
 def _staff_thread(session: Session, ticket: Ticket) -> dict[str, list[str]]:
     """Per staff address, our latest notifications of this ticket to it, oldest first."""
     table = OutboxMessage.__table__
-    rows = session.execute(
+    # Newest first: this transaction's queued rows, then the stored ones.
+    rows = [(r["recipient"], r["message_id"]) for r in pending_rows(session, OutboxMessage)
+            if r["ticket_id"] == ticket.id and r["kind"] == "staff"][::-1]
+    rows += session.execute(
         select(table.c.recipient, table.c.message_id)
         .where(table.c.ticket_id == ticket.id, table.c.kind == "staff")
         .order_by(table.c.id.desc()).limit(STAFF_THREAD * 20)).all()
-    rows += [(r["recipient"], r["message_id"]) for r in pending_rows(session, OutboxMessage)
-             if r["ticket_id"] == ticket.id and r["kind"] == "staff"][::-1]
     thread: dict[str, list[str]] = {}
     for recipient, message_id in rows:
         ids = thread.setdefault(recipient, [])

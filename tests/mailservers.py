@@ -84,8 +84,9 @@ class Relay:
     """An SMTP relay on 127.0.0.1: plain, STARTTLS (with AUTH) or implicit TLS."""
 
     def __init__(self, security: str = "none", certificate: Certificate | None = None,
-                 login: tuple[str, str] | None = None) -> None:
+                 login: tuple[str, str] | None = None, smtputf8: bool = True) -> None:
         self.security = security
+        self.smtputf8 = smtputf8
         self.certificate = certificate
         self.login = login
         self.handler = RelayHandler()
@@ -114,8 +115,8 @@ class Relay:
         with warnings.catch_warnings():
             # aiosmtpd warns of AUTH without STARTTLS; under implicit TLS that is wrong.
             warnings.simplefilter("ignore", UserWarning)
-            protocol = SMTP(self.handler, hostname="relay.test", enable_SMTPUTF8=True,
-                            **options)
+            protocol = SMTP(self.handler, hostname="relay.test",
+                            enable_SMTPUTF8=self.smtputf8, **options)
         self._protocols.append(protocol)
         return protocol
 

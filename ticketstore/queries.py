@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
@@ -20,6 +20,7 @@ from helpgate.ticketstore.models import (
     DeliveryReport,
     Employee,
     InboundMessage,
+    InboundRaw,
     OutboxMessage,
     StatusChange,
     Ticket,
@@ -153,12 +154,14 @@ def quarantine_list(session: Session, now: datetime | None = None) -> list[dict]
     now = now or datetime.now(timezone.utc)
     stuck = (InboundMessage.state == "received") & (
         InboundMessage.received_at < now - STUCK_AFTER)
-    rows = session.scalars(select(InboundMessage).where(
+    size = select(func.length(InboundRaw.raw)).where(
+        InboundRaw.inbound_id == InboundMessage.id).scalar_subquery()
+    rows = session.execute(select(InboundMessage, size).where(
         (InboundMessage.state == "quarantined") | stuck).order_by(InboundMessage.id)).all()
     return [{"id": r.id, "channel": r.channel,
              "reason": r.reason if r.state == "quarantined" else UNDECIDED,
-             "sender": r.sender, "received_at": iso(r.received_at), "size": len(r.raw),
-             "dedupe_key": r.dedupe_key, "state": r.state} for r in rows]
+             "sender": r.sender, "received_at": iso(r.received_at), "size": length or 0,
+             "dedupe_key": r.dedupe_key, "state": r.state} for r, length in rows]
 
 
 def directory_list(session: Session) -> dict:

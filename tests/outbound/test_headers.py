@@ -135,3 +135,35 @@ async def test_a_row_with_broken_header_values_is_still_delivered(relay):
     assert received["Bcc"] is None and sent.rcpt_tos == ["ivan@romashka.ru"]
     assert received["References"] == "<ok@client.example>"
     assert received["From"].addresses[0].addr_spec == "support@helpgate.localhost"
+
+
+IDN = "иван@пример.рф"
+
+
+async def test_a_customer_with_an_internationalised_address_gets_the_acknowledgement(
+        store, relay, clock):
+    """Issue #14 makes `иван@пример.рф` a contact; the answer must reach that address:
+    SMTPUTF8 and a UTF-8 To (RFC 6531/6532), not encoded words no server can route."""
+    config = relay_config(relay)
+    raw = f"From: Иван <{IDN}>\r\nSubject: Принтер\r\nMessage-ID: <i@x>\r\n\r\nНе печатает\r\n"
+    assert (await Pipeline(config, store, clock).ingest_email(raw.encode())).action == \
+        "new_ticket"
+    await deliver(store, config, clock)
+    [received] = relay.received
+    assert received.rcpt_tos == [IDN]
+    parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert parseaddr(str(parsed["To"]))[1] == IDN
+
+
+async def test_a_relay_without_smtputf8_parks_it_saying_why(store, clock):
+    relay = await Relay(smtputf8=False).start()
+    try:
+        config = relay_config(relay)
+        raw = f"From: {IDN}\r\nSubject: s\r\nMessage-ID: <j@x>\r\n\r\nтекст\r\n".encode()
+        await Pipeline(config, store, clock).ingest_email(raw)
+        await deliver(store, config, clock)
+        [row] = await store.run(outbox_list)
+        assert row["state"] == "parked" and "SMTPUTF8" in row["last_error"]
+        assert relay.received == []
+    finally:
+        await relay.stop()

@@ -22,6 +22,8 @@ ROOT = "<hg1.0@helpgate.localhost>"
 
 
 def relay_config(relay: Relay, toml_mail: dict | None = None, **top) -> Config:
+    # A Russian team: staff notifications in Russian, customers each in their language.
+    top.setdefault("fallback_language", "ru")
     return Config(mail={"smtp": relay.smtp_config(), **(toml_mail or {})},
                   notifications={"employees": ["anna@helpgate.test"],
                                  "status_changes": ["resolved"]}, **top)
@@ -161,6 +163,18 @@ async def test_files_over_the_outgoing_limit_are_named_not_attached(desk, relay,
 
 
 # ---------------------------------------------------------------------------- language
+async def test_staff_are_written_to_in_the_teams_language_whatever_the_customer_writes(
+        desk, relay, clock):
+    config = relay_config(relay)
+    await Pipeline(config, desk, clock).ingest_email(mail(subject="Printer",
+                                                          body="It does not print."))
+    sent = await send_all(desk, config, relay, clock)
+    [staff] = [m for m in sent if m["To"] == "anna@helpgate.test"]
+    [customer] = [m for m in sent if m["To"] == "ivan@romashka.ru"]
+    assert "Пишет: Ivan Petrov" in body(staff)
+    assert "Please type your reply above this line" in body(customer)
+
+
 @pytest.mark.parametrize("language, subject, text, expected", [
     ("auto", "Printer is down", "It stopped printing.", "en"),
     ("auto", "Не печатает принтер", "Ошибка: Access denied (0x5).", "ru"),
@@ -170,7 +184,7 @@ async def test_files_over_the_outgoing_limit_are_named_not_attached(desk, relay,
 ])
 async def test_customers_are_answered_in_their_language(language, subject, text, expected,
                                                         desk, relay, clock):
-    config = relay_config(relay, language=language)
+    config = relay_config(relay, language=language, fallback_language="en")
     pipeline = Pipeline(config, desk, clock)
     await pipeline.ingest_email(mail(sender="guest@example.org", subject=subject, body=text))
     [ack] = [m for m in await send_all(desk, config, relay, clock)
