@@ -26,13 +26,8 @@ import email.utils
 import hashlib
 import logging
 import re
-import textwrap
 from datetime import datetime
 from email.message import Message
-
-from inscriptis import Inscriptis
-from inscriptis.model.config import ParserConfig
-from lxml.html import HTMLParser, document_fromstring
 
 from helpgate.channels.base import DeliveryStatus, InboundAttachment, InboundMessage
 from helpgate.channels.mail.blobs import Blobs
@@ -42,6 +37,7 @@ from helpgate.channels.mail.charsets import (
     decode_bytes,
     unsurrogate,
 )
+from helpgate.threading.quotes.html import to_text
 
 log = logging.getLogger("helpgate.parse")
 
@@ -188,23 +184,10 @@ def decode_header(value: str | None) -> str:
     return _unfold("".join(parts))
 
 
-_HTML_PARSER = HTMLParser(huge_tree=True, recover=True, remove_comments=True)
-_HTML_CONFIG = ParserConfig()
-
-
 def html_to_text(html: str) -> str:
-    """Readable text of an HTML body: paragraphs and line breaks kept, markup gone.
-
-    The tree is built with lxml's huge_tree option: without it libxml2 stops at 255
-    levels of nesting and everything deeper silently vanishes.
-    """
-    try:
-        tree = document_fromstring(html, parser=_HTML_PARSER)
-        text = Inscriptis(tree, _HTML_CONFIG).get_text()
-    except Exception:  # a document lxml or inscriptis refuses (or too deep): strip tags
-        text = re.sub(r"<[^>]+>", " ", html)
-    lines = [line.rstrip() for line in text.splitlines()]
-    return textwrap.dedent("\n".join(lines)).strip("\n")
+    """Readable text of an HTML body (threading/quotes/html.py renders it, so the quote
+    stripper reads the same lines as the comment holds)."""
+    return to_text(html)
 
 
 class _Body:

@@ -350,3 +350,11 @@ def test_history_matches_rewrapped_and_short_lines():
 def test_a_pasted_quote_at_the_very_top_of_a_top_posted_reply_stays(quote):
     paste = "> error: address in use\n> exit 1\nВот что выдаёт служба."
     assert cut(f"{paste}\n\n{quote}")[0] == paste
+
+
+def test_html_nested_past_libxml2s_depth_keeps_its_text_in_the_quote_layers():
+    """The quote layers render HTML as the parser does (one to_text): no nesting depth
+    loses the words below it (issue #14 item 10)."""
+    from helpgate.threading.quotes.html import to_text
+    html = "<html><body>" + "<div>" * 400 + "deep words" + "</div>" * 400 + "</body></html>"
+    assert "deep words" in to_text(html)

@@ -10,8 +10,10 @@ import re
 import textwrap
 
 import lxml.html
-from inscriptis import get_text
+from inscriptis import Inscriptis
+from inscriptis.model.config import ParserConfig
 from lxml import etree
+from lxml.html import document_fromstring
 
 log = logging.getLogger("helpgate.quotes")
 
@@ -64,12 +66,21 @@ def _drop_following(element) -> None:
 
 
 def to_text(html: str) -> str:
-    """Readable text of the HTML left after the cut, as the mail parser renders an HTML
-    body (inscriptis: paragraphs and line breaks kept), so the text layers and the
-    history layer read the same lines the comment would hold."""
+    """Readable text of an HTML body: paragraphs and line breaks kept, markup gone. The
+    one rendering of HTML as text, used by the mail parser for an HTML-only body and by
+    the text layers and the history layer here, so all read the same lines.
+
+    The tree is built with lxml's huge_tree option: without it libxml2 stops at 255
+    levels of nesting and everything deeper silently vanishes.
+    """
     try:
-        text = get_text(html)
-    except Exception:  # inscriptis/lxml refuse some broken documents: strip tags instead
+        tree = document_fromstring(html, parser=_HTML_PARSER)
+        text = Inscriptis(tree, _HTML_CONFIG).get_text()
+    except Exception:  # a document lxml or inscriptis refuses (or too deep): strip tags
         text = re.sub(r"<[^>]+>", " ", html)
     lines = [line.rstrip() for line in text.splitlines()]
     return textwrap.dedent("\n".join(lines)).strip("\n")
+
+
+_HTML_PARSER = lxml.html.HTMLParser(huge_tree=True, recover=True, remove_comments=True)
+_HTML_CONFIG = ParserConfig()
