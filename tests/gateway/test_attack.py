@@ -320,3 +320,21 @@ def test_quarantine_replay_and_bad_arguments_answer_in_one_line(hg):
         code, out, err = hg.run(*args)
         assert (code, out) == (1, "") and err.count("\n") == 1, (args, err)
     assert json.loads(hg.run("tickets", "--json")[1]) == []
+
+
+@pytest.mark.xfail(strict=True, reason="parse._Body reads text/plain format=flowed (RFC "
+                   "3676, Thunderbird and Apple Mail) as fixed lines: soft breaks stay, "
+                   "delsp=yes splits words, space-stuffing stays ('formatflowed' on PyPI "
+                   "decodes it)")
+async def test_format_flowed_text_is_unwrapped(pipeline, store):
+    out = await ingest(pipeline, store, attack("flowed_delsp.eml"))
+    assert out["text"] == ("The printer in room 12 stopped printing this morning.\n"
+                           "From the log: queue stuck.")
+
+
+@pytest.mark.xfail(strict=True, reason="parse.html_to_text renders with inscriptis' default "
+                   "'relaxed' CSS profile, which pads every <span> with spaces: a word or "
+                   "a phone number Word's HTML splits over spans is stored split")
+async def test_a_word_split_over_spans_stays_one_word(pipeline, store):
+    out = await ingest(pipeline, store, attack("outlook_word_split_in_spans.eml"))
+    assert out["text"] == "Принтер не печатает, звоните 8(495)123-45-67"
