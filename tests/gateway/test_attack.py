@@ -91,7 +91,7 @@ WORKS = [
     ("ok_idn_punycode.eml", "new_ticket", "puny", "body", []),
     ("ok_bare_cr.eml", "new_ticket", "bare cr", "line one\nline two", []),
     ("ok_mixed_eol.eml", "new_ticket", "mixed", "line one\nline two", []),
-    ("ok_forward_rfc822.eml", "new_ticket", "Fwd: Счёт", "Пересылаю письмо поставщика.",
+    ("ok_forward_rfc822.eml", "new_ticket", "Счёт", "Пересылаю письмо поставщика.",
      [("Счёт.eml", "message/rfc822")]),
     ("ok_smime_signed.eml", "new_ticket", "Подписанное письмо",
      "Принтер не печатает, подпись приложена.",
