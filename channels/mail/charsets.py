@@ -82,8 +82,49 @@ def decode_bytes(data: bytes, declared: str | None) -> str:
     candidates = [_SUPERSET.get(codec, codec)] if codec else []
     if "utf-8" not in candidates:
         candidates.append("utf-8")
-    return (_decode_first(data, candidates) or _detected(data)
-            or _lines(data.decode(FALLBACK, errors="replace")))
+    return (_decode_first(data, candidates)
+            or (_mostly_utf8(data) if codec in (None, "utf-8") else None)
+            or _detected(data) or _lines(data.decode(FALLBACK, errors="replace")))
+
+
+def _mostly_utf8(data: bytes) -> str | None:
+    """UTF-8 text with a few bytes that are not (a disclaimer a mail filter appended in
+    windows-1251, a body cut inside a character): the UTF-8 stays UTF-8 and only the
+    stray bytes are read otherwise. None when UTF-8 is not the text's main encoding."""
+    # Adjacent stray bytes are one stretch of legacy text (a word of the disclaimer).
+    text = data.decode("utf-8", "helpgate-stray").replace("\uffff\ufffe", "")
+    stray = text.count("\ufffe")
+    multibyte = sum(1 for ch in _STRAY.sub("", text) if ch > "\x7f")
+    if stray == 0 or multibyte < 2 * stray:
+        return None
+    if stray == 1 and _cut_at_end(text):
+        return _lines(_STRAY.sub("\ufffd", text))  # a character cut off at the end
+    return _lines(_STRAY.sub(_stray_text, text))
+
+
+def _cut_at_end(text: str) -> bool:
+    """The one stray sequence ends the text and is the start of a UTF-8 character."""
+    match = _STRAY.search(text)
+    if match is None or match.end() != len(text):
+        return False
+    raw = match.group(1).encode("latin-1")
+    needed = 1 if b"\xc2" <= raw[:1] <= b"\xdf" else 2 if b"\xe0" <= raw[:1] <= b"\xef" \
+        else 3 if b"\xf0" <= raw[:1] <= b"\xf4" else 0
+    return 0 < len(raw) <= needed and all(0x80 <= b <= 0xBF for b in raw[1:])
+
+
+def _stray_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
+    # Marked, with the bytes kept as Latin-1 between markers, for _mostly_utf8 to decode.
+    chunk = error.object[error.start:error.end]
+    return "\ufffe" + chunk.decode("latin-1") + "\uffff", error.end
+
+
+codecs.register_error("helpgate-stray", _stray_bytes)
+_STRAY = re.compile("\ufffe([^\uffff]*)\uffff")
+
+
+def _stray_text(match: re.Match) -> str:
+    return match.group(1).encode("latin-1").decode(FALLBACK, errors="replace")
 
 
 def _decode_first(data: bytes, charsets: list[str]) -> str | None:

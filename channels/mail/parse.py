@@ -239,9 +239,27 @@ class _Body:
             self._lost_boundary(part, in_report, depth)
             return
         if ctype == "multipart/alternative":
-            children = self._alternative(children)
+            chosen = self._alternative(children)
+            for child in children:
+                if all(child is not c for c in chosen):
+                    self._files_only(child, depth + 1)
+            children = chosen
         for child in children:
             self.collect(child, in_report or ctype == "multipart/report", depth + 1)
+
+    def _files_only(self, part: Message, depth: int) -> None:
+        """The files of a rendering not read as the text (Apple Mail's attachments and
+        pasted images inside the HTML branch, Outlook's text/calendar invitation): the
+        other rendering carries the words, but the files exist only here."""
+        if part.get_content_type().startswith("multipart/") and depth < MAX_DEPTH:
+            children = part.get_payload()
+            for child in children if isinstance(children, list) else []:
+                self._files_only(child, depth + 1)
+            return
+        ctype = part.get_content_type()
+        if ctype in ("text/plain", "text/html") and not _filename(part):
+            return  # another rendering of the words
+        self._attachment(part, ctype, _filename(part))
 
     def _lost_boundary(self, part: Message, in_report: bool, depth: int) -> None:
         """A multipart whose parts cannot be found by its declared boundary: re-split it
@@ -280,7 +298,8 @@ class _Body:
                                 and inner else "") or "message"
             self.attachments.append(InboundAttachment(_eml_name(name), ctype, data))
             return
-        extension = {"text/plain": ".txt", "text/html": ".html"}.get(ctype, "")
+        extension = {"text/plain": ".txt", "text/html": ".html",
+                     "text/calendar": ".ics"}.get(ctype, "")
         name = filename or f"attachment-{len(self.attachments) + 1}{extension}"
         self.attachments.append(InboundAttachment(name, ctype, self._payload(part)))
 

@@ -272,3 +272,12 @@ def test_a_large_unencoded_body_is_kept_as_sent():
     line = b"A" * 70
     message = parse(_big([line] * 5000, b"7bit"))
     assert message.attachments[0].data.replace(b"\r\n", b"\n") == b"\n".join([line] * 5000)
+
+
+@pytest.mark.parametrize("data, expected", [
+    ("Привет, мир".encode() + " Конфиденциально".encode("cp1251"), "Привет, мир Конфиденциально"),
+    ("Привет, мир".encode()[:-1], "Привет, ми\ufffd"),
+    ("Привет, мир, как дела".encode("cp1251"), "Привет, мир, как дела"),  # not UTF-8 at all
+])
+def test_stray_bytes_in_utf8_cost_only_themselves(data, expected):
+    assert decode_bytes(data, "utf-8") == expected

@@ -155,14 +155,10 @@ async def test_a_one_megabyte_line_and_huge_headers_are_kept(pipeline, store):
 # ------------------------------------------------------------------------------------
 # Defects still open. Most harmful first.
 # ------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="parse._Body._alternative keeps only the first "
-                   "text/plain and text/html child when a plain part exists: a multipart/"
-                   "mixed or multipart/related or text/calendar alternative (and the files "
-                   "in it) is dropped")
 @pytest.mark.parametrize("name, attachment", [
     ("apple_alternative_with_attachment.eml", ("akt.pdf", "application/pdf")),
     ("apple_alternative_with_inline_image.eml", ("screenshot.png", "image/png")),
-    ("outlook_meeting_request.eml", ("attachment-1", "text/calendar")),
+    ("outlook_meeting_request.eml", ("attachment-1.ics", "text/calendar")),
 ], ids=["apple-attachment", "apple-inline-image", "outlook-meeting"])
 async def test_files_inside_an_alternative_are_kept(pipeline, store, name, attachment):
     """Apple Mail puts an attached file or a pasted screenshot in the HTML branch of a
@@ -173,10 +169,6 @@ async def test_files_inside_an_alternative_are_kept(pipeline, store, name, attac
     assert [a[1] for a in out["attachments"]] == [attachment[1]]
 
 
-@pytest.mark.xfail(strict=True, reason="charsets.decode_bytes tries the declared UTF-8 "
-                   "strictly and, on one bad byte, re-decodes the whole text by detection "
-                   "(windows-1251): every correct character becomes mojibake instead of "
-                   "only the bad byte becoming U+FFFD")
 @pytest.mark.parametrize("name", ["utf8_body_with_8bit_disclaimer.eml",
                                   "utf8_body_cut_mid_character.eml"])
 async def test_utf8_text_with_one_bad_byte_keeps_its_words(pipeline, store, name):
