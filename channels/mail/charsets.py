@@ -45,6 +45,9 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 # Characters that end a line for some reader (CR, LF, VT, FF, NEL, LS, PS) or are
 # control characters with no place in a one-line value.
 _LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# Bidirectional controls: in a one-line value they only serve to disguise it (a file
+# "invoice\u202efdp.exe" shows as "invoiceexe.pdf").
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _C0_IN_TEXT = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
 
@@ -183,6 +186,7 @@ def clean_line(value: str | None, limit: int | None = None) -> str:
     value = unsurrogate(value)
     if "\x00" in value:
         value = value.replace("\x00", "")
+    value = _BIDI.sub("", value)
     if _LINE_BREAKING.search(value):
         value = re.sub(" {2,}", " ", _LINE_BREAKING.sub(" ", value))
     value = value.strip()

@@ -492,8 +492,11 @@ def _address_pairs(msg: Message, name: str) -> list[tuple[str | None, str]]:
 
 def _usable_address(address: str) -> bool:
     local, at, domain = address.rpartition("@")
+    # A quoted local part may hold spaces ("ivan petrov"@romashka.ru, RFC 5321 4.1.2).
+    quoted = len(local) > 1 and local.startswith('"') and local.endswith('"')
     return (bool(at and local and domain) and len(address) <= MAX_ADDRESS
-            and clean_line(address) == address and " " not in address)
+            and clean_line(address) == address and " " not in domain
+            and (quoted or " " not in local))
 
 
 def _header(msg: Message, name: str) -> str:

@@ -250,16 +250,11 @@ async def test_white_space_before_a_header_colon_is_a_header(pipeline, store, na
     assert out["text"] == "It stopped printing."
 
 
-@pytest.mark.xfail(strict=True, reason="parse._usable_address refuses any address with a "
-                   "space, so a valid quoted local part (RFC 5322) is 'no sender'")
 async def test_a_quoted_local_part_is_a_sender(pipeline, store):
     out = await ingest(pipeline, store, attack("quoted_local_part_sender.eml"))
     assert out["action"] == "new_ticket", out["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="charsets.clean_line drops C0/C1 controls but keeps "
-                   "bidi overrides (U+202E): 'invoice\\u202efdp.exe' shows as "
-                   "'invoiceexe.pdf' to the agent")
 async def test_a_bidi_override_never_reaches_a_file_name(pipeline, store):
     out = await ingest(pipeline, store, attack("filename_bidi_override.eml"))
     (filename, _, _), = out["attachments"]
@@ -324,9 +319,6 @@ async def test_format_flowed_text_is_unwrapped(pipeline, store):
                            "From the log: queue stuck.")
 
 
-@pytest.mark.xfail(strict=True, reason="parse.html_to_text renders with inscriptis' default "
-                   "'relaxed' CSS profile, which pads every <span> with spaces: a word or "
-                   "a phone number Word's HTML splits over spans is stored split")
 async def test_a_word_split_over_spans_stays_one_word(pipeline, store):
     out = await ingest(pipeline, store, attack("outlook_word_split_in_spans.eml"))
     assert out["text"] == "Принтер не печатает, звоните 8(495)123-45-67"

@@ -11,6 +11,7 @@ import textwrap
 
 import lxml.html
 from inscriptis import Inscriptis
+from inscriptis.css_profiles import CSS_PROFILES
 from inscriptis.model.config import ParserConfig
 from lxml import etree
 from lxml.html import document_fromstring
@@ -83,4 +84,6 @@ def to_text(html: str) -> str:
 
 
 _HTML_PARSER = lxml.html.HTMLParser(huge_tree=True, recover=True, remove_comments=True)
-_HTML_CONFIG = ParserConfig()
+# The "strict" profile: inline elements (a <span> Word puts inside a word or a phone
+# number) add no spaces of their own.
+_HTML_CONFIG = ParserConfig(css=CSS_PROFILES["strict"])
