@@ -24,6 +24,11 @@ import cchardet
 # Detected encodings we trust; below this confidence Cyrillic fallbacks are tried first.
 MIN_CONFIDENCE = 0.5
 FALLBACK = "windows-1251"
+# East-Asian multibyte guesses need this many 8-bit bytes before they are believed.
+MIN_MULTIBYTE_EVIDENCE = 16
+_MULTIBYTE = {"big5", "big5hkscs", "gb2312", "gbk", "gb18030", "euc_jp", "euc_kr", "cp949",
+              "shift_jis", "cp932", "iso2022_jp", "iso2022_kr", "hz", "johab", "euc_tw",
+              "cp950"}
 
 # codecs' canonical name of a label -> the decoder WHATWG uses for it.
 _SUPERSET = {
@@ -145,6 +150,8 @@ def _detected(data: bytes) -> str | None:
     # windows-1251 from KOI8-R even on a short line, which is what Russian mail needs.
     guess = cchardet.detect(data)
     encoding = text_codec(guess.get("encoding"))
+    if encoding in _MULTIBYTE and sum(b > 0x7F for b in data[:4096]) < MIN_MULTIBYTE_EVIDENCE:
+        return None  # "Да" in windows-1251 is two bytes any CJK charset also reads
     if encoding and (guess.get("confidence") or 0) >= MIN_CONFIDENCE:
         return _decode_first(data, [_SUPERSET.get(encoding, encoding)])
     return None

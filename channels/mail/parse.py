@@ -59,8 +59,9 @@ _MSG_ID = re.compile(r"<[^<>\s]+>")
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
 _BODY_MESSAGE_ID = re.compile(r"^\s*Message-I[Dd]:\s*(<[^<>\s]+>)", re.M)
 # An mbox envelope line ("From sender@example.com  Tue Oct 29 03:52:03 2013").
-_ENVELOPE = re.compile(rb"From [^\r\n]*\r?\n")
+_ENVELOPE = re.compile(rb"From [^:\s][^\r\n]*\r?\n")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_SPACE_BEFORE_COLON = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.M)
 _SPACES = b" \t\r\n\x0b\x0c"
 _HASH_CHUNK = 1 << 20
 # A boundary line followed by a header line: how a multipart with a lost boundary
@@ -74,7 +75,7 @@ def parse_email(raw: bytes, received_at: datetime, channel: str = "email") -> In
     if not raw or raw.isspace():
         return InboundMessage(channel=channel, raw=raw, dedupe_key=_digest_key(raw),
                               received_at=received_at, problem="empty message: no content")
-    content = strip_envelope(raw)
+    content = _obsolete_colons(strip_envelope(raw))
     blobs = Blobs(content)
     msg = _message(blobs.reduce())
     message_id = clean_line(_first_id(_header(msg, "message-id")), MAX_ID) or None
@@ -132,6 +133,16 @@ def oversized(head: bytes, size: int, limit: int, received_at: datetime,
     return dataclasses.replace(
         message, problem=f"message of {size} bytes is over mail.max_message_size "
                          f"({limit}); only its header was kept")
+
+
+def _obsolete_colons(raw: bytes) -> bytes:
+    """Header fields written "Subject : …" (RFC 5322's obsolete syntax, still sent by old
+    software) as "Subject: …": the standard library would end the header there."""
+    end = _BLANK_LINE.search(raw, 0, MAX_HEADER_BLOCK)
+    head = raw[:end.start() if end else MAX_HEADER_BLOCK]
+    if not _SPACE_BEFORE_COLON.search(head):
+        return raw
+    return _SPACE_BEFORE_COLON.sub(rb"\1:", head) + raw[len(head):]
 
 
 def strip_envelope(raw: bytes) -> bytes:

@@ -229,18 +229,11 @@ def test_mbox_lines_starting_with_from_stay_in_the_text(hg, name, words):
     assert any(words in text for text in texts), texts
 
 
-@pytest.mark.xfail(strict=True, reason="charsets.decode_bytes: unlabelled 8-bit text too "
-                   "short for a confident UTF-8 reading goes to cchardet, which calls "
-                   "windows-1251 'Да' CJK; the Cyrillic fallback is never reached")
 async def test_a_short_unlabelled_windows1251_reply_is_cyrillic(pipeline, store):
     out = await ingest(pipeline, store, attack("unlabelled_1251_short_reply.eml"))
     assert out["text"] == "Да"
 
 
-@pytest.mark.xfail(strict=True, reason="email's feed parser ends the header at a field "
-                   "name followed by white space (RFC 5322 obs-optional allows it): the "
-                   "subject (and a [#N] marker in it) is lost, or the whole mail is "
-                   "quarantined as 'does not start with mail headers'")
 @pytest.mark.parametrize("name", ["obs_space_before_colon.eml",
                                   "obs_space_before_colon_first.eml"])
 async def test_white_space_before_a_header_colon_is_a_header(pipeline, store, name):
