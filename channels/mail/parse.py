@@ -235,7 +235,12 @@ class _Body:
         if not is_body_text:
             self._attachment(part, ctype, filename)
             return
-        self._text(ctype, decode_bytes(self._payload(part), _charset(part)))
+        text = decode_bytes(self._payload(part), _charset(part))
+        if ctype == "text/plain" and (_parameter(part, "format", "content-type") or "") \
+                .lower() == "flowed":
+            delsp = (_parameter(part, "delsp", "content-type") or "").lower() == "yes"
+            text = unflow(text, delsp)
+        self._text(ctype, text)
 
     def _text(self, ctype: str, content: str) -> None:
         if ctype == "text/plain":
@@ -319,6 +324,36 @@ class _Body:
         if isinstance(payload, str) and self.blobs.holds(payload):
             return self.blobs.decode(payload, str(part.get("content-transfer-encoding", "")))
         return self.blobs.restore(_payload(part))
+
+
+def unflow(text: str, delsp: bool) -> str:
+    """format=flowed text (RFC 3676: Thunderbird, Apple Mail) as the lines the writer
+    typed: a line ending in a space continues on the next one of the same quote depth,
+    the stuffed space at a line's start goes, and with delsp=yes so does the soft break's
+    own space (it split a word)."""
+    out: list[str] = []
+    pending: tuple[int, str] | None = None
+    for line in text.split("\n"):
+        depth = len(line) - len(line.lstrip(">"))
+        body = line[depth:]
+        body = body[1:] if body.startswith(" ") else body
+        soft = body.endswith(" ") and body.rstrip(" ") != "--"  # "-- " ends a text
+        if soft and delsp:
+            body = body[:-1]
+        if pending is not None and pending[0] != depth:
+            out.append(_quoted(*pending))
+            pending = None
+        pending = (depth, (pending[1] if pending else "") + body)
+        if not soft:
+            out.append(_quoted(*pending))
+            pending = None
+    if pending is not None:
+        out.append(_quoted(*pending))
+    return "\n".join(out)
+
+
+def _quoted(depth: int, body: str) -> str:
+    return f"{'>' * depth} {body}" if depth else body
 
 
 def _looks_like_html(text: str) -> bool:

@@ -281,3 +281,15 @@ def test_a_large_unencoded_body_is_kept_as_sent():
 ])
 def test_stray_bytes_in_utf8_cost_only_themselves(data, expected):
     assert decode_bytes(data, "utf-8") == expected
+
+
+@pytest.mark.parametrize("text, delsp, expected", [
+    ("The printer stopped \nprinting.\n", False, "The printer stopped printing.\n"),
+    ("The printer stopped print \ning.\n", True, "The printer stopped printing.\n"),
+    (" From the log: \nstuck.\n", False, "From the log: stuck.\n"),
+    ("> quoted \n> more\nmine\n", False, "> quoted more\nmine\n"),
+    ("text\n-- \nIvan\n", False, "text\n-- \nIvan\n"),
+])
+def test_format_flowed_is_read_as_typed(text, delsp, expected):
+    from helpgate.channels.mail.parse import unflow
+    assert unflow(text, delsp) == expected

@@ -302,10 +302,6 @@ def test_quarantine_replay_and_bad_arguments_answer_in_one_line(hg):
     assert json.loads(hg.run("tickets", "--json")[1]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="parse._Body reads text/plain format=flowed (RFC "
-                   "3676, Thunderbird and Apple Mail) as fixed lines: soft breaks stay, "
-                   "delsp=yes splits words, space-stuffing stays ('formatflowed' on PyPI "
-                   "decodes it)")
 async def test_format_flowed_text_is_unwrapped(pipeline, store):
     out = await ingest(pipeline, store, attack("flowed_delsp.eml"))
     assert out["text"] == ("The printer in room 12 stopped printing this morning.\n"
