@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
 import re
 import sys
@@ -64,7 +65,9 @@ def write(path: Path, data: bytes) -> Path:
 
 
 def slug(key: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", key.lower()).strip("_")[:80]
+    """A file name for a class: readable, and unique even where the start is shared."""
+    readable = re.sub(r"[^a-z0-9]+", "_", key.lower()).strip("_")[:60]
+    return f"{readable}_{hashlib.sha1(key.encode()).hexdigest()[:6]}"
 
 
 def main() -> int:
