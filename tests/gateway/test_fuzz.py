@@ -29,10 +29,7 @@ BACKENDS = ["sqlite", "postgresql"]
 # Failure classes found and not fixed yet: class key -> its reproducer in tests/data/fuzz.
 # The campaign reports them as expected failures; a fixed one makes its reproducer's test
 # pass, which fails here (strict) until it is taken off this list.
-KNOWN_FAILURES: dict[str, str] = {
-    "exception: RecursionError in mail/parse.py:_attachment":
-        "exception_recursionerror_in_mail_parse_py_attachment.eml",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 REPRODUCERS = sorted(fuzzer.REPRODUCERS.glob("*.eml"))
 
 
