@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import quopri
 import random
 import re
 import time
@@ -55,6 +56,7 @@ REDELIVERY_SHARE = 0.03
 # Most mutants get a Message-ID of their own first, as another mail from the same client
 # would; the rest keep their seed's, so colliding Message-IDs are fuzzed as well.
 FRESH_ID_SHARE = 0.7
+REDELIVERY_POOL = 1000
 MAX_MUTATIONS = 3
 
 
@@ -143,7 +145,6 @@ def _multipart(sender: str, subject: str, body: str, charset: str, number: int) 
 
 
 def _quoted_printable(data: bytes) -> bytes:
-    import quopri
     return quopri.encodestring(data)
 
 
@@ -437,6 +438,7 @@ def mutants(seed: int, count: int, seeds: list[tuple[str, bytes]] | None = None,
                 raw = MUTATIONS[mutation](rng, raw)
             mutant = Mutant(index, name, tuple(applied), raw)
         made.append(mutant)
+        del made[:-REDELIVERY_POOL]  # a long run must not keep every mutant
         yield mutant
 
 
@@ -583,7 +585,6 @@ class Campaign:
         # Batches a backend went through one by one after an escape: what its careful path
         # committed before the escape comes back as a duplicate, so no comparison there.
         self.tainted: set[int] = set()
-        self.mutants: dict[int, Mutant] = {}
         self.failed: set[int] = set()
         self.internal: dict[str, dict[int, tuple[Mutant, str]]] = {n: {} for n in pipelines}
 
@@ -597,7 +598,6 @@ class Campaign:
         try:
             chunk: list[Mutant] = []
             for mutant in stream:
-                self.mutants[mutant.index] = mutant
                 chunk.append(mutant)
                 if len(chunk) == self.batch:
                     await self._batch(chunk)
@@ -715,8 +715,10 @@ class Campaign:
         inbound_to_mutant = {r.inbound: i for i, r in self.actions[name].items()}
         for inbound in await store.run(_received):
             index = inbound_to_mutant.get(inbound)
-            self._fail("left received", "undecided inbound row", name,
-                       self.mutants.get(index), f"inbound {inbound}")
+            # Only its index is kept: mutants(seed, index + 1) makes it again.
+            mutant = None if index is None else Mutant(index, "(by index)", (), b"")
+            self._fail("left received", "undecided inbound row", name, mutant,
+                       f"inbound {inbound}")
 
     def _fail(self, kind: str, where: str, backend: str, mutant: Mutant | None,
               detail: str = "") -> None:
