@@ -14,6 +14,7 @@ Three figures, each from what a user would see:
    a fresh gateway works through the backlog while its RSS is sampled from /proc.
 
     .venv/bin/python bench/imap_ingest.py [--mails 2000] [--singles 10] [--rss-mails 0]
+                                          [--profile PATH]   (pyinstrument, where time goes)
 
 Dovecot runs from a temp folder on free loopback ports (tests/dovecot.py), helpgate on an
 SQLite database in a temp folder. Exits non-zero if a mail did not end as generated.
