@@ -92,3 +92,7 @@ def test_a_redelivery_differs_only_in_trace_and_white_space():
     assert fuzzer.redelivery_difference(kept, kept.replace(b"world", b"there")) == "other text"
     assert fuzzer.redelivery_difference(kept, kept.replace(b"x@y.z", b"evil@y.z")) \
         == "other sender, date or subject"
+    assert fuzzer.redelivery_difference(
+        kept, kept.replace(b"<a@b>", b"junk <a@b>")) is None
+    assert fuzzer.redelivery_difference(kept, kept.replace(b"<a@b>", b"<c@d>")) \
+        == "other Message-ID"
