@@ -64,13 +64,15 @@ service imap-login {{
   }}
 }}
 protocol imap {{
-  imap_idle_notify_interval = 1 secs
+  imap_idle_notify_interval = {notify} secs
 }}
 """
 
 
 class Dovecot:
-    def __init__(self, certificate: Certificate) -> None:
+    def __init__(self, certificate: Certificate, idle_notify_interval: int = 1) -> None:
+        # The interval of the server's "still here" keepalive to an IDLE client, which
+        # also makes a client look for new mail: short in tests, minutes in production.
         if not os.path.exists(DOVECOT):
             need_service("Dovecot is not installed (Debian package dovecot-imapd)")
         # Dovecot's processes run as other users: the folder must be reachable by them,
@@ -90,7 +92,8 @@ class Dovecot:
         self.config = self.base / "dovecot.conf"
         self.config.write_text(CONFIG.format(
             base=self.base, cert=certificate.cert, key=certificate.key, uid=self.uid,
-            gid=self.gid, port=self.port, tls_port=self.tls_port), encoding="utf-8")
+            gid=self.gid, port=self.port, tls_port=self.tls_port, notify=idle_notify_interval),
+            encoding="utf-8")
 
     def start(self) -> Dovecot:
         # Output to a file, not a pipe: the daemon keeps its inherited descriptors open.

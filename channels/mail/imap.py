@@ -142,12 +142,16 @@ class ImapMailbox:
             log.info("mailbox %s: connected, UIDVALIDITY %s, after UID %s", self.config.name,
                      validity, last)
             idle = self.config.idle and client.has_capability("IDLE")
+            arrived = _watch_exists(client)
             while not self._stop.is_set():
+                arrived.clear()
                 last = await self._fetch_new(client, validity, last)
                 if self._stop.is_set():
                     break
                 if self._lost.is_set():
                     raise ConnectionError("connection lost")
+                if arrived.is_set():
+                    continue  # new mail was reported mid-round: read it before idling
                 if idle:
                     await self._idle(client)
                 else:
@@ -267,6 +271,28 @@ class ImapMailbox:
             await _ok(client.uid("expunge", uid_set), "expunge")
         else:
             await _ok(client.expunge(), "expunge")
+
+
+def _watch_exists(client: aioimaplib.IMAP4) -> asyncio.Event:
+    """An event set whenever the server reports new mail outside IDLE.
+
+    A server tells a session of new mail at the end of whatever command it is running
+    (Dovecot does: `* SEARCH` then `* 2 EXISTS`), and it tells each session once.
+    aioimaplib drops an untagged EXISTS that arrives during SEARCH, FETCH or STORE, so
+    without this a mail landing while we read the previous one would wait in the mailbox
+    until some later push, minutes away (the server's keepalive interval).
+    """
+    arrived = asyncio.Event()
+    protocol = client.protocol
+    untagged = protocol._untagged_response
+
+    def watching(line: bytes):
+        if line.rstrip().endswith(b"EXISTS"):
+            arrived.set()
+        return untagged(line)
+
+    protocol._untagged_response = watching
+    return arrived
 
 
 def _close(client: aioimaplib.IMAP4) -> None:

@@ -69,6 +69,27 @@ async def _flags(dovecot):
     return flags if flags and all(flags.values()) else None
 
 
+async def test_a_mail_reported_while_another_is_read_is_read_without_another_push(
+        store, certificate, mailboxes):
+    """A server reports a mail that lands during our FETCH or STORE in that command's
+    answer, once: it must be read then, not after the next push (here 10 minutes away)."""
+    server = Dovecot(certificate, idle_notify_interval=600).start()
+    try:
+        mailbox = await mailboxes(server.imap_config(idle=True, poll_interval=3600))
+        ingest = mailbox.pipeline.ingest_many
+
+        async def second_mail_lands_meanwhile(messages, ticket_type=None):
+            if any(message.subject == "Первое" for message in messages):
+                await deliver(server, mail(subject="Второе"))
+            return await ingest(messages, ticket_type)
+
+        mailbox.pipeline.ingest_many = second_mail_lands_meanwhile
+        await deliver(server, mail(subject="Первое"))
+        await stored(store, 2)
+    finally:
+        server.cleanup()
+
+
 async def test_polling_where_idle_is_off(store, dovecot, mailboxes):
     await deliver(dovecot, mail(subject="Первое"))
     await mailboxes(dovecot.imap_config(idle=False, poll_interval=0.2))
