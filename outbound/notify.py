@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
@@ -226,6 +226,13 @@ class Notifier:
         return drafts
 
 
+_OUTBOX = OutboxMessage.__table__
+# Built once: constructing a statement costs more than running it (one per new ticket).
+_ACKS_SINCE = select(func.count()).select_from(_OUTBOX).where(
+    _OUTBOX.c.recipient == bindparam("recipient"), _OUTBOX.c.created_at > bindparam("since"),
+    _OUTBOX.c.kind == "ack")
+
+
 def _ack_allowed(session: Session, address: str, limit: int, now: datetime) -> bool:
     """Under the hourly cap of acknowledgements to this address (0: no cap)? Counted in
     the database, so every gateway instance sees the same figure, plus the rows this
@@ -234,10 +241,8 @@ def _ack_allowed(session: Session, address: str, limit: int, now: datetime) -> b
         return True
     # Counted under the address's lock, so two instances take turns (PostgreSQL).
     lock_senders(session, [address])
-    since = now - ACK_WINDOW
-    table = OutboxMessage.__table__
-    count = session.scalar(select(func.count()).select_from(table).where(
-        table.c.recipient == address, table.c.created_at > since, table.c.kind == "ack"))
+    count = session.connection().scalar(_ACKS_SINCE, {"recipient": address,
+                                                      "since": now - ACK_WINDOW})
     count += sum(1 for row in pending_rows(session, OutboxMessage)
                  if row["kind"] == "ack" and row["recipient"] == address)
     if count >= limit:

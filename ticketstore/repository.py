@@ -529,7 +529,7 @@ class SessionDirectory:
         tally: dict[str, int] = self.session.info.setdefault("sender_tally", {})
         if sender not in tally:
             lock_senders(self.session, [sender])
-            tally[sender] = self.session.scalar(
+            tally[sender] = connection(self.session).scalar(
                 _SENDER_COUNT, {"sender": sender, "since": since}) or 0
         tally[sender] += 1
         return tally[sender]
