@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_DATABASE_URL = "sqlite:///helpgate.db"
 
@@ -75,6 +82,17 @@ def format_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GB"
+
+
+def _positive_duration(value: str) -> str:
+    window = parse_window(value)
+    if window is None or window.total_seconds() <= 0:
+        raise ValueError(f"{value!r} is not a positive duration like 30s, 5m, 1h")
+    return value
+
+
+# A finite duration greater than zero: "30s", "5m", "1h".
+Duration = Annotated[str, AfterValidator(_positive_duration)]
 
 
 class Section(BaseModel):
@@ -487,13 +505,23 @@ class OutboxConfig(Section):
     # A message claimed for sending longer ago than this by a gateway that stopped is
     # parked as "uncertain" rather than sent again: never twice (R-OUT-6).
     lease: str = "10m"
+    # Each running gateway records a heartbeat this often. One silent for `dead_after`
+    # is taken for dead (killed, its machine gone): the messages it had claimed go back
+    # to the queue at once, and only those it was handing to the relay become "uncertain".
+    heartbeat: Duration = "5s"
+    dead_after: Duration = "15s"
 
     @field_validator("retry_after", "retry_max", "lease")
     @classmethod
     def _duration(cls, value):
-        if parse_window(value) is None or parse_window(value).total_seconds() <= 0:
-            raise ValueError(f"{value!r} is not a positive duration like 30s, 5m, 1h")
-        return value
+        return _positive_duration(value)
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self):
+        if parse_window(self.dead_after) < 2 * parse_window(self.heartbeat):
+            raise ValueError("dead_after must be at least twice the heartbeat, or a busy "
+                             "gateway would be taken for dead")
+        return self
 
 
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
