@@ -84,6 +84,17 @@ def format_size(size: int) -> str:
     return f"{value:.1f} GB"
 
 
+def _port(value: int, lowest: int = 1) -> int:
+    if not lowest <= value <= 65535:
+        raise ValueError(f"{value} is not a port: use a number from {lowest} to 65535")
+    return value
+
+
+# A TCP port. A listening port may also be 0: any free port (tests, one-off runs).
+Port = Annotated[int, AfterValidator(_port)]
+ListenPort = Annotated[int, AfterValidator(lambda value: _port(value, lowest=0))]
+
+
 def _positive_duration(value: str) -> str:
     window = parse_window(value)
     if window is None or window.total_seconds() <= 0:
@@ -109,7 +120,7 @@ class SmtpRelayConfig(Section):
     # The relay our notifications leave through. No host: email notifications wait in
     # the outbox (visible with `helpgate outbox`) until one is configured.
     host: str = ""
-    port: int = 587
+    port: Port = 587
     # "starttls" (port 587), "tls" (implicit TLS, port 465) or "none" (a local relay).
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str = ""
@@ -125,13 +136,20 @@ class EndpointConfig(Section):
     enabled: bool = True
     protocol: Literal["smtp", "lmtp"] = "smtp"
     host: str = "127.0.0.1"
-    port: int = 2525
+    port: ListenPort = 2525
     # Recipients accepted: these addresses and every address at these domains. With
     # both empty, only mail.address. Anything else is refused with 550 (no open relay).
     addresses: list[str] = []
     domains: list[str] = []
     # Ticket type of the tickets this endpoint's mail opens (default: tickets.default_type).
     ticket_type: str | None = None
+    # Connections the kernel holds for us before we accept them: a burst of mail servers
+    # connecting at once beyond this is refused or delayed (the kernel caps it at
+    # net.core.somaxconn).
+    backlog: int = Field(1024, ge=1)
+    # The longest one SMTP/LMTP session may last; then the client is told 421 and the
+    # connection closed, so no client holds a connection forever.
+    max_session_time: Duration = "10m"
 
     @field_validator("addresses", "domains")
     @classmethod
@@ -143,7 +161,7 @@ class ImapConfig(Section):
     # One mailbox helpgate reads (R-CH-1).
     host: str
     # Default: 993 with security "tls", 143 otherwise.
-    port: int | None = None
+    port: Port | None = None
     security: Literal["tls", "starttls", "none"] = "tls"
     username: str
     password: str
