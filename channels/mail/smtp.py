@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 from collections.abc import Callable
 
 from aiosmtpd.lmtp import LMTP
@@ -175,7 +176,8 @@ class MailEndpoint:
                 backlog=self.endpoint.backlog)
         except OSError as exc:
             fix = BIND_FIXES.get(exc.errno, "check [mail.endpoint] host and port")
-            reason = exc.strerror or str(exc)
+            # asyncio rewords the error around the address; the plain cause reads better.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ChannelStartError(
                 f"cannot listen on {self.endpoint.host}:{self.endpoint.port} "
                 f"({self.endpoint.protocol} endpoint): {reason}; {fix}") from None
