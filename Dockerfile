@@ -11,7 +11,8 @@ COPY gateway ./gateway
 COPY outbound ./outbound
 COPY threading ./threading
 COPY ticketstore ./ticketstore
-RUN pip install --no-cache-dir /app && useradd --system --home-dir /var/lib/helpgate helpgate
+RUN pip install --no-cache-dir /app \
+    && useradd --system --create-home --home-dir /var/lib/helpgate helpgate
 
 USER helpgate
 WORKDIR /var/lib/helpgate

@@ -9,6 +9,7 @@ This worker moves them through their states:
                          |                                   |  after max_attempts
                          |                                   |----permanent--> parked
                          '--claimant dead--> queued          '--claimant dead--> uncertain
+                            (or lease over)                     (or lease over)
 
 A claim is a committed state change made under `FOR UPDATE SKIP LOCKED` on PostgreSQL
 (SQLite's write lock serializes claims), so several gateway instances share one outbox and
