@@ -18,8 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from helpgate.ticketstore.models import InboundMessage
+from helpgate.ticketstore.queries import UNDECIDED
 
-SHOWN_STATES = ("quarantined", "dropped")
+# What `quarantine list` shows (a message stuck undecided included) and the dropped ones.
+SHOWN_STATES = ("quarantined", "received", "dropped")
 # Headers are read from the start of the message only: a 50 MB message has them there.
 HEADER_BYTES = 256 * 1024
 
@@ -56,7 +58,8 @@ def detail(session: Session, inbound_id: int) -> dict:
     row = _row(session, inbound_id)
     if row.state not in SHOWN_STATES:
         raise QuarantineError(f"message {inbound_id} is {row.state}, not quarantined")
-    return {"id": row.id, "state": row.state, "channel": row.channel, "reason": row.reason,
+    reason = row.reason if row.state != "received" else UNDECIDED
+    return {"id": row.id, "state": row.state, "channel": row.channel, "reason": reason,
             "sender": row.sender, "received_at": row.received_at.isoformat(),
             "size": len(row.raw), "dedupe_key": row.dedupe_key,
             "dropped": (row.meta or {}).get("dropped"), "headers": headers_of(row.raw)}

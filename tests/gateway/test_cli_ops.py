@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 
 import pytest
 
@@ -113,3 +114,17 @@ def test_a_drop_needs_a_reason_and_changes_nothing_without_one(hg):
     code, _, err = hg.run("quarantine", "drop", str(inbound), "--reason", "  ")
     assert code == 1 and err.startswith("helpgate: error: a reason is needed")
     assert hg.json("quarantine", "show", str(inbound), "--json")["state"] == "quarantined"
+
+
+def test_quarantine_show_also_shows_a_message_stuck_undecided(hg):
+    inbound = hg.ingest("no_sender.eml")["inbound"]
+    # As a decision that failed and could not be quarantined leaves it.
+    with sqlite3.connect(hg.tmp / "helpgate.db") as connection:
+        connection.execute("UPDATE inbound_messages SET state = 'received', reason = NULL "
+                           "WHERE id = ?", (inbound,))
+    shown = hg.json("quarantine", "show", str(inbound), "--json")
+    assert shown["state"] == "received" and shown["reason"].startswith("undecided")
+    assert dict(shown["headers"])["Subject"] == "Без отправителя"
+    # Dropping is for quarantined messages only: a stuck one is retried by the gateway.
+    code, _, err = hg.run("quarantine", "drop", str(inbound), "--reason", "stuck")
+    assert code == 1 and "is received, not quarantined" in err
