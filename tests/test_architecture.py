@@ -32,8 +32,6 @@ RULES = [
 KNOWN_EXCEPTIONS = {
     # InboundMessage (what the rules read) lives in channels/base.py.
     ("threading/context.py", "helpgate.channels.base"),
-    # The quote stripper uses the HTML-to-text helper of the mail parser.
-    ("threading/quotes/__init__.py", "helpgate.channels.mail.parse"),
 }
 
 
