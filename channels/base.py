@@ -71,3 +71,8 @@ class Channel(Protocol):
     async def run(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class ChannelStartError(Exception):
+    """A channel cannot start for a reason the admin must fix (its port in use): the
+    message says what to change; `helpgate run` prints it as one line and exits 1."""

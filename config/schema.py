@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_DATABASE_URL = "sqlite:///helpgate.db"
 
@@ -77,6 +84,28 @@ def format_size(size: int) -> str:
     return f"{value:.1f} GB"
 
 
+def _port(value: int, lowest: int = 1) -> int:
+    if not lowest <= value <= 65535:
+        raise ValueError(f"{value} is not a port: use a number from {lowest} to 65535")
+    return value
+
+
+# A TCP port. A listening port may also be 0: any free port (tests, one-off runs).
+Port = Annotated[int, AfterValidator(_port)]
+ListenPort = Annotated[int, AfterValidator(lambda value: _port(value, lowest=0))]
+
+
+def _positive_duration(value: str) -> str:
+    window = parse_window(value)
+    if window is None or window.total_seconds() <= 0:
+        raise ValueError(f"{value!r} is not a positive duration like 30s, 5m, 1h")
+    return value
+
+
+# A finite duration greater than zero: "30s", "5m", "1h".
+Duration = Annotated[str, AfterValidator(_positive_duration)]
+
+
 class Section(BaseModel):
     # Unknown keys are errors: a typo in a key must not silently fall back to a default.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -91,7 +120,7 @@ class SmtpRelayConfig(Section):
     # The relay our notifications leave through. No host: email notifications wait in
     # the outbox (visible with `helpgate outbox`) until one is configured.
     host: str = ""
-    port: int = 587
+    port: Port = 587
     # "starttls" (port 587), "tls" (implicit TLS, port 465) or "none" (a local relay).
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str = ""
@@ -107,13 +136,20 @@ class EndpointConfig(Section):
     enabled: bool = True
     protocol: Literal["smtp", "lmtp"] = "smtp"
     host: str = "127.0.0.1"
-    port: int = 2525
+    port: ListenPort = 2525
     # Recipients accepted: these addresses and every address at these domains. With
     # both empty, only mail.address. Anything else is refused with 550 (no open relay).
     addresses: list[str] = []
     domains: list[str] = []
     # Ticket type of the tickets this endpoint's mail opens (default: tickets.default_type).
     ticket_type: str | None = None
+    # Connections the kernel holds for us before we accept them: a burst of mail servers
+    # connecting at once beyond this is refused or delayed (the kernel caps it at
+    # net.core.somaxconn).
+    backlog: int = Field(1024, ge=1)
+    # The longest one SMTP/LMTP session may last; then the client is told 421 and the
+    # connection closed, so no client holds a connection forever.
+    max_session_time: Duration = "10m"
 
     @field_validator("addresses", "domains")
     @classmethod
@@ -125,7 +161,7 @@ class ImapConfig(Section):
     # One mailbox helpgate reads (R-CH-1).
     host: str
     # Default: 993 with security "tls", 143 otherwise.
-    port: int | None = None
+    port: Port | None = None
     security: Literal["tls", "starttls", "none"] = "tls"
     username: str
     password: str
@@ -487,13 +523,23 @@ class OutboxConfig(Section):
     # A message claimed for sending longer ago than this by a gateway that stopped is
     # parked as "uncertain" rather than sent again: never twice (R-OUT-6).
     lease: str = "10m"
+    # Each running gateway records a heartbeat this often. One silent for `dead_after`
+    # is taken for dead (killed, its machine gone): the messages it had claimed go back
+    # to the queue at once, and only those it was handing to the relay become "uncertain".
+    heartbeat: Duration = "5s"
+    dead_after: Duration = "15s"
 
     @field_validator("retry_after", "retry_max", "lease")
     @classmethod
     def _duration(cls, value):
-        if parse_window(value) is None or parse_window(value).total_seconds() <= 0:
-            raise ValueError(f"{value!r} is not a positive duration like 30s, 5m, 1h")
-        return value
+        return _positive_duration(value)
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self):
+        if parse_window(self.dead_after) < 2 * parse_window(self.heartbeat):
+            raise ValueError("dead_after must be at least twice the heartbeat, or a busy "
+                             "gateway would be taken for dead")
+        return self
 
 
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")

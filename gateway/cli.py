@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,31 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 1."""
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+NONE = "none"  # what a text listing prints when it has nothing to list
+
+
+def _version() -> str:
+    try:
+        return f"helpgate {version('helpgate')}"
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "helpgate (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="helpgate", description=(
         "Email and messenger channel gateway for a help desk."))
     parser.add_argument("--config", help="config file (default: $HELPGATE_CONFIG, "
                         "else built-in defaults with an SQLite database in ./helpgate.db)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the gateway: channels, outbox worker, timers")
     run.add_argument("--timer-interval", type=float, default=30.0, help=argparse.SUPPRESS)
+    run.add_argument("--log-level", choices=LOG_LEVELS, default="info", type=str.lower,
+                     help="helpgate's own log level (default: info, one line per "
+                          "decision; libraries log warnings only)")
 
     ingest = sub.add_parser("ingest", help="run one raw email (file or -) through the pipeline")
     ingest.add_argument("path", help="an .eml file, or - for standard input")
@@ -84,8 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     qsub = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
     qlist = qsub.add_parser("list", help="list quarantined messages")
     qlist.add_argument("--json", action="store_true", help="print JSON")
+    qlist.add_argument("--dropped", action="store_true",
+                       help="list the dropped messages instead")
     qreplay = qsub.add_parser("replay", help="run a quarantined message through again")
     qreplay.add_argument("id", type=int)
+    qshow = qsub.add_parser("show", help="one quarantined message: headers, reason, size")
+    qshow.add_argument("id", type=int)
+    qshow.add_argument("--json", action="store_true", help="print JSON")
+    qdrop = qsub.add_parser("drop", help="give up on a quarantined message: state "
+                            "dropped, kept with its raw bytes and the reason")
+    qdrop.add_argument("id", type=int)
+    qdrop.add_argument("--reason", required=True, help="why it is dropped (kept with it)")
 
     staff = sub.add_parser("staff", help="staff members' reply addresses")
     ssub = staff.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -129,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "run" and not args.verbose:
         # The running gateway logs one line per decision; libraries only their trouble.
-        logging.getLogger("helpgate").setLevel(logging.INFO)
+        logging.getLogger("helpgate").setLevel(args.log_level.upper())
     try:
         _check_numbers(args)
         config = load_config(args.config)
@@ -179,8 +204,12 @@ def _now() -> datetime:
 
 
 async def _cmd_run(args, config: Config, store) -> int:
+    from helpgate.channels.base import ChannelStartError
     from helpgate.gateway.run import serve
-    await serve(config, store, timer_interval=args.timer_interval)
+    try:
+        await serve(config, store, timer_interval=args.timer_interval)
+    except ChannelStartError as exc:
+        raise CliError(str(exc)) from None
     return 0
 
 
@@ -265,13 +294,25 @@ def _ticket_text(data: dict) -> str:
 
 async def _cmd_tickets(args, config: Config, store) -> int:
     from helpgate.ticketstore.queries import ticket_list
+    known = config.statuses.states_by_id()
+    if args.status and args.status not in known:
+        raise CliError(f"unknown status {args.status!r}; known: {', '.join(known)}")
     rows = await store.run(ticket_list, config, args.status, args.email, args.phone)
     if args.json:
         _print(rows)
     else:
-        for row in rows:
-            print(f"#{row['number']}\t{row['status']}\t{row['subject']}")
+        _lines(f"#{row['number']}\t{row['status']}\t{row['subject']}" for row in rows)
     return 0
+
+
+def _lines(lines) -> None:
+    """A text listing, one line per entry; "none" rather than silence when empty."""
+    printed = False
+    for line in lines:
+        print(line)
+        printed = True
+    if not printed:
+        print(NONE)
 
 
 async def _cmd_status(args, config: Config, store) -> int:
@@ -323,22 +364,38 @@ async def _cmd_outbox(args, config: Config, store) -> int:
     if args.json:
         _print(rows)
     else:
-        for row in rows:
-            print(f"{row['id']}\t{row['state']}\t{row['channel']}\t{row['to']}\t{row['subject']}")
+        # The last error says why a message waits or was parked (a relay's answer).
+        _lines(f"{row['id']}\t{row['state']}\t{row['channel']}\t{row['to']}\t"
+               f"{row['subject']}" + (f"\terror: {row['last_error']}"
+                                      if row["last_error"] else "") for row in rows)
     return 0
 
 
 async def _cmd_quarantine(args, config: Config, store) -> int:
     from helpgate.gateway.pipeline import Pipeline, ReplayError
+    from helpgate.ticketstore import quarantine
     from helpgate.ticketstore.queries import quarantine_list
     if args.action == "list":
-        rows = await store.run(quarantine_list)
+        rows = await store.run(quarantine.dropped_list if args.dropped else quarantine_list)
         if args.json:
             _print(rows)
         else:
-            for row in rows:
-                print(f"{row['id']}\t{row['received_at']}\t{row['sender'] or '-'}\t"
-                      f"{row['reason']}")
+            _lines(f"{row['id']}\t{row['received_at']}\t{row['sender'] or '-'}\t"
+                   f"{row['reason']}" + (f"\tdropped: {row['dropped']['reason']}"
+                                         if row.get("dropped") else "") for row in rows)
+        return 0
+    if args.action in ("show", "drop"):
+        try:
+            if args.action == "show":
+                data = await store.run(quarantine.detail, args.id)
+            else:
+                data = await store.run(quarantine.drop, args.id, args.reason, _now())
+        except quarantine.QuarantineError as exc:
+            raise CliError(str(exc)) from None
+        if args.action == "drop" or args.json:
+            _print(data)
+        else:
+            print(_quarantined_text(data))
         return 0
     try:
         result = await Pipeline(config, store).replay(args.id)
@@ -346,6 +403,17 @@ async def _cmd_quarantine(args, config: Config, store) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps(result.as_dict(), ensure_ascii=False))
     return 0
+
+
+def _quarantined_text(data: dict) -> str:
+    lines = [f"message {data['id']}: {data['state']} ({data['channel']}, {data['size']} "
+             f"bytes, received {data['received_at']})",
+             f"reason: {data['reason']}", f"sender: {data['sender'] or '-'}"]
+    if data["dropped"]:
+        lines.append(f"dropped: {data['dropped']['reason']} ({data['dropped']['at']})")
+    lines.append("headers:")
+    lines += [f"  {name}: {value}" for name, value in data["headers"]] or ["  none"]
+    return "\n".join(lines)
 
 
 async def _cmd_import(args, config: Config, store) -> int:
@@ -450,9 +518,8 @@ async def _cmd_directory(args, config: Config, store) -> int:
             if args.json:
                 _print(rows)
             else:
-                for kind, entries in rows.items():
-                    for entry in entries:
-                        print(f"{kind[:-1]}\t{entry['name'] or ''}\t{entry.get('email') or ''}")
+                _lines(f"{kind[:-1]}\t{entry['name'] or ''}\t{entry.get('email') or ''}"
+                       for kind, entries in rows.items() for entry in entries)
     except people.DirectoryError as exc:
         raise CliError(str(exc)) from None
     return 0

@@ -72,8 +72,13 @@ class Gateway:
         if recovered:
             log.warning("decided %d messages kept but left undecided by an earlier stop",
                         len(recovered))
-        for channel in self.channels:
-            await channel.start()
+        try:
+            for channel in self.channels:
+                await channel.start()
+        except BaseException:  # a port in use: close what did start, then say why
+            for channel in self.channels:
+                await channel.stop()
+            raise
         tasks = [asyncio.create_task(self.worker.run(self.stop), name="outbox"),
                  asyncio.create_task(self._timers(), name="timers"),
                  asyncio.create_task(self._undecided(), name="undecided")]

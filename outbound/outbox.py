@@ -8,7 +8,8 @@ This worker moves them through their states:
                          |                                   |  (later: backoff), parked
                          |                                   |  after max_attempts
                          |                                   |----permanent--> parked
-                         '--lease ran out--> queued          '--lease ran out--> uncertain
+                         '--claimant dead--> queued          '--claimant dead--> uncertain
+                            (or lease over)                     (or lease over)
 
 A claim is a committed state change made under `FOR UPDATE SKIP LOCKED` on PostgreSQL
 (SQLite's write lock serializes claims), so several gateway instances share one outbox and
@@ -17,6 +18,14 @@ the transport gets it: a gateway that dies leaves its claimed rows to go back to
 queue, and only a row whose outcome is truly unknown — handed to the relay, answer not
 recorded — is parked as "uncertain" rather than sent again; `helpgate outbox retry ID`
 sends it once more on an admin's word.
+
+A claim names the instance that made it (ticketstore/instances.py). An instance whose
+heartbeat is older than `outbox.dead_after` is dead: its claims are released on the next
+round of any worker, not after the lease. Every later step of a claim (marking it
+"sending", recording the outcome) checks that the row is still this instance's, so an
+instance taken for dead that wakes up again cannot send a row someone else now holds.
+The lease stays as the backstop for claims of no known instance and for a live instance
+stuck in one send.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from sqlalchemy.orm import Session
 from helpgate.config.schema import OutboxConfig, parse_window
 from helpgate.outbound.attachments import load_files
 from helpgate.outbound.base import DeliveryResult, Outgoing, Transport
+from helpgate.ticketstore import instances
 from helpgate.ticketstore.models import OutboxMessage
 from helpgate.ticketstore.repository import Store
 
@@ -46,8 +56,8 @@ UNCERTAIN = ("the gateway stopped while handing this message over; it may have g
 
 
 def claim(session: Session, channels: list[str], now: datetime, lease: timedelta,
-          limit: int = BATCH) -> list[Outgoing]:
-    """Take due rows of these channels: state "claimed" until `now + lease`."""
+          limit: int = BATCH, instance: str | None = None) -> list[Outgoing]:
+    """Take due rows of these channels for `instance`: state "claimed" until `now + lease`."""
     rows = session.execute(
         select(OUTBOX).where(OUTBOX.c.state == "queued", OUTBOX.c.next_attempt_at <= now,
                              OUTBOX.c.channel.in_(channels))
@@ -55,7 +65,8 @@ def claim(session: Session, channels: list[str], now: datetime, lease: timedelta
         .with_for_update(skip_locked=True)).all()
     if rows:
         session.execute(update(OUTBOX).where(OUTBOX.c.id.in_([r.id for r in rows]))
-                        .values(state="claimed", next_attempt_at=now + lease))
+                        .values(state="claimed", next_attempt_at=now + lease,
+                                claimed_by=instance))
     files = load_files(session, rows)
     return [Outgoing(id=r.id, channel=r.channel, kind=r.kind, recipient=r.recipient,
                      subject=r.subject, text=r.text, html=r.html, message_id=r.message_id,
@@ -63,21 +74,29 @@ def claim(session: Session, channels: list[str], now: datetime, lease: timedelta
             for r in rows]
 
 
-def mark_sending(session: Session, outbox_id: int) -> bool:
-    """The point of no return, committed before the transport gets the message."""
+def mark_sending(session: Session, outbox_id: int, instance: str | None = None) -> bool:
+    """The point of no return, committed before the transport gets the message; False
+    when the claim is no longer `instance`'s (released while it was taken for dead)."""
     result = session.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id,
-                                                  OUTBOX.c.state == "claimed")
+                                                  OUTBOX.c.state == "claimed",
+                                                  _claimed_by(instance))
                              .values(state="sending", attempts=OUTBOX.c.attempts + 1))
     return result.rowcount == 1
 
 
+def _claimed_by(instance: str | None):
+    return OUTBOX.c.claimed_by.is_(None) if instance is None else \
+        OUTBOX.c.claimed_by == instance
+
+
 def record(session: Session, outbox_id: int, result: DeliveryResult, now: datetime,
-           config: OutboxConfig) -> str:
+           config: OutboxConfig, instance: str | None = None) -> str:
     """Store a send's outcome; returns the row's new state."""
-    row = session.execute(select(OUTBOX.c.state, OUTBOX.c.attempts)
+    row = session.execute(select(OUTBOX.c.state, OUTBOX.c.attempts, OUTBOX.c.claimed_by)
                           .where(OUTBOX.c.id == outbox_id).with_for_update()).first()
-    if row is None or row.state != "sending":
-        # Parked as uncertain meanwhile (a lease shorter than the send): keep that verdict.
+    if row is None or row.state != "sending" or row.claimed_by != instance:
+        # Parked as uncertain meanwhile (this instance taken for dead, or a lease shorter
+        # than the send), perhaps retried since: keep that verdict.
         log.warning("outbox %s: result arrived in state %s", outbox_id,
                     row.state if row else "gone")
         return row.state if row else "gone"
@@ -101,12 +120,22 @@ def backoff(attempts: int, config: OutboxConfig) -> timedelta:
     return min(first * (2 ** max(0, attempts - 1)), most)
 
 
-def expire_leases(session: Session, now: datetime) -> int:
-    """Rows a stopped gateway left behind: claimed ones go back to the queue; ones it was
-    sending are parked as uncertain, never resent. Returns how many were parked."""
+def expire_leases(session: Session, now: datetime,
+                  dead_after: timedelta | None = None) -> int:
+    """Rows a stopped gateway left behind — claimed by an instance whose heartbeat is
+    older than `dead_after`, or (the backstop) past their lease: claimed ones go back to
+    the queue; ones it was sending are parked as uncertain, never resent. Returns how
+    many were parked."""
+    stale = OUTBOX.c.next_attempt_at <= now
+    if dead_after is not None:
+        orphaned = OUTBOX.c.claimed_by.is_not(None) & OUTBOX.c.claimed_by.not_in(
+            instances.live_instances(session, now, dead_after))
+        stale = stale | orphaned
     rows = session.execute(select(OUTBOX.c.id, OUTBOX.c.state).where(
-        OUTBOX.c.state.in_(("claimed", "sending")), OUTBOX.c.next_attempt_at <= now)
+        OUTBOX.c.state.in_(("claimed", "sending")), stale)
         .with_for_update(skip_locked=True)).all()
+    if dead_after is not None:
+        instances.forget_dead(session, now, dead_after)
     parked = 0
     for row in rows:
         if row.state == "claimed":
@@ -137,7 +166,7 @@ def retry(session: Session, outbox_id: int, now: datetime) -> None:
         raise RetryError(f"outbox message {outbox_id} is {row.state}; only parked or "
                          "uncertain messages are sent again")
     session.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(
-        state="queued", attempts=0, next_attempt_at=now))
+        state="queued", attempts=0, next_attempt_at=now, claimed_by=None))
 
 
 class OutboxWorker:
@@ -145,15 +174,18 @@ class OutboxWorker:
 
     `wake()` (called when the pipeline queued something) starts a round at once instead
     of at the next poll. Stopping lets the round in flight finish: a message handed to a
-    transport always gets its outcome recorded.
+    transport always gets its outcome recorded. The worker is one gateway instance: it
+    beats its heartbeat every round and, while running, every `heartbeat` in between (a
+    round waiting on a slow relay must not look dead), and leaves on a clean stop.
     """
 
     def __init__(self, store: Store, config: OutboxConfig, transports: dict[str, Transport],
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], instance: str | None = None) -> None:
         self.store = store
         self.config = config
         self.transports = transports
         self.clock = clock
+        self.instance = instance or instances.new_instance_id()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(IN_FLIGHT)
 
@@ -163,6 +195,27 @@ class OutboxWorker:
     async def run(self, stop: asyncio.Event) -> None:
         if not self.transports:
             log.warning("no outbound transport configured: notifications wait in the outbox")
+        heart = asyncio.create_task(self._heartbeats(stop), name="outbox heartbeat")
+        try:
+            await self._rounds(stop)
+        finally:
+            heart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heart
+            with contextlib.suppress(Exception):  # the database gone: the row goes stale
+                await self.store.run(instances.deregister, self.instance)
+
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        interval = parse_window(self.config.heartbeat).total_seconds()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            try:
+                await self.store.run(instances.beat, self.instance, self.clock())
+            except Exception as exc:  # the database away for a moment: the next beat
+                log.warning("outbox heartbeat failed: %s", exc)
+
+    async def _rounds(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
             try:
@@ -182,23 +235,29 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """One round: expire stale claims, claim due rows, send them; the count handled."""
         now = self.clock()
-        expired = await self.store.run(expire_leases, now)
+        expired = await self.store.run(self._beat_and_expire, now)
         if expired:
             log.error("%d outbox messages were being sent when a gateway stopped; parked as "
                       "uncertain (`helpgate outbox --json` lists them)", expired)
         if not self.transports:
             return 0
         lease = parse_window(self.config.lease)
-        batch = await self.store.run(claim, sorted(self.transports), now, lease)
+        batch = await self.store.run(claim, sorted(self.transports), now, lease, BATCH,
+                                     self.instance)
         await asyncio.gather(*(self._deliver(message) for message in batch))
         return len(batch)
+
+    def _beat_and_expire(self, session: Session, now: datetime) -> int:
+        # One transaction: our own heartbeat first, so we never take ourselves for dead.
+        instances.beat(session, self.instance, now)
+        return expire_leases(session, now, parse_window(self.config.dead_after))
 
     async def _deliver(self, message: Outgoing) -> None:
         async with self._slots:
             await self._hand_over(message)
 
     async def _hand_over(self, message: Outgoing) -> None:
-        if not await self.store.run(mark_sending, message.id):
+        if not await self.store.run(mark_sending, message.id, self.instance):
             log.warning("outbox %s: claim lost before sending; left alone", message.id)
             return
         try:
@@ -206,6 +265,10 @@ class OutboxWorker:
         except Exception as exc:  # a transport bug: retry later rather than lose it
             log.exception("outbox %s: %s transport failed", message.id, message.channel)
             result = DeliveryResult.retry(f"{type(exc).__name__}: {exc}")
-        state = await self.store.run(record, message.id, result, self.clock(), self.config)
-        log.info("outbox %s: %s %s to %s -> %s%s", message.id, message.channel, message.kind,
-                 message.recipient, state, f" ({result.error})" if result.error else "")
+        state = await self.store.run(record, message.id, result, self.clock(), self.config,
+                                     self.instance)
+        # A relay's refusal or a network failure is the admin's business: WARNING.
+        level = logging.INFO if result.delivered else logging.WARNING
+        log.log(level, "outbox %s: %s %s to %s -> %s%s", message.id, message.channel,
+                message.kind, message.recipient, state,
+                f" ({result.error})" if result.error else "")

@@ -63,6 +63,8 @@ class RelayHandler:
     # An SMTP reply to give at RCPT or DATA instead of accepting ("451 4.3.0 busy").
     rcpt_answer: str | None = None
     data_answer: str | None = None
+    # Seconds the relay takes over each message (a slow relay keeps messages in flight).
+    delay: float = 0.0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -74,6 +76,8 @@ class RelayHandler:
     async def handle_DATA(self, server, session, envelope):
         if self.data_answer:
             return self.data_answer
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                       envelope.original_content or envelope.content))
         self.arrived.set()

@@ -122,6 +122,21 @@ class ChannelCursor(Base):
     updated_at: Mapped[datetime]
 
 
+class GatewayInstance(Base):
+    """A running `helpgate run`, and its last heartbeat (ticketstore/instances.py).
+
+    Outbox rows name the instance that claimed them, so when an instance falls silent its
+    claims are known to be orphaned at once instead of after the outbox lease (R-OUT-6).
+    """
+
+    __tablename__ = "gateway_instances"
+    id: Mapped[str] = mapped_column(Bounded(64), primary_key=True)
+    host: Mapped[str] = mapped_column(Bounded(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+
+
 class Company(Base):
     __tablename__ = "companies"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -312,6 +327,9 @@ class OutboxMessage(Base):
     # Ids of the stored attachments this message carries (outbound/attachments.py).
     attachments: Mapped[list | None]
     state: Mapped[str] = mapped_column(Bounded(20), index=True)
+    # The gateway instance that claimed the row last (gateway_instances.id; no foreign
+    # key: the instance's row goes when it stops, the claim's trace stays).
+    claimed_by: Mapped[str | None] = mapped_column(Bounded(64))
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime]
     last_error: Mapped[str | None] = mapped_column(CleanText())

@@ -11,22 +11,74 @@ of the conversation.
 The server runs on the gateway's own event loop (PROTOCOLS.md), not aiosmtpd's threaded
 Controller. Stopping closes the listening socket first and then waits for the messages
 in flight to be stored and answered.
+
+A burst of mail servers connecting at once is held in the listen backlog
+(`mail.endpoint.backlog`, asyncio's 100 by default would refuse part of a burst), and no
+session outlives `mail.endpoint.max_session_time`: the client is told 421 and the
+connection closed, so a slow or stuck client cannot hold a connection forever. A message
+being stored at that moment is still stored (the store is shielded); the client, not
+having seen 250, sends it again and it is recognised as a duplicate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 from collections.abc import Callable
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
-from helpgate.config.schema import Config
+from helpgate.channels.base import ChannelStartError
+from helpgate.config.schema import Config, parse_window
 
 log = logging.getLogger("helpgate.smtp")
 REFUSED = "550 5.7.1 <{address}>: recipient not accepted here (not a relay)"
 NOT_STORED = "451 4.3.0 Could not store the message now; please try again later"
+TOO_LONG = b"421 4.4.2 Session time limit exceeded; closing connection\r\n"
+# What to change when the listening socket cannot be opened, by errno.
+BIND_FIXES = {
+    errno.EADDRINUSE: "another program listens there: stop it, or set another "
+                      "[mail.endpoint] port",
+    errno.EACCES: "ports below 1024 need privileges: set [mail.endpoint] port to 1024 or "
+                  "above (and forward the mail server to it)",
+    errno.EADDRNOTAVAIL: "that address is not one of this machine's: set [mail.endpoint] "
+                         "host (\"0.0.0.0\" for all)",
+}
+
+
+class _TimeLimit:
+    """Mixed into aiosmtpd's SMTP/LMTP: close the session with 421 once it has lasted
+    `session_limit` seconds (aiosmtpd only limits the idle time between commands)."""
+
+    session_limit: float
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if self._original_transport is None:  # not the STARTTLS switch of a session
+            self._time_limit = self.loop.call_later(self.session_limit, self._too_long)
+
+    def connection_lost(self, error) -> None:
+        limit = getattr(self, "_time_limit", None)
+        if limit is not None:
+            limit.cancel()
+        super().connection_lost(error)
+
+    def _too_long(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            log.warning("%s: session time limit exceeded; closed with 421", self.session.peer)
+            self.transport.write(TOO_LONG)
+            self.transport.close()
+
+
+class _LimitedSMTP(_TimeLimit, SMTP):
+    pass
+
+
+class _LimitedLMTP(_TimeLimit, LMTP):
+    pass
 
 
 class Recipients:
@@ -107,24 +159,37 @@ class MailEndpoint:
         return f"{self.endpoint.protocol} endpoint {self.endpoint.host}:{self.port}"
 
     def _protocol(self) -> SMTP:
-        server_class = LMTP if self.lmtp else SMTP
+        server_class = _LimitedLMTP if self.lmtp else _LimitedSMTP
         protocol = server_class(_Handler(self), hostname=self.config.mail.message_id_domain,
                                 data_size_limit=self.config.mail.max_message_size,
                                 enable_SMTPUTF8=True, ident="helpgate")
+        protocol.session_limit = parse_window(self.endpoint.max_session_time).total_seconds()
         self._protocols = [p for p in self._protocols if p.transport is not None]
         self._protocols.append(protocol)
         return protocol
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, self.endpoint.host,
-                                                self.endpoint.port)
+        try:
+            self._server = await loop.create_server(
+                self._protocol, self.endpoint.host, self.endpoint.port,
+                backlog=self.endpoint.backlog)
+        except OSError as exc:
+            fix = BIND_FIXES.get(exc.errno, "check [mail.endpoint] host and port")
+            # asyncio rewords the error around the address; the plain cause reads better.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ChannelStartError(
+                f"cannot listen on {self.endpoint.host}:{self.endpoint.port} "
+                f"({self.endpoint.protocol} endpoint): {reason}; {fix}") from None
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("%s listening", self.name)
 
     async def store(self, raw: bytes) -> str:
         task = asyncio.ensure_future(self.deliver(raw, self.ticket_type))
+        # Tracked until it is done, not until this session ends: stopping waits for it
+        # even when the client hung up or its session was closed for time.
         self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
         try:
             # Shielded: a client hanging up mid-answer must not cancel the store itself.
             result = await asyncio.shield(task)
@@ -132,8 +197,6 @@ class MailEndpoint:
             log.exception("could not store a message received over %s",
                           self.endpoint.protocol)
             return NOT_STORED
-        finally:
-            self._in_flight.discard(task)
         return f"250 2.0.0 Stored as inbound message {result.inbound} ({result.action})"
 
     async def stop(self) -> None:

@@ -1,6 +1,7 @@
 """Our SMTP/LMTP endpoint (R-CH-2), spoken to with the standard library's clients: only
 our recipients (never an open relay), the size limit, 250 only after the message is
-stored, 451 when it cannot be, and LMTP's one answer per recipient."""
+stored, 451 when it cannot be, LMTP's one answer per recipient, a burst of connections
+all greeted, a session time limit, and a clear error when the port cannot be opened."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import smtplib
 import pytest
 from sqlalchemy import func, select
 
+from helpgate.channels.base import ChannelStartError
 from helpgate.channels.mail.smtp import MailEndpoint
 from helpgate.config.schema import Config
 from helpgate.gateway.pipeline import Pipeline
@@ -183,3 +185,53 @@ async def test_stopping_lets_a_message_in_flight_be_stored_and_answered(store, c
     _, answer = await sending
     assert answer[0] == 250
     assert await count(store, Ticket) == 1
+
+
+BURST = 1_000
+
+
+async def test_a_burst_of_connections_is_greeted_every_one(store, served):
+    """#14.13: 1,000 mail servers connecting at once all get their 220 (asyncio's default
+    listen backlog of 100 lost about a third of such a burst)."""
+    endpoint = await served(endpoint_config())
+
+    async def greeted() -> bool:
+        # A sending server's patience (Postfix waits 30 s to connect, 300 s for 220).
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", endpoint.port), 30)
+        except (OSError, TimeoutError):
+            return False
+        try:
+            return (await asyncio.wait_for(reader.readline(), 30)).startswith(b"220 ")
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+
+    answers = await asyncio.gather(*(greeted() for _ in range(BURST)))
+    assert sum(answers) == BURST
+
+
+async def test_a_session_over_the_time_limit_is_closed_with_421(store, served):
+    endpoint = await served(endpoint_config(max_session_time="1s"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+    try:
+        assert (await reader.readline()).startswith(b"220 ")
+        writer.write(b"HELO client.example\r\n")
+        assert (await reader.readline()).startswith(b"250 ")
+        # The client then says nothing more (a stuck or slow-drip sender).
+        closing = await asyncio.wait_for(reader.readline(), 10)
+        assert closing.startswith(b"421 4.4.2") and b"time limit" in closing
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+
+
+async def test_a_port_in_use_is_one_clear_error(store, served, clock):
+    first = await served(endpoint_config())
+    second = MailEndpoint(endpoint_config(port=first.port), Pipeline(
+        endpoint_config(), store, clock).ingest_email)
+    with pytest.raises(ChannelStartError, match=rf"cannot listen on 127.0.0.1:{first.port} "
+                       r"\(smtp endpoint\): .*in use; .*set another \[mail.endpoint\] port"):
+        await second.start()

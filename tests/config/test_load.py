@@ -65,6 +65,33 @@ def test_bad_window_names_the_key(tmp_path):
         load_config(path)
 
 
+@pytest.mark.parametrize(("section", "value", "expected"), [
+    ("mail.endpoint", "99999", "99999 is not a port: use a number from 0 to 65535"),
+    ("mail.endpoint", "-1", "-1 is not a port"),
+    ("mail.smtp", "0", "0 is not a port: use a number from 1 to 65535"),
+    ("mail.smtp", "70000", "70000 is not a port"),
+])
+def test_ports_out_of_range_name_the_key(tmp_path, section, value, expected):
+    """#15.13: `port = 99999` used to pass and die at bind time with a traceback."""
+    path = write(tmp_path, f'language = "en"\n[{section}]\nport = {value}\n')
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}:3: {section}.port: {expected}")
+
+
+def test_an_imap_port_out_of_range_names_the_mailbox(tmp_path):
+    path = write(tmp_path, '[[mail.imap]]\nhost = "imap.example"\nusername = "u"\n'
+                 'password = "p"\nport = 100000\n')
+    with pytest.raises(ConfigError, match=r":5: mail.imap\[0\].port: 100000 is not a port"):
+        load_config(path)
+
+
+def test_heartbeat_must_fit_dead_after(tmp_path):
+    path = write(tmp_path, '[outbox]\nheartbeat = "10s"\ndead_after = "15s"\n')
+    with pytest.raises(ConfigError, match=r"outbox: dead_after must be at least twice"):
+        load_config(path)
+
+
 def test_bad_rule_in_a_list_of_tables(tmp_path):
     path = write(tmp_path, '[reopen]\n[[reopen.rules]]\ntype = "incident"\nwindow = "soon"\n')
     with pytest.raises(ConfigError, match=r"reopen.rules\[0\].window"):

@@ -281,8 +281,6 @@ async def test_a_postgresql_url_can_choose_its_schema(hg, monkeypatch):
     assert code == 0 and tables > 0
 
 
-@pytest.mark.xfail(strict=True, reason="cli 'tickets --status' takes any string: an unknown "
-                   "status lists nothing and exits 0 (README: unknown status exits 1)")
 def test_an_unknown_status_filter_is_bad_input(hg):
     code, out, err = hg.run("tickets", "--status", "bogus")
     assert code == 1 and err.count("\n") == 1 and "bogus" in err

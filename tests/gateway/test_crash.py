@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from helpgate.outbound.outbox import IN_FLIGHT
 from tests.mailfactory import mail
 from tests.mailservers import Relay, free_port
 from tests.waiting import eventually
@@ -99,8 +100,6 @@ throttle_max = 0
 employees = "none"
 [outbox]
 poll_interval = 0.2
-# Short, so acks cut off by the kill are parked as uncertain within the test's time.
-lease = "3s"
 """, encoding="utf-8")
     log = tmp_path / "gateway.log"
     gateway = await start_gateway(config, log)
@@ -180,3 +179,74 @@ def _outbox_settled(db: Path) -> bool:
             "SELECT count(*) FROM outbox WHERE state IN ('queued', 'sending')").fetchone()[0]
         total = connection.execute("SELECT count(*) FROM outbox").fetchone()[0]
     return total >= 2 * PER_CHANNEL and pending == 0
+
+
+ACKS = 120
+
+
+async def test_after_kill_9_every_ack_not_certainly_sent_leaves_within_30_s_once(tmp_path):
+    """#15.12 (R-OUT-6): the gateway is killed while a slow relay takes its
+    acknowledgements. With the default 10-minute lease, the restarted gateway must still
+    send, within 30 s, every acknowledgement the dead one had claimed or queued; only the
+    ones it had handed to the relay (at most IN_FLIGHT) stay uncertain; none goes twice."""
+    relay = await Relay().start()
+    relay.handler.delay = 0.05
+    db = tmp_path / "helpgate.db"
+    port = free_port()
+    config = tmp_path / "helpgate.toml"
+    config.write_text(f"""
+[database]
+url = "sqlite:///{db}"
+[mail.endpoint]
+port = {port}
+[mail.smtp]
+host = "127.0.0.1"
+port = {relay.port}
+security = "none"
+[threading]
+throttle_max = 0
+[notifications]
+employees = "none"
+""", encoding="utf-8")
+    log = tmp_path / "gateway.log"
+    gateway = await start_gateway(config, log)
+    try:
+        await eventually(in_thread(_listening, port), 20, "the endpoint")
+        await asyncio.to_thread(_send_all, port, ACKS)
+        await eventually(lambda: len(relay.received) >= 20, 60, "the first acknowledgements")
+        gateway.send_signal(signal.SIGKILL)
+        await gateway.wait()
+        at_kill = len(relay.received)
+        gateway = await start_gateway(config, log)
+        await eventually(in_thread(_acks_settled, db), 30,
+                         "every acknowledgement to leave within 30 s of the restart")
+    finally:
+        if gateway.returncode is None:
+            gateway.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(gateway.wait(), 30)
+        await relay.stop()
+    assert gateway.returncode == 0, log.read_text()[-3000:]
+    assert at_kill < ACKS, "the kill came too late to test anything"
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT state, message_id FROM outbox").fetchall()
+    states = collections.Counter(state for state, _ in rows)
+    assert set(states) <= {"sent", "uncertain"} and states["uncertain"] <= IN_FLIGHT
+    ids = collections.Counter(r.message["Message-ID"] for r in relay.received)
+    assert max(ids.values()) == 1, "an acknowledgement reached the relay twice"
+    assert {mid for state, mid in rows if state == "sent"} <= set(ids)
+    print(f"\nkilled after {at_kill} acks; outbox {dict(states)}")
+
+
+def _send_all(port: int, count: int) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        for n in range(count):
+            raw = mail(sender=f"ack{n}@customer.example", subject=f"Ack {n}",
+                       message_id=f"<ack{n}@crash.test>").replace(b"\n", b"\r\n")
+            client.sendmail(f"ack{n}@customer.example", ["support@helpgate.localhost"], raw)
+
+
+def _acks_settled(db: Path) -> bool:
+    with sqlite3.connect(db, timeout=30) as connection:
+        states = collections.Counter(row[0] for row in connection.execute(
+            "SELECT state FROM outbox"))
+    return sum(states.values()) == ACKS and set(states) <= {"sent", "uncertain"}

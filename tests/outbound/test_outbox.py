@@ -12,8 +12,10 @@ import pytest
 from helpgate.config.schema import Config
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.outbound import outbox
+from helpgate.outbound.base import DeliveryResult
 from helpgate.outbound.email import EmailTransport, TemplateError
 from helpgate.outbound.outbox import OutboxWorker
+from helpgate.ticketstore import instances
 from helpgate.ticketstore.queries import outbox_list
 from helpgate.ticketstore.repository import Store
 from tests.mailfactory import mail
@@ -155,6 +157,59 @@ async def test_a_claim_never_handed_over_goes_back_to_the_queue(store, relay, cl
     clock.advance(minutes=11)
     assert await delivery.run_once() == 1
     assert await states(store) == [("sent", 1)] and len(relay.received) == 1
+
+
+@pytest.mark.pipeline_errors_expected  # the parking is logged as an error for the admin
+async def test_claims_of_a_dead_instance_return_at_once_not_after_the_lease(store, relay,
+                                                                            clock):
+    """#15.12: a killed gateway's claims are released once its heartbeat is stale
+    (dead_after, 15 s by default), not after the 10-minute lease; only the message it
+    had handed to the relay becomes uncertain."""
+    config = relay_config(relay)
+    pipeline = Pipeline(config, store, clock)
+    for n in range(3):
+        await pipeline.ingest_email(mail(sender=f"user{n}@romashka.ru"))
+    killed = worker(store, config, clock)
+    await store.run(instances.beat, killed.instance, clock())
+    claimed = await store.run(outbox.claim, ["email"], clock(), timedelta(minutes=10),
+                              outbox.BATCH, killed.instance)
+    assert len(claimed) == 3
+    # It hands the first to the relay and is killed before recording the answer.
+    assert await store.run(outbox.mark_sending, claimed[0].id, killed.instance)
+    await EmailTransport(config).send(claimed[0])
+    survivor = worker(store, config, clock)
+    assert await survivor.run_once() == 0  # a fresh heartbeat: its claims are its own
+    clock.advance(seconds=16)  # silent past dead_after, far within the lease
+    assert await survivor.run_once() == 2
+    assert [state for state, _ in await states(store)] == ["uncertain", "sent", "sent"]
+    ids = [r.message["Message-ID"] for r in relay.received]
+    assert len(ids) == len(set(ids)) == 3
+    # Not dead after all (a long pause): what it claimed is no longer its to send or record.
+    assert not await store.run(outbox.mark_sending, claimed[1].id, killed.instance)
+    assert await store.run(outbox.record, claimed[0].id, DeliveryResult.ok(), clock(),
+                           config.outbox, killed.instance) == "uncertain"
+
+
+async def test_a_live_instance_keeps_its_claims_and_leaves_on_a_clean_stop(store, relay,
+                                                                             clock):
+    config = relay_config(relay)
+    await Pipeline(config, store, clock).ingest_email(mail())
+    busy = worker(store, config, clock)
+    await store.run(instances.beat, busy.instance, clock())
+    [claimed] = await store.run(outbox.claim, ["email"], clock(), timedelta(minutes=10),
+                                outbox.BATCH, busy.instance)
+    for _ in range(3):  # it keeps beating while its relay is slow
+        clock.advance(seconds=10)
+        await store.run(instances.beat, busy.instance, clock())
+        assert await worker(store, config, clock).run_once() == 0
+    assert await states(store) == [("claimed", 0)]
+    # A clean stop: the worker finishes its round and removes its instance row.
+    stop = asyncio.Event()
+    stop.set()
+    await busy.run(stop)
+    alive = await store.run(lambda s: s.scalars(instances.live_instances(
+        s, clock(), timedelta(hours=1))).all())
+    assert busy.instance not in alive
 
 
 async def test_retry_refuses_a_message_that_is_not_parked(store, relay, clock):

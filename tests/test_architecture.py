@@ -1,0 +1,135 @@
+"""The architecture as tests (#15.16, docs/ARCHITECTURE.md): imports follow the flow of a
+message, and pyproject.toml declares every third-party package the code imports.
+
+Both read the source with `ast` — every import counts, including ones inside functions —
+so nothing is imported or run."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+COMPONENTS = {package.split(".")[1]: folder for package, folder in
+              PYPROJECT["tool"]["setuptools"]["package-dir"].items()}
+
+# (importing component, forbidden prefix, why) — docs/ARCHITECTURE.md, "Who may import whom".
+RULES = [
+    ("channels", "helpgate.gateway", "channels never import gateway"),
+    ("outbound", "helpgate.gateway", "outbound never imports gateway"),
+    ("threading", "helpgate.channels", "threading imports no channel"),
+    ("threading", "helpgate.ticketstore", "threading imports no ticketstore"),
+    ("ticketstore", "helpgate.threading.rules", "ticketstore imports no rules"),
+]
+# Imports that break the rules today, each to be removed by moving the shared piece
+# where both sides may import it (the issue after #15 does it). Listed here so that no
+# new one creeps in; when one is fixed the test says so, and the entry goes.
+KNOWN_EXCEPTIONS = {
+    # InboundMessage (what the rules read) lives in channels/base.py.
+    ("threading/context.py", "helpgate.channels.base"),
+}
+
+
+def imports(path: Path) -> set[str]:
+    """The modules a file imports. `from a import b` is an import of a, or of a.b when b
+    is a module itself (`from helpgate.threading import rules`)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names
+                      if _is_module(f"{node.module}.{alias.name}")}
+        elif isinstance(node, ast.ImportFrom):
+            raise AssertionError(f"{path}: relative import; DESIGN.md imports helpgate.…")
+    return found
+
+
+def _is_module(name: str) -> bool:
+    parts = name.split(".")
+    if parts[0] != "helpgate" or len(parts) < 3 or parts[1] not in COMPONENTS:
+        return False
+    place = ROOT / COMPONENTS[parts[1]] / Path(*parts[2:])
+    return place.is_dir() or place.with_suffix(".py").exists()
+
+
+def source_files(*folders: str):
+    for folder in folders:
+        yield from sorted((ROOT / folder).rglob("*.py"))
+
+
+def violations() -> set[tuple[str, str]]:
+    found = set()
+    for component, prefix, _ in RULES:
+        for path in source_files(COMPONENTS[component]):
+            found |= {(path.relative_to(ROOT).as_posix(), module) for module in imports(path)
+                      if module == prefix or module.startswith(prefix + ".")}
+    return found
+
+
+def test_imports_follow_the_flow_of_a_message():
+    found = violations()
+    new = found - KNOWN_EXCEPTIONS
+    assert not new, f"imports against docs/ARCHITECTURE.md: {sorted(new)}"
+    fixed = KNOWN_EXCEPTIONS - found
+    assert not fixed, f"fixed, remove from KNOWN_EXCEPTIONS: {sorted(fixed)}"
+
+
+def test_the_rule_check_sees_a_violation(tmp_path, monkeypatch):
+    """The walker itself: a module of channels importing gateway inside a function."""
+    folder = tmp_path / "channels"
+    folder.mkdir()
+    (folder / "bad.py").write_text("def f():\n    from helpgate.gateway.cli import main\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    for component in ("outbound", "threading", "ticketstore"):
+        (tmp_path / component).mkdir()
+    assert violations() == {("channels/bad.py", "helpgate.gateway.cli")}
+
+
+def _normalized(requirement: str) -> str:
+    name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def third_party(*folders: str) -> dict[str, set[str]]:
+    """Top-level third-party import names -> the files importing them."""
+    names: dict[str, set[str]] = {}
+    # A script imports its neighbours by name (bench/imap_ingest.py: `import pipeline`).
+    local = {"helpgate", "tests", "__future__"} | {
+        path.stem for folder in folders for path in (ROOT / folder).glob("*.py")}
+    for path in source_files(*folders):
+        for module in imports(path):
+            top = module.split(".")[0]
+            if top not in sys.stdlib_module_names and top not in local:
+                names.setdefault(top, set()).add(path.relative_to(ROOT).as_posix())
+    return names
+
+
+def undeclared(names: dict[str, set[str]], declared: list[str]) -> dict[str, list[str]]:
+    distributions = packages_distributions()
+    wanted = {_normalized(r) for r in declared}
+    missing = {}
+    for name, files in names.items():
+        provided_by = {_normalized(d) for d in distributions.get(name, [name])}
+        if not provided_by & wanted:
+            missing[name] = sorted(files)
+    return missing
+
+
+def test_pyproject_declares_every_package_the_code_imports():
+    declared = PYPROJECT["project"]["dependencies"]
+    missing = undeclared(third_party(*COMPONENTS.values()), declared)
+    assert missing == {}, f"imported but not in [project] dependencies: {missing}"
+
+
+def test_tests_and_benchmarks_import_only_declared_packages():
+    declared = [*PYPROJECT["project"]["dependencies"],
+                *PYPROJECT["project"]["optional-dependencies"]["test"]]
+    missing = undeclared(third_party("tests", "bench"), declared)
+    assert missing == {}, f"imported by tests or bench but not declared: {missing}"
