@@ -49,11 +49,18 @@ BIND_FIXES = {
 }
 
 
+MAX_LINE = 1 << 20
+
+
 class _TimeLimit:
     """Mixed into aiosmtpd's SMTP/LMTP: close the session with 421 once it has lasted
     `session_limit` seconds (aiosmtpd only limits the idle time between commands)."""
 
     session_limit: float
+    # RFC 5321 asks for lines of at most 1,000 characters, but HTML from real clients and
+    # curl uploads carry longer ones, and refusing them (aiosmtpd's 500) bounces a
+    # customer's mail. DATA stays bounded by mail.max_message_size.
+    line_length_limit = MAX_LINE
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)

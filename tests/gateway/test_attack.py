@@ -178,9 +178,6 @@ async def test_utf8_text_with_one_bad_byte_keeps_its_words(pipeline, store, name
     assert "Добрый день! Принтер в бухгалтерии не печатает" in out["text"]
 
 
-@pytest.mark.xfail(strict=True, reason="channels/mail/smtp.py keeps aiosmtpd's "
-                   "line_length_limit (1001): a longer line gets a permanent '500 Line too "
-                   "long' and the sender's server bounces the mail")
 async def test_the_endpoint_takes_lines_longer_than_1000_characters(store, clock):
     config = Config(mail={"endpoint": {"port": 0}})
     endpoint = MailEndpoint(config, Pipeline(config, store, clock).ingest_email)

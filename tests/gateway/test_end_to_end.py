@@ -39,7 +39,8 @@ async def desk(store, dovecot, relay):
                                         role="admin"),
                    people.EmployeeEntry(name="Вера", email="vera@helpgate.test")]),
         _now())
-    config = Config(mail={"endpoint": {"port": 0}, "smtp": relay.smtp_config(),
+    config = Config(fallback_language="ru",  # a Russian team: staff mail in Russian
+                    mail={"endpoint": {"port": 0}, "smtp": relay.smtp_config(),
                           "imap": [dovecot.imap_config(idle=True)]},
                     outbox={"poll_interval": 0.2, "retry_after": "1s"})
     gateway = Gateway(config, store, timer_interval=0.5)
