@@ -52,3 +52,28 @@ async def test_raw_bytes_move_to_their_own_table_on_upgrade(tmp_path):
         assert [tuple(row) for row in moved] == [(1, raw)]
     finally:
         await store.close()
+
+
+async def test_old_dedupe_keys_get_their_content_digest(store):
+    """0007: a mail stored under "mid:<id>" before issue #14 is still recognised when it
+    is delivered again after the upgrade (R-TH-9), on both backends."""
+    from helpgate.channels.mail.parse import parse_email
+    from helpgate.ticketstore.migrations import upgrade
+    from tests.conftest import Clock
+    from tests.mailfactory import mail
+
+    raw = mail(message_id="<old@client>", body="Старое письмо")
+
+    def old_row(connection):
+        connection.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+        inbound = connection.execute(text(
+            "INSERT INTO inbound_messages (channel, dedupe_key, meta, received_at, state) "
+            "VALUES ('email', 'mid:<old@client>', '{}', :at, 'processed') RETURNING id"),
+            {"at": Clock().now}).scalar()
+        connection.execute(text("INSERT INTO inbound_raw (inbound_id, raw) VALUES (:i, :r)"),
+                           {"i": inbound, "r": raw})
+    await store.run_connection(old_row)
+    await upgrade(store)
+    key = await store.run_connection(lambda c: c.execute(text(
+        "SELECT dedupe_key FROM inbound_messages")).scalar())
+    assert key == parse_email(raw, Clock().now).dedupe_key
