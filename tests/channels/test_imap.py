@@ -149,7 +149,7 @@ async def test_a_server_restart_under_a_running_gateway_loses_nothing(store, dov
     await deliver(dovecot, mail(subject="До перезапуска"))
     await stored(store, 1)
     await asyncio.to_thread(dovecot.stop)
-    await eventually(lambda: _disconnected(mailbox))
+    await eventually(lambda: _disconnected(mailbox), 30, "the lost connection noticed")
     await asyncio.to_thread(dovecot.start)
     await deliver(dovecot, mail(subject="После перезапуска"))
     await stored(store, 2)
