@@ -189,18 +189,18 @@ class Notifier:
         """Who wrote, from where, and what the message changed: the lines staff read first."""
         texts = self.compose.texts_for(language)
         person = None
+        db = session.connection()
         if comment.author_kind == "contact" and comment.contact_id:
-            person = session.get(Contact, comment.contact_id)
+            person = db.execute(_CONTACT, {"id": comment.contact_id}).first()
         elif comment.author_kind == "employee" and comment.employee_id and not stand_in:
-            person = session.get(Employee, comment.employee_id)
+            person = db.execute(_EMPLOYEE, {"id": comment.employee_id}).first()
         name = person.name if person is not None else None
         address = comment.email_from or (person.email if person is not None else None)
         company_id = getattr(person, "company_id", None) or ticket.company_id
-        company = session.get(Company, company_id) if company_id else None
+        company = _company_name(session, company_id) if company_id else None
         who = f"{name} <{address}>" if name and address else (name or address or "?")
         lines = [texts.staff_author.format(
-            author=", ".join(filter(None, [who, company.name if company else None])),
-            channel=comment.channel)]
+            author=", ".join(filter(None, [who, company])), channel=comment.channel)]
         action = (comment.decision or {}).get("action")
         if action == "reopened":
             lines.append(texts.staff_reopened.format(status=self.config.status_name(
@@ -263,10 +263,30 @@ def _files(session: Session, comment_id: int | None) -> list:
     """The comment's attachments (without their content)."""
     if comment_id is None:
         return []
-    table = Attachment.__table__
-    return session.execute(
-        select(table.c.id, table.c.filename, table.c.size, table.c.stored)
-        .where(table.c.comment_id == comment_id).order_by(table.c.id)).all()
+    return session.connection().execute(_FILES, {"comment_id": comment_id}).all()
+
+
+# Core statements built once: a notification is composed for every message, and the
+# ORM's loading (a company's domains, selectin) cost more than the notification.
+_ATTACHMENTS = Attachment.__table__
+_FILES = select(_ATTACHMENTS.c.id, _ATTACHMENTS.c.filename, _ATTACHMENTS.c.size,
+                _ATTACHMENTS.c.stored).where(
+    _ATTACHMENTS.c.comment_id == bindparam("comment_id")).order_by(_ATTACHMENTS.c.id)
+_CONTACTS = Contact.__table__
+_CONTACT = select(_CONTACTS.c.name, _CONTACTS.c.email, _CONTACTS.c.company_id).where(
+    _CONTACTS.c.id == bindparam("id"))
+_EMPLOYEES = Employee.__table__
+_EMPLOYEE = select(_EMPLOYEES.c.name, _EMPLOYEES.c.email).where(
+    _EMPLOYEES.c.id == bindparam("id"))
+_COMPANY_NAME = select(Company.__table__.c.name).where(
+    Company.__table__.c.id == bindparam("id"))
+
+
+def _company_name(session: Session, company_id: int) -> str | None:
+    names: dict[int, str | None] = session.info.setdefault("company_names", {})
+    if company_id not in names:
+        names[company_id] = session.connection().scalar(_COMPANY_NAME, {"id": company_id})
+    return names[company_id]
 
 
 def _staff_thread(session: Session, ticket: Ticket) -> dict[str, list[str]]:
