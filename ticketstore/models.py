@@ -145,7 +145,7 @@ class Company(Base):
     phone: Mapped[str | None] = mapped_column(Bounded(40))
     created_at: Mapped[datetime]
     domains: Mapped[list[CompanyDomain]] = relationship(
-        back_populates="company", cascade="all, delete-orphan", lazy="selectin")
+        back_populates="company", cascade="all, delete-orphan")
 
 
 class CompanyDomain(Base):
