@@ -84,24 +84,27 @@ async def test_hostile_values_are_stored_cleaned_on_every_backend(pipeline, stor
     assert [a.filename for a in comment.attachments] == ["../../ab.pdf"]
 
 
-async def test_a_null_envelope_sender_gets_no_acknowledgement(store, config):
-    config = Config(mail={"endpoint": {"port": 0}})
-    gateway = Gateway(config, store, timer_interval=60)
+@pytest.fixture
+async def endpoint(store):
+    """A running gateway with its SMTP endpoint on a free port; its endpoint."""
+    gateway = Gateway(Config(mail={"endpoint": {"port": 0}}), store, timer_interval=60)
     running = asyncio.create_task(gateway.serve())
     endpoint = gateway.channels[0]
     await eventually(lambda: endpoint.port is not None)
-    try:
-        # An auto-reply with no header of its own saying so: only the envelope tells.
-        raw = mail(sender="robot@romashka.ru", subject="Re: your request", body="Noted.")
-        await asyncio.to_thread(_smtp_send, endpoint.port, "", raw)
-        row = await eventually(lambda: store.run(
-            lambda s: s.scalar(select(InboundMessage).where(InboundMessage.state != "received"))))
-        assert row.state == "ignored" and "Return-Path <>" in row.reason
-        assert await store.run(lambda s: s.scalar(select(func.count()).select_from(
-            OutboxMessage))) == 0
-    finally:
-        gateway.stop.set()
-        await asyncio.wait_for(running, 20)
+    yield endpoint
+    gateway.stop.set()
+    await asyncio.wait_for(running, 20)
+
+
+async def test_a_null_envelope_sender_gets_no_acknowledgement(store, endpoint):
+    # An auto-reply with no header of its own saying so: only the envelope tells.
+    raw = mail(sender="robot@romashka.ru", subject="Re: your request", body="Noted.")
+    await asyncio.to_thread(_smtp_send, endpoint.port, "", raw)
+    row = await eventually(lambda: store.run(
+        lambda s: s.scalar(select(InboundMessage).where(InboundMessage.state != "received"))))
+    assert row.state == "ignored" and "Return-Path <>" in row.reason
+    assert await store.run(lambda s: s.scalar(select(func.count()).select_from(
+        OutboxMessage))) == 0
 
 
 def _smtp_send(port: int, sender: str, raw: bytes) -> None:
@@ -162,27 +165,18 @@ async def test_a_stuck_message_is_listed_and_decided_by_a_redelivery(pipeline, s
 
 
 @pytest.mark.pipeline_errors_expected
-async def test_the_running_gateway_decides_a_stuck_message_within_seconds(store,
+async def test_the_running_gateway_decides_a_stuck_message_within_seconds(store, endpoint,
                                                                            monkeypatch):
-    config = Config(mail={"endpoint": {"port": 0}})
-    gateway = Gateway(config, store, timer_interval=60)
-    running = asyncio.create_task(gateway.serve())
-    endpoint = gateway.channels[0]
-    await eventually(lambda: endpoint.port is not None)
-    try:
-        with monkeypatch.context() as patch:
-            _break_decision_and_quarantine(patch)
-            with pytest.raises(smtplib.SMTPDataError) as refused:
-                await asyncio.to_thread(_smtp_send, endpoint.port, "ivan@romashka.ru",
-                                        mail(body="Срочно"))
-            assert refused.value.smtp_code == 451
-        # No retry from the sender: the gateway itself decides it.
-        ticket = await eventually(lambda: store.run(lambda s: s.scalar(select(Ticket))), 20,
-                                  "the stuck message to be decided")
-        assert ticket.number == 1
-    finally:
-        gateway.stop.set()
-        await asyncio.wait_for(running, 20)
+    with monkeypatch.context() as patch:
+        _break_decision_and_quarantine(patch)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await asyncio.to_thread(_smtp_send, endpoint.port, "ivan@romashka.ru",
+                                    mail(body="Срочно"))
+        assert refused.value.smtp_code == 451
+    # No retry from the sender: the gateway itself decides it.
+    ticket = await eventually(lambda: store.run(lambda s: s.scalar(select(Ticket))), 20,
+                              "the stuck message to be decided")
+    assert ticket.number == 1
 
 
 # ------------------------------------------------ 12. the throttle across instances
