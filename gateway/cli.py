@@ -183,7 +183,10 @@ def _check_numbers(args: argparse.Namespace) -> None:
 async def _dispatch(args: argparse.Namespace, config: Config) -> int:
     from helpgate.ticketstore.repository import Store
 
-    store = Store(config.database.url, echo=config.database.echo)
+    try:
+        store = Store(config.database.url, echo=config.database.echo)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     try:
         try:
             await store.ensure_schema()

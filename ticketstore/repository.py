@@ -72,6 +72,24 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def libpq_options(url: str, connect_args: dict) -> tuple[str, dict]:
+    """libpq's `?options=-csearch_path=…` (the way admins choose a schema in a URL) as the
+    server settings asyncpg takes; asyncpg itself has no `options` argument."""
+    parsed = make_url(url)
+    options = parsed.query.get("options")
+    if not options:
+        return url, connect_args
+    settings = dict(connect_args.get("server_settings", {}))
+    for item in str(options).split():
+        name, equals, value = item.removeprefix("-c").partition("=")
+        if not (item.startswith("-c") and equals and name):
+            raise ValueError(f"database URL: options={options!r}: only -cname=value "
+                             "settings are understood")
+        settings[name] = value
+    return (parsed.difference_update_query(["options"]).render_as_string(hide_password=False),
+            {**connect_args, "server_settings": settings})
+
+
 class Store:
     """The database, and the one way to work with it: `await store.run(work, *args)`.
 
@@ -98,6 +116,7 @@ class Store:
             _sqlite_setup(self.sync_engine)
             self._sync_sessions = sessionmaker(self.sync_engine, expire_on_commit=False)
         else:
+            self.url, self.connect_args = libpq_options(self.url, self.connect_args)
             self.engine: AsyncEngine = create_async_engine(self.url, echo=echo,
                                                            connect_args=self.connect_args)
             self.sync_engine = self.engine.sync_engine

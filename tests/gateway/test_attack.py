@@ -254,9 +254,6 @@ async def test_a_bidi_override_never_reaches_a_file_name(pipeline, store):
 # ------------------------------------------------------------------------------------
 # The CLI as a new user meets it.
 # ------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="repository.Store hands the URL query to asyncpg, "
-                   "which has no 'options' argument: a libpq-style ?options=-csearch_path "
-                   "URL ends in a TypeError traceback, and no URL can choose a schema")
 async def test_a_postgresql_url_can_choose_its_schema(hg, monkeypatch):
     import asyncpg
     dsn = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
