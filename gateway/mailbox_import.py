@@ -28,23 +28,87 @@ class MailboxError(ValueError):
     """The mailbox cannot be read."""
 
 
-def open_mailbox(kind: str, path: str) -> mailbox.Mailbox:
+def open_mailbox(kind: str, path: str) -> mailbox.Mailbox | Mbox:
     location = Path(path)
     if kind == "mbox":
         if not location.is_file():
             raise MailboxError(f"{path} is not an mbox file")
-        return mailbox.mbox(location, create=False)
+        return Mbox(location)
     if not (location / "cur").is_dir() or not (location / "new").is_dir():
         raise MailboxError(f"{path} is not a Maildir (no cur/ and new/ folders)")
     return mailbox.Maildir(location, create=False)
 
 
-def _messages(box: mailbox.Mailbox) -> Iterator[bytes]:
+# An envelope line: "From sender date", the sender one word, the date with a time in it.
+_ENVELOPE = re.compile(rb"^From \S+ +.*\d{1,2}:\d\d")
+_ESCAPED_FROM = re.compile(rb"^>(>*From )")
+
+
+class Mbox:
+    """An mbox file read as mail clients read it, not as the standard library splits it.
+
+    `mailbox.mbox` starts a new message at every line beginning "From ", so a customer's
+    sentence starting with that word ends their mail and loses the line; and it never
+    undoes the ">From " quoting writers add (mboxrd). Here a message starts only at an
+    envelope line (a sender and a date) after a blank line or at the top, and one ">" of
+    a quoted From line is taken off.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._starts())
+
+    def close(self) -> None:
+        """Nothing is held open between reads."""
+
+    def messages(self) -> Iterator[bytes]:
+        lines: list[bytes] | None = None
+        with self.path.open("rb") as source:
+            previous_blank = True
+            for line in source:
+                if _starts_message(line, previous_blank, lines is None):
+                    if lines is not None:
+                        yield _message(lines)
+                    lines = []
+                elif lines is not None:
+                    lines.append(_ESCAPED_FROM.sub(rb"\1", line))
+                previous_blank = not line.strip()
+        if lines is not None:
+            yield _message(lines)
+
+    def _starts(self) -> Iterator[int]:
+        with self.path.open("rb") as source:
+            previous_blank = True
+            first = True
+            for number, line in enumerate(source):
+                if _starts_message(line, previous_blank, first):
+                    first = False
+                    yield number
+                previous_blank = not line.strip()
+
+
+def _starts_message(line: bytes, previous_blank: bool, first: bool) -> bool:
+    # The file's first "From " line is an envelope whatever follows the sender.
+    return (first and line.startswith(b"From ")) or (previous_blank and
+                                                     bool(_ENVELOPE.match(line)))
+
+
+def _message(lines: list[bytes]) -> bytes:
+    # The blank line the writer put before the next envelope is not part of the mail.
+    if lines and not lines[-1].strip():
+        lines = lines[:-1]
+    return b"".join(lines)
+
+
+def _messages(box: mailbox.Mailbox | Mbox) -> Iterator[bytes]:
     # In delivery order, so replies follow what they answer: an mbox is in file order,
     # Maildir names begin with the delivery time.
-    keys = sorted(box.keys(), key=_delivery_order) if isinstance(box, mailbox.Maildir) \
-        else box.iterkeys()
-    for key in keys:
+    if isinstance(box, Mbox):
+        yield from box.messages()
+        return
+    for key in sorted(box.keys(), key=_delivery_order):
         yield box.get_bytes(key)
 
 

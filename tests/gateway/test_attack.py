@@ -210,10 +210,6 @@ async def test_iso2022jp_with_nec_specials_decodes(pipeline, store):
     assert out["text"] == "①②③ こんにちは"
 
 
-@pytest.mark.xfail(strict=True, reason="mailbox_import uses mailbox.mbox, which splits at "
-                   "every line starting 'From ' (even with no blank line before it) and "
-                   "never undoes '>From ' quoting; the quote stripper then cuts the "
-                   "'>From' lines as a quote at the end of the message")
 @pytest.mark.parametrize("name, words", [
     ("mbox_escaped_from.mbox", "From 09:05 jobs are rejected"),
     ("mbox_unescaped_from.mbox", "From 09:00 the queue is stuck"),
