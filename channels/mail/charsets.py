@@ -87,6 +87,10 @@ def decode_bytes(data: bytes, declared: str | None) -> str:
     if codec in _WRONG_WHEN_8BIT and not data.isascii():
         return _decode_first(data, ["utf-8"]) or _detected(data) or _decode_first(
             data, ["cp1252"])
+    if codec == "iso2022_jp":
+        decoded = _decode_first(data, ["iso2022_jp"]) or _jis_x0213(data)
+        if decoded is not None:
+            return decoded
     candidates = [_SUPERSET.get(codec, codec)] if codec else []
     if "utf-8" not in candidates:
         candidates.append("utf-8")
@@ -133,6 +137,16 @@ _STRAY = re.compile("\ufffe([^\uffff]*)\uffff")
 
 def _stray_text(match: re.Match) -> str:
     return match.group(1).encode("latin-1").decode(FALLBACK, errors="replace")
+
+
+def _jis_x0213(data: bytes) -> str | None:
+    """ISO-2022-JP as Windows writes it: NEC's row 13 (①, ㈱, №) inside JIS X 0208
+    escapes, which Python's iso2022_jp refuses. JIS X 0213 plane 1 holds JIS X 0208 at
+    the same codes and NEC's row 13 too, so the same bytes read under its escape."""
+    try:
+        return _lines(data.replace(b"\x1b$B", b"\x1b$(Q").decode("iso2022_jp_2004"))
+    except UnicodeDecodeError:
+        return None
 
 
 def _decode_first(data: bytes, charsets: list[str]) -> str | None:

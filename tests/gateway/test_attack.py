@@ -201,9 +201,6 @@ def _send(port: int, raw: bytes) -> tuple[int, bytes]:
         client.close()
 
 
-@pytest.mark.xfail(strict=True, reason="charsets: the iso2022_jp codec lacks the NEC row "
-                   "13 characters (①, ㈱) every Windows client sends in ISO-2022-JP; "
-                   "decoding fails and escape sequences leak into subject and text")
 async def test_iso2022jp_with_nec_specials_decodes(pipeline, store):
     out = await ingest(pipeline, store, attack("iso2022jp_nec_special.eml"))
     assert out["subject"] == "㈱"
