@@ -113,7 +113,6 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=self.timer_interval)
 
-
     async def _undecided(self) -> None:
         """Decide, within seconds, what was kept but left undecided (R-TS-5): a decision
         that failed and could not even be quarantined must not wait for a restart."""
