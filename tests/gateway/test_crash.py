@@ -175,8 +175,9 @@ def _listening(port: int) -> bool:
 
 def _outbox_settled(db: Path) -> bool:
     with sqlite3.connect(db, timeout=30) as connection:
-        pending = connection.execute(
-            "SELECT count(*) FROM outbox WHERE state IN ('queued', 'sending')").fetchone()[0]
+        # "claimed": held by a gateway, perhaps the killed one until its heartbeat is stale.
+        pending = connection.execute("SELECT count(*) FROM outbox WHERE state IN "
+                                     "('queued', 'claimed', 'sending')").fetchone()[0]
         total = connection.execute("SELECT count(*) FROM outbox").fetchone()[0]
     return total >= 2 * PER_CHANNEL and pending == 0
 
