@@ -40,6 +40,8 @@ FETCH_BATCH = 50
 # The server drops an IDLE after 30 minutes (RFC 2177): renew before.
 IDLE_RENEW = 25 * 60.0
 MAX_BACKOFF = 60.0
+# How long stopping waits for a session to log out before closing it.
+STOP_GRACE = 20.0
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _FETCH_HEAD = re.compile(rb"^\d+ FETCH \(")
 _UID = re.compile(rb"UID (\d+)")
@@ -75,10 +77,19 @@ class ImapMailbox:
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        """Finish the batch in hand, leave IDLE, log out."""
+        """Finish the batch in hand, leave IDLE, log out. A server that stops answering
+        cannot hold the gateway: after STOP_GRACE the session is cancelled (nothing is
+        lost: a mail is flagged and the cursor moved only after it is stored)."""
         self._stop.set()
         if self._task is not None:
-            await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE)
+            except TimeoutError:
+                log.warning("mailbox %s: no answer within %s s of stopping; closing",
+                            self.config.name, STOP_GRACE)
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
 
     # ------------------------------------------------------------------ connection
