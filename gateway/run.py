@@ -19,9 +19,11 @@ import signal
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
+from helpgate.channels.base import InboundMessage
 from helpgate.channels.mail.imap import ImapMailbox
 from helpgate.channels.mail.smtp import MailEndpoint
 from helpgate.config.schema import Config
+from helpgate.gateway.bulk import ParserPool
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.gateway.timers import run_due_timers
 from helpgate.outbound.base import Transport
@@ -34,6 +36,8 @@ log = logging.getLogger("helpgate.run")
 # such a message must be: a message being decided right now is younger than that.
 UNDECIDED_SWEEP = 3.0
 UNDECIDED_AGE = timedelta(seconds=3)
+# A fetch of this many mails or more parses in a worker process (started on first need).
+POOL_FROM = 8
 
 
 def utcnow() -> datetime:
@@ -63,8 +67,9 @@ class Gateway:
         self.channels: list = []
         if config.mail.endpoint.enabled:
             self.channels.append(MailEndpoint(config, self.pipeline.ingest_email))
-        self.channels += [ImapMailbox(mailbox, self.pipeline, store, clock)
+        self.channels += [ImapMailbox(mailbox, self.pipeline, store, clock, self.parse_many)
                           for mailbox in config.mail.imap]
+        self._parsers: ParserPool | None = None
         self.stop = asyncio.Event()
 
     async def serve(self) -> None:
@@ -93,7 +98,20 @@ class Gateway:
             await asyncio.gather(*tasks)
             for transport in self.worker.transports.values():
                 await transport.close()
+            if self._parsers is not None:
+                await self._parsers.__aexit__(None, None, None)
+                self._parsers = None
         print("helpgate stopped", flush=True)
+
+    async def parse_many(self, raws: list[bytes]) -> list[InboundMessage]:
+        """Raw mails of a fetch -> messages. A large fetch (a backlog, a first run) parses
+        in a worker process, overlapping the store's work on the previous batch; a mail or
+        two parse here, sooner than a round trip to a worker."""
+        if len(raws) < POOL_FROM:
+            return [self.pipeline.parse(raw) for raw in raws]
+        if self._parsers is None:
+            self._parsers = await ParserPool().__aenter__()
+        return await self._parsers.parse(raws, self.clock())
 
     def banner(self) -> str:
         inbound = ", ".join(channel.name for channel in self.channels) or "none"

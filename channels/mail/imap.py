@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import aioimaplib
@@ -56,8 +56,12 @@ class ImapMailbox:
     """Reads one configured mailbox until stopped; see the module docstring."""
 
     def __init__(self, config: ImapConfig, pipeline, store: Store,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime],
+                 parse_many: Callable[[list[bytes]], Awaitable[list]] | None = None) -> None:
         self.config = config
+        # Raw mails -> InboundMessages; the gateway hands in its worker processes, so a
+        # large fetch parses on the second core while the previous batch is stored.
+        self.parse_many = parse_many or self._parse_here
         # Larger messages are not fetched whole: their header is kept and quarantined.
         self.max_size = pipeline.config.mail.max_message_size
         self.pipeline = pipeline
@@ -215,16 +219,35 @@ class ImapMailbox:
             raise ImapError(f"search failed: {_text(response)}")
         # "n:*" also matches the highest UID when it is below n: keep only new ones.
         uids = sorted(u for u in _numbers(response.lines[0]) if u > last)
-        for start in range(0, len(uids), FETCH_BATCH):
-            batch = uids[start:start + FETCH_BATCH]
-            messages = await self._messages(client, batch)
-            await self.pipeline.ingest_many(list(messages.values()), self.config.ticket_type)
-            await self._after_stored(client, list(messages))
-            last = batch[-1]
-            await self.store.run(set_cursor, self.key, validity, last, self.clock())
-            if self._stop.is_set():
-                break
+        batches = [uids[start:start + FETCH_BATCH] for start in range(0, len(uids), FETCH_BATCH)]
+        upcoming = asyncio.ensure_future(self._messages(client, batches[0])) if batches else None
+        try:
+            for index, batch in enumerate(batches):
+                messages = await upcoming
+                # The next batch is fetched and parsed while this one is stored; it is
+                # only flagged, and the cursor only moves, after it is stored in its turn.
+                upcoming = None
+                if index + 1 < len(batches) and not self._stop.is_set():
+                    upcoming = asyncio.ensure_future(self._messages(client, batches[index + 1]))
+                await self.pipeline.ingest_many(list(messages.values()),
+                                                self.config.ticket_type)
+                if upcoming is not None:
+                    # One command at a time on the connection: the fetch finishes first.
+                    await asyncio.wait([upcoming])
+                await self._after_stored(client, list(messages))
+                last = batch[-1]
+                await self.store.run(set_cursor, self.key, validity, last, self.clock())
+                if self._stop.is_set():
+                    break
+        finally:
+            if upcoming is not None:  # stopped, or the connection failed mid-round
+                upcoming.cancel()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await upcoming
         return last
+
+    async def _parse_here(self, raws: list[bytes]) -> list:
+        return [self.pipeline.parse(raw) for raw in raws]
 
     async def _messages(self, client: aioimaplib.IMAP4, uids: list[int]) -> dict:
         """UID -> parsed message, in UID order; an oversized one as its header only, with
@@ -238,13 +261,14 @@ class ImapMailbox:
         big = [uid for uid in uids if sizes.get(uid, 0) > self.max_size]
         whole = await self._fetch(client, [uid for uid in uids if uid not in big], "BODY.PEEK[]")
         heads = await self._fetch(client, big, "BODY.PEEK[HEADER]") if big else {}
-        messages = {}
-        for uid in uids:
-            if uid in whole:
-                messages[uid] = self.pipeline.parse(whole[uid])
-            elif uid in heads:
+        found = [uid for uid in uids if uid in whole or uid in heads]
+        parsed = await self.parse_many([whole[uid] if uid in whole else heads[uid]
+                                         for uid in found])
+        messages = dict(zip(found, parsed, strict=True))
+        for uid in found:
+            if uid in heads:
                 messages[uid] = dataclasses.replace(
-                    self.pipeline.parse(heads[uid]),
+                    messages[uid],
                     problem=f"message of {sizes[uid]} bytes is over mail.max_message_size "
                             f"({self.max_size}); only its header was kept")
         return messages

@@ -250,3 +250,90 @@ async def test_a_mailbox_opens_tickets_of_its_own_type(store, dovecot, mailboxes
     await stored(store, 1)
     [ticket] = await store.run(ticket_list, Config())
     assert ticket["type"] == "incident"
+
+
+async def test_a_backlog_is_stored_batch_by_batch_while_the_next_is_fetched(
+        store, dovecot, clock, monkeypatch):
+    """Batch n+1 is fetched and parsed while batch n is stored; each batch is flagged and
+    the cursor moved only after it is stored, and every mail is stored once."""
+    monkeypatch.setattr(imap_module, "FETCH_BATCH", 4)
+    events: list[str] = []
+    config = Config(mail={"imap": [dovecot.imap_config()]},
+                    notifications={"employees": "none"})
+    pipeline = Pipeline(config, store, clock)
+
+    async def parse_many(raws):
+        events.append(f"parse {len(raws)}")
+        return [pipeline.parse(raw) for raw in raws]
+    original_ingest, original_after = pipeline.ingest_many, ImapMailbox._after_stored
+
+    async def ingest_many(messages, ticket_type=None):
+        events.append(f"store {len(messages)}")
+        await asyncio.sleep(0.05)  # the store's work, long enough for the fetch to overlap
+        return await original_ingest(messages, ticket_type)
+
+    async def after_stored(self, client, uids):
+        events.append(f"flag {len(uids)}")
+        return await original_after(self, client, uids)
+    monkeypatch.setattr(pipeline, "ingest_many", ingest_many)
+    monkeypatch.setattr(ImapMailbox, "_after_stored", after_stored)
+    await deliver(dovecot, *(mail(subject=f"Заявка {n}") for n in range(10)))
+    mailbox = ImapMailbox(config.mail.imap[0], pipeline, store, clock, parse_many)
+    await mailbox.start()
+    try:
+        await stored(store, 10)
+        flags = await eventually(lambda: _flags(dovecot))
+        await eventually(lambda: _cursor_at(store, mailbox.key, 10))
+    finally:
+        await mailbox.stop()
+    assert len(flags) == 10
+    assert await count(store, Ticket) == 10
+    assert events == ["parse 4", "store 4", "parse 4", "flag 4", "store 4", "parse 2",
+                      "flag 4", "store 2", "flag 2"]
+
+
+@pytest.mark.pipeline_errors_expected
+async def test_a_failure_while_the_next_batch_is_fetched_loses_and_doubles_nothing(
+        store, dovecot, mailboxes, monkeypatch):
+    monkeypatch.setattr(imap_module, "FETCH_BATCH", 3)
+    monkeypatch.setattr(imap_module, "MAX_BACKOFF", 0.1)
+    original = imap_module.ImapMailbox._after_stored
+    calls = []
+
+    async def crash_on_the_second(self, client, uids):
+        calls.append(uids)
+        if len(calls) == 2:
+            raise ConnectionResetError("connection dropped with a fetch in flight")
+        return await original(self, client, uids)
+    monkeypatch.setattr(imap_module.ImapMailbox, "_after_stored", crash_on_the_second)
+    await deliver(dovecot, *(mail(subject=f"Заявка {n}") for n in range(8)))
+    await mailboxes(dovecot.imap_config())
+    flags = await eventually(lambda: _all_flagged(dovecot, 8))
+    assert len(flags) == 8
+    assert await count(store, InboundMessage) == 8
+    assert await count(store, Ticket) == 8
+
+
+async def _all_flagged(dovecot, n: int):
+    flags = await _flags(dovecot)
+    return flags if flags and len(flags) == n else None
+
+
+async def test_the_gateway_parses_a_large_fetch_in_a_worker_process(store, dovecot, clock,
+                                                                    monkeypatch):
+    from helpgate.gateway import run as run_module
+    from helpgate.gateway.run import Gateway
+    monkeypatch.setattr(run_module, "POOL_FROM", 3)
+    config = Config(mail={"imap": [dovecot.imap_config()]},
+                    notifications={"employees": "none"})
+    gateway = Gateway(config, store, clock=clock)
+    await deliver(dovecot, *(mail(subject=f"Заявка {n}") for n in range(5)))
+    serving = asyncio.create_task(gateway.serve())
+    try:
+        await stored(store, 5)
+        assert gateway._parsers is not None and gateway._parsers._executor is not None
+        assert await count(store, Ticket) == 5
+    finally:
+        gateway.stop.set()
+        await serving
+    assert gateway._parsers is None  # the worker processes are shut down with the gateway
