@@ -25,7 +25,7 @@ from helpgate.channels.base import InboundMessage
 from helpgate.channels.mail.parse import parse_safely
 from helpgate.config.schema import Config
 from helpgate.gateway.status_service import status_service
-from helpgate.outbound.notify import Notifier
+from helpgate.outbound.notify import Notifier, prefetch_acknowledgements
 from helpgate.threading.chain import decide
 from helpgate.threading.context import Action, Context, Decision, TicketView
 from helpgate.threading.subjects import new_ticket_subject
@@ -155,6 +155,10 @@ class Pipeline:
             # taken here in one order, two instances' batches never wait in a circle.
             lock_senders(session, senders)
         prefetch_directory(session, senders)
+        if not self.quiet:
+            prefetch_acknowledgements(
+                session, senders, self.config.notifications.max_acknowledgements_per_hour,
+                now)
         defer_writes(session)
         results = []
         finishing: list[dict] = []
@@ -313,8 +317,12 @@ class Pipeline:
             headers=dict(message.headers), created_at=now,
             decision={"action": str(decision.action), "rules": ctx.fired, "notes": ctx.notes,
                       **({"unverified": unverified} if unverified else {})})
-        # Written through Core; the namespace carries the values on to the notifications.
-        comment = SimpleNamespace(id=insert_returning_id(session, Comment, values), **values)
+        # Written through Core; the namespace carries the values on to the notifications,
+        # with what the notifier would otherwise read back: the author and whether the
+        # comment has files.
+        comment = SimpleNamespace(id=insert_returning_id(session, Comment, values),
+                                  author=author, file_count=len(message.attachments),
+                                  **values)
         self._attachments(session, comment.id, message)
         if author is not None and author.kind == "employee" and not new and not unverified:
             connection(session).execute(_FIRST_RESPONSE, {"ticket_id": ticket.id,

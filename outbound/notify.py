@@ -27,7 +27,13 @@ from helpgate.ticketstore.models import (
     Ticket,
     TicketLink,
 )
-from helpgate.ticketstore.repository import insert_later, lock_senders, pending_rows
+from helpgate.ticketstore.repository import (
+    chunked,
+    company_name,
+    insert_later,
+    lock_senders,
+    pending_rows,
+)
 from helpgate.ticketstore.staff_tokens import token_for
 
 log = logging.getLogger("helpgate.notify")
@@ -81,7 +87,7 @@ class Notifier:
     def _to_customer(self, session: Session, ticket: Ticket, comment: Comment) -> list[Draft]:
         """A staff answer, with its files (up to the size limit), to the customer."""
         texts = self.compose.texts_for(self._language(session, ticket))
-        files = _files(session, comment.id)
+        files = _files(session, comment)
         attached, left_out = self.compose.attachable(files)
         content = "\n\n".join([comment.text, *self.compose.left_out_notes(left_out, texts)])
         contact, company = _customer(session, ticket)
@@ -128,10 +134,7 @@ class Notifier:
         """The customer's language, judged from their latest message on the ticket."""
         if self.config.language != "auto":
             return self.config.language
-        latest = session.scalar(
-            select(Comment.text).where(Comment.ticket_id == ticket.id,
-                                       Comment.author_kind != "employee")
-            .order_by(Comment.id.desc()).limit(1))
+        latest = session.connection().scalar(_CUSTOMER_LATEST, {"ticket_id": ticket.id})
         return self.config.customer_language(ticket.subject, latest)
 
     def _customer_thread(self, session: Session, ticket: Ticket) -> list[str]:
@@ -156,7 +159,7 @@ class Notifier:
         if not targets:
             return []
         texts = self.compose.texts_for(language)
-        files = _files(session, comment.id)
+        files = _files(session, comment)
         attached, _ = self.compose.attachable(files)
         content = "\n\n".join(filter(None, [
             self._about(session, ticket, comment, language, stand_in), comment.text,
@@ -189,15 +192,19 @@ class Notifier:
         """Who wrote, from where, and what the message changed: the lines staff read first."""
         texts = self.compose.texts_for(language)
         person = None
+        # The pipeline's comment carries its author (a Person); others are read.
+        known = getattr(comment, "author", None)
         db = session.connection()
         if comment.author_kind == "contact" and comment.contact_id:
-            person = db.execute(_CONTACT, {"id": comment.contact_id}).first()
+            person = known if _is(known, "contact", comment.contact_id) \
+                else db.execute(_CONTACT, {"id": comment.contact_id}).first()
         elif comment.author_kind == "employee" and comment.employee_id and not stand_in:
-            person = db.execute(_EMPLOYEE, {"id": comment.employee_id}).first()
+            person = known if _is(known, "employee", comment.employee_id) \
+                else db.execute(_EMPLOYEE, {"id": comment.employee_id}).first()
         name = person.name if person is not None else None
         address = comment.email_from or (person.email if person is not None else None)
         company_id = getattr(person, "company_id", None) or ticket.company_id
-        company = _company_name(session, company_id) if company_id else None
+        company = company_name(session, company_id) if company_id else None
         who = f"{name} <{address}>" if name and address else (name or address or "?")
         lines = [texts.staff_author.format(
             author=", ".join(filter(None, [who, company])), channel=comment.channel)]
@@ -231,24 +238,48 @@ _OUTBOX = OutboxMessage.__table__
 _ACKS_SINCE = select(func.count()).select_from(_OUTBOX).where(
     _OUTBOX.c.recipient == bindparam("recipient"), _OUTBOX.c.created_at > bindparam("since"),
     _OUTBOX.c.kind == "ack")
+_ACKS_PER_RECIPIENT = select(_OUTBOX.c.recipient, func.count()).where(
+    _OUTBOX.c.recipient.in_(bindparam("recipients", expanding=True)),
+    _OUTBOX.c.created_at > bindparam("since"), _OUTBOX.c.kind == "ack"
+).group_by(_OUTBOX.c.recipient)
+# Per transaction: acknowledgements to each address within the hour, this one's included.
+_ACK_COUNTS = "acknowledgements"
+
+
+def prefetch_acknowledgements(session: Session, addresses: list[str | None], limit: int,
+                              now: datetime) -> None:
+    """Count the hour's acknowledgements to a batch's senders in one query, not one per
+    new ticket; `_ack_allowed` goes on from these figures. The caller holds the senders'
+    locks (lock_senders), so the figures stay true to the end of the transaction."""
+    counts: dict[str, int] = session.info.setdefault(_ACK_COUNTS, {})
+    wanted = sorted({a.strip().lower() for a in addresses if a} - counts.keys())
+    if not limit or not wanted:
+        return
+    for part in chunked(wanted):
+        for recipient, count in session.connection().execute(
+                _ACKS_PER_RECIPIENT, {"recipients": part, "since": now - ACK_WINDOW}):
+            counts[recipient] = count
+    for address in wanted:
+        counts.setdefault(address, 0)
 
 
 def _ack_allowed(session: Session, address: str, limit: int, now: datetime) -> bool:
     """Under the hourly cap of acknowledgements to this address (0: no cap)? Counted in
-    the database, so every gateway instance sees the same figure, plus the rows this
-    transaction has queued but not yet written."""
+    the database, so every gateway instance sees the same figure, plus the ones this
+    transaction has allowed so far."""
     if not limit:
         return True
-    # Counted under the address's lock, so two instances take turns (PostgreSQL).
-    lock_senders(session, [address])
-    count = session.connection().scalar(_ACKS_SINCE, {"recipient": address,
-                                                      "since": now - ACK_WINDOW})
-    count += sum(1 for row in pending_rows(session, OutboxMessage)
-                 if row["kind"] == "ack" and row["recipient"] == address)
-    if count >= limit:
+    counts: dict[str, int] = session.info.setdefault(_ACK_COUNTS, {})
+    if address not in counts:
+        # Counted under the address's lock, so two instances take turns (PostgreSQL).
+        lock_senders(session, [address])
+        counts[address] = session.connection().scalar(
+            _ACKS_SINCE, {"recipient": address, "since": now - ACK_WINDOW})
+    if counts[address] >= limit:
         log.info("no acknowledgement to %s: %d sent within the hour (cap %d)", address,
-                 count, limit)
+                 counts[address], limit)
         return False
+    counts[address] += 1
     return True
 
 
@@ -259,11 +290,16 @@ def _customer(session: Session, ticket: Ticket) -> tuple[Contact | None, Company
     return contact, company
 
 
-def _files(session: Session, comment_id: int | None) -> list:
-    """The comment's attachments (without their content)."""
-    if comment_id is None:
+def _is(person, kind: str, person_id: int) -> bool:
+    return person is not None and person.kind == kind and person.id == person_id
+
+
+def _files(session: Session, comment) -> list:
+    """The comment's attachments (without their content). The pipeline's comment says how
+    many it wrote (`file_count`): most mail has none, and then nothing is asked."""
+    if comment.id is None or getattr(comment, "file_count", None) == 0:
         return []
-    return session.connection().execute(_FILES, {"comment_id": comment_id}).all()
+    return session.connection().execute(_FILES, {"comment_id": comment.id}).all()
 
 
 # Core statements built once: a notification is composed for every message, and the
@@ -278,27 +314,24 @@ _CONTACT = select(_CONTACTS.c.name, _CONTACTS.c.email, _CONTACTS.c.company_id).w
 _EMPLOYEES = Employee.__table__
 _EMPLOYEE = select(_EMPLOYEES.c.name, _EMPLOYEES.c.email).where(
     _EMPLOYEES.c.id == bindparam("id"))
-_COMPANY_NAME = select(Company.__table__.c.name).where(
-    Company.__table__.c.id == bindparam("id"))
-
-
-def _company_name(session: Session, company_id: int) -> str | None:
-    names: dict[int, str | None] = session.info.setdefault("company_names", {})
-    if company_id not in names:
-        names[company_id] = session.connection().scalar(_COMPANY_NAME, {"id": company_id})
-    return names[company_id]
+_COMMENTS = Comment.__table__
+_CUSTOMER_LATEST = select(_COMMENTS.c.text).where(
+    _COMMENTS.c.ticket_id == bindparam("ticket_id"), _COMMENTS.c.author_kind != "employee"
+).order_by(_COMMENTS.c.id.desc()).limit(1)
+_THREAD = select(_COMMENTS.c.message_id).where(
+    _COMMENTS.c.ticket_id == bindparam("ticket_id"), _COMMENTS.c.message_id.is_not(None)
+).order_by(_COMMENTS.c.id.desc()).limit(5)
+_STAFF_SENT = select(_OUTBOX.c.recipient, _OUTBOX.c.message_id).where(
+    _OUTBOX.c.ticket_id == bindparam("ticket_id"), _OUTBOX.c.kind == "staff"
+).order_by(_OUTBOX.c.id.desc()).limit(STAFF_THREAD * 20)
 
 
 def _staff_thread(session: Session, ticket: Ticket) -> dict[str, list[str]]:
     """Per staff address, our latest notifications of this ticket to it, oldest first."""
-    table = OutboxMessage.__table__
     # Newest first: this transaction's queued rows, then the stored ones.
     rows = [(r["recipient"], r["message_id"]) for r in pending_rows(session, OutboxMessage)
             if r["ticket_id"] == ticket.id and r["kind"] == "staff"][::-1]
-    rows += session.execute(
-        select(table.c.recipient, table.c.message_id)
-        .where(table.c.ticket_id == ticket.id, table.c.kind == "staff")
-        .order_by(table.c.id.desc()).limit(STAFF_THREAD * 20)).all()
+    rows += session.connection().execute(_STAFF_SENT, {"ticket_id": ticket.id}).all()
     thread: dict[str, list[str]] = {}
     for recipient, message_id in rows:
         ids = thread.setdefault(recipient, [])
@@ -321,8 +354,5 @@ def _previous_ticket(session: Session, ticket: Ticket) -> int | None:
 
 def _thread(session: Session, ticket: Ticket) -> list[str]:
     """Message-IDs to reply to, so the customer's client threads our mail under theirs."""
-    ids = session.scalars(
-        select(Comment.message_id).where(Comment.ticket_id == ticket.id,
-                                         Comment.message_id.is_not(None))
-        .order_by(Comment.id.desc()).limit(5)).all()
+    ids = session.connection().execute(_THREAD, {"ticket_id": ticket.id}).scalars().all()
     return list(reversed(ids))

@@ -42,6 +42,7 @@ from helpgate.threading.directory import ReplyToken
 from helpgate.ticketstore.models import (
     ChannelCursor,
     Comment,
+    Company,
     CompanyDomain,
     Contact,
     Counter,
@@ -259,14 +260,14 @@ def _inbound_id_by_key(session: Session, channel: str, key: str) -> int:
 def _inbound_ids_by_keys(session: Session,
                          keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
     found: dict[tuple[str, str], int] = {}
-    for part in _chunked(sorted({key for _, key in keys})):
+    for part in chunked(sorted({key for _, key in keys})):
         for row in connection(session).execute(_INBOUND_BY_KEYS, {"keys": part}):
             found[(row.channel, row.dedupe_key)] = row.id
     wanted = set(keys)
     return {key: value for key, value in found.items() if key in wanted}
 
 
-def _chunked(values: list, size: int = 500) -> list[list]:
+def chunked(values: list, size: int = 500) -> list[list]:
     # Bound the parameters of one IN (...): SQLite and asyncpg both have a limit.
     return [values[i:i + size] for i in range(0, len(values), size)]
 
@@ -333,6 +334,18 @@ _SENDER_COUNT = select(func.count()).select_from(INBOUND).where(
 # Advisory lock space of the throttle (first key), then the sender's hash.
 THROTTLE_LOCK = 7301
 _SENDER_LOCK = text(f"SELECT pg_advisory_xact_lock({THROTTLE_LOCK}, hashtext(:sender))")
+_COMMENT_TICKET_BY_IDS = select(Comment.__table__.c.ticket_id).where(
+    Comment.__table__.c.message_id.in_(bindparam("ids", expanding=True))
+).order_by(Comment.__table__.c.id.desc()).limit(1)
+_OUTBOX_TICKET_BY_IDS = select(OutboxMessage.__table__.c.ticket_id).where(
+    OutboxMessage.__table__.c.message_id.in_(bindparam("ids", expanding=True)),
+    OutboxMessage.__table__.c.ticket_id.is_not(None)
+).order_by(OutboxMessage.__table__.c.id.desc()).limit(1)
+COMPANIES = Company.__table__
+_COMPANY_NAME = select(COMPANIES.c.name).where(COMPANIES.c.id == bindparam("id"))
+_COMPANY_NAMES_BY_IDS = select(COMPANIES.c.id, COMPANIES.c.name).where(
+    COMPANIES.c.id.in_(bindparam("ids", expanding=True)))
+_COMPANY_NAMES = "company_names"
 _TOKEN_BY_VALUE = select(StaffToken.__table__).where(
     StaffToken.__table__.c.token == bindparam("token"))
 _TICKET_NUMBER = (update(Counter.__table__).where(Counter.__table__.c.name == "ticket")
@@ -488,15 +501,16 @@ class SessionDirectory:
 
     def ticket_by_message_ids(self, message_ids: list[str]) -> TicketView | None:
         ids = [m[:500] for m in message_ids]
-        flush_later(self.session)  # outbox rows this batch has queued so far count too
-        ticket_id = self.session.scalar(
-            select(Comment.ticket_id).where(Comment.message_id.in_(ids))
-            .order_by(Comment.id.desc()).limit(1))
+        db = connection(self.session)
+        ticket_id = db.scalar(_COMMENT_TICKET_BY_IDS, {"ids": ids})
         if ticket_id is None:
-            ticket_id = self.session.scalar(
-                select(OutboxMessage.ticket_id).where(OutboxMessage.message_id.in_(ids),
-                                                      OutboxMessage.ticket_id.is_not(None))
-                .order_by(OutboxMessage.id.desc()).limit(1))
+            # Outbox rows this batch has queued (the newest) count too.
+            wanted = set(ids)
+            ticket_id = next((row["ticket_id"] for row in
+                              reversed(pending_rows(self.session, OutboxMessage))
+                              if row["message_id"] in wanted and row["ticket_id"]), None)
+        if ticket_id is None:
+            ticket_id = db.scalar(_OUTBOX_TICKET_BY_IDS, {"ids": ids})
         if ticket_id is None:
             return None
         return self._view(connection(self.session).execute(
@@ -563,11 +577,14 @@ class SessionDirectory:
                           revoked=row.revoked_at is not None)
 
     def ticket_history(self, ticket_id: int) -> list[str]:
-        flush_later(self.session)  # what this batch has stored and queued so far counts
         db = connection(self.session)
         comments = db.execute(_COMMENT_TEXTS, {"ticket_id": ticket_id}).scalars().all()
-        sent = db.execute(_OUTBOX_TEXTS, {"ticket_id": ticket_id}).all()
-        return [*comments, *(text for row in sent for text in row if text)]
+        # What this batch has queued so far counts too, read where it waits.
+        sent = [(row["subject"], row["text"])
+                for row in pending_rows(self.session, OutboxMessage)
+                if row["ticket_id"] == ticket_id][::-1]
+        sent += db.execute(_OUTBOX_TEXTS, {"ticket_id": ticket_id}).all()
+        return [*comments, *(text for row in sent[:HISTORY_LIMIT] for text in row if text)]
 
 
 def lock_senders(session: Session, senders: list[str | None]) -> None:
@@ -588,7 +605,7 @@ def prefetch_directory(session: Session, senders: list[str | None]) -> None:
     domains: dict[str, int | None] = session.info.setdefault("domains", {})
     emails = sorted({s.lower() for s in senders if s} - people.keys())
     db = connection(session)
-    for part in _chunked(emails):
+    for part in chunked(emails):
         for row in db.execute(_EMPLOYEES_BY_EMAILS, {"emails": part}):
             people[row.email] = person_of(row, "employee")
         for row in db.execute(_CONTACTS_BY_EMAILS, {"emails": part}):
@@ -596,11 +613,26 @@ def prefetch_directory(session: Session, senders: list[str | None]) -> None:
     for email in emails:
         people.setdefault(email, None)
     wanted = sorted({e.rsplit("@", 1)[1] for e in emails if "@" in e} - domains.keys())
-    for part in _chunked(wanted):
+    for part in chunked(wanted):
         for row in db.execute(_DOMAIN_OWNERS, {"domains": part}):
             domains[row.domain] = row.company_id
     for domain in wanted:
         domains.setdefault(domain, None)
+    # The names of their companies, for the notifications' "who wrote" line.
+    names: dict[int, str | None] = session.info.setdefault(_COMPANY_NAMES, {})
+    companies = sorted(({p.company_id for p in people.values() if p and p.company_id}
+                        | {c for c in domains.values() if c}) - names.keys())
+    for part in chunked(companies):
+        for row in db.execute(_COMPANY_NAMES_BY_IDS, {"ids": part}):
+            names[row.id] = row.name
+
+
+def company_name(session: Session, company_id: int) -> str | None:
+    """A company's name, asked once per transaction (a batch prefetches its senders')."""
+    names: dict[int, str | None] = session.info.setdefault(_COMPANY_NAMES, {})
+    if company_id not in names:
+        names[company_id] = connection(session).scalar(_COMPANY_NAME, {"id": company_id})
+    return names[company_id]
 
 
 # ------------------------------------------------------------------------- the writes

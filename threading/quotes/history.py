@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from helpgate.threading.quotes import patterns as p
 
@@ -29,6 +30,13 @@ PREFACED = re.compile(r"^\s*\[[A-ZА-ЯЁ][\w.\- ]{0,40}\]\s+\S")
 
 
 def letters(text: str) -> str:
+    # Lines of our templates and separators come back with every reply: short lines are
+    # cached (a long one is rarely repeated, and would hold memory).
+    return _letters(text) if len(text) <= 300 else _letters.__wrapped__(text)
+
+
+@lru_cache(maxsize=8192)
+def _letters(text: str) -> str:
     return _NON_WORD.sub("", _QUOTE_PREFIX.sub("", text)).lower()
 
 
@@ -41,9 +49,11 @@ class History:
         self.subject = subject
         self.separators = [key for key in (letters(s) for s in separators) if key]
         self.texts = [t for t in texts if t and t.strip()]
-        # One string per text, "|" between them so no match spans two texts.
-        self._joined = "|".join([*self.separators, *(letters(t) for t in self.texts)])
-        self._lines = {letters(line) for t in self.texts for line in t.splitlines()} - {""}
+        # Each line's letters once (a quote prefix is a line's own); one string per text,
+        # "|" between them so no match spans two texts.
+        keys = [[letters(line) for line in t.splitlines()] for t in self.texts]
+        self._joined = "|".join([*self.separators, *("".join(k) for k in keys)])
+        self._lines = {key for k in keys for key in k} - {""}
         self._lines.update(self.separators)
 
     def __bool__(self) -> bool:
