@@ -207,6 +207,9 @@ class MailConfig(Section):
     # Files one notification carries at most, in total (a staff answer's files to the
     # customer, a customer's files to staff); the text names those left out.
     max_outgoing_attachments_size: int = 10 * 1024 * 1024
+    # Worker processes that parse large IMAP fetches beside the gateway (a backlog reads
+    # on two cores). Unset: one fewer than the machine's CPUs; 0: parse in the gateway.
+    parser_workers: int | None = Field(default=None, ge=0, le=64)
     # An HTML design for notifications: a file whose {{{CONTENT}}} the text replaces.
     # Empty: plain text only (the text/plain part is always sent).
     html_template: str = ""

@@ -77,12 +77,15 @@ class Gateway:
         if recovered:
             log.warning("decided %d messages kept but left undecided by an earlier stop",
                         len(recovered))
+        # Started beside the channels, not before them: the first fetch need not wait.
+        parsers = asyncio.create_task(self._start_parsers(), name="parsers")
         try:
             for channel in self.channels:
                 await channel.start()
         except BaseException:  # a port in use: close what did start, then say why
             for channel in self.channels:
                 await channel.stop()
+            await self._stop_parsers(parsers)
             raise
         tasks = [asyncio.create_task(self.worker.run(self.stop), name="outbox"),
                  asyncio.create_task(self._timers(), name="timers"),
@@ -98,20 +101,32 @@ class Gateway:
             await asyncio.gather(*tasks)
             for transport in self.worker.transports.values():
                 await transport.close()
-            if self._parsers is not None:
-                await self._parsers.__aexit__(None, None, None)
-                self._parsers = None
+            await self._stop_parsers(parsers)
         print("helpgate stopped", flush=True)
 
     async def parse_many(self, raws: list[bytes]) -> list[InboundMessage]:
         """Raw mails of a fetch -> messages. A large fetch (a backlog, a first run) parses
         in a worker process, overlapping the store's work on the previous batch; a mail or
-        two parse here, sooner than a round trip to a worker."""
-        if len(raws) < POOL_FROM:
-            return [self.pipeline.parse(raw) for raw in raws]
-        if self._parsers is None:
-            self._parsers = await ParserPool().__aenter__()
-        return await self._parsers.parse(raws, self.clock())
+        two parse here, sooner than a round trip to a worker, and so does everything
+        while the workers are still starting."""
+        if len(raws) >= POOL_FROM and self._parsers is not None:
+            return await self._parsers.parse(raws, self.clock())
+        return [self.pipeline.parse(raw) for raw in raws]
+
+    async def _start_parsers(self) -> None:
+        workers = self.config.mail.parser_workers
+        if not self.config.mail.imap or workers == 0:
+            return
+        try:
+            self._parsers = await ParserPool(workers).__aenter__()
+        except Exception:  # no processes to be had: parsing in the gateway works too
+            log.exception("parser workers could not start; parsing in the gateway")
+
+    async def _stop_parsers(self, starting: asyncio.Task) -> None:
+        await starting
+        if self._parsers is not None:
+            await self._parsers.__aexit__(None, None, None)
+            self._parsers = None
 
     def banner(self) -> str:
         inbound = ", ".join(channel.name for channel in self.channels) or "none"

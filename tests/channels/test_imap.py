@@ -319,21 +319,52 @@ async def _all_flagged(dovecot, n: int):
     return flags if flags and len(flags) == n else None
 
 
-async def test_the_gateway_parses_a_large_fetch_in_a_worker_process(store, dovecot, clock,
-                                                                    monkeypatch):
+async def test_the_gateway_parses_a_large_fetch_in_worker_processes(store, dovecot, clock,
+                                                                     monkeypatch):
     from helpgate.gateway import run as run_module
+    from helpgate.gateway.bulk import ParserPool
     from helpgate.gateway.run import Gateway
     monkeypatch.setattr(run_module, "POOL_FROM", 3)
-    config = Config(mail={"imap": [dovecot.imap_config()]},
+    pooled = []
+    original = ParserPool.parse
+
+    async def parse(self, raws, now, channel="email"):
+        pooled.append(len(raws))
+        return await original(self, raws, now, channel)
+    monkeypatch.setattr(ParserPool, "parse", parse)
+    config = Config(mail={"imap": [dovecot.imap_config()], "parser_workers": 1},
                     notifications={"employees": "none"})
     gateway = Gateway(config, store, clock=clock)
-    await deliver(dovecot, *(mail(subject=f"Заявка {n}") for n in range(5)))
     serving = asyncio.create_task(gateway.serve())
     try:
+        await eventually(lambda: _ready(gateway), 30, "the parser workers started")
+        raws = [mail(subject=f"Заявка {n}") for n in range(5)]
+        messages = await gateway.parse_many(raws)
+        assert pooled == [5]
+        assert [m.subject for m in messages] == [f"Заявка {n}" for n in range(5)]
+        await deliver(dovecot, *raws)
         await stored(store, 5)
-        assert gateway._parsers is not None and gateway._parsers._executor is not None
         assert await count(store, Ticket) == 5
     finally:
         gateway.stop.set()
         await serving
     assert gateway._parsers is None  # the worker processes are shut down with the gateway
+
+
+async def _ready(gateway) -> bool:
+    return gateway._parsers is not None
+
+
+async def test_no_parser_workers_when_set_to_none(store, dovecot, clock):
+    from helpgate.gateway.run import Gateway
+    config = Config(mail={"imap": [dovecot.imap_config()], "parser_workers": 0},
+                    notifications={"employees": "none"})
+    gateway = Gateway(config, store, clock=clock)
+    serving = asyncio.create_task(gateway.serve())
+    try:
+        await deliver(dovecot, *(mail(subject=f"Заявка {n}") for n in range(10)))
+        await stored(store, 10)
+        assert gateway._parsers is None
+    finally:
+        gateway.stop.set()
+        await serving
