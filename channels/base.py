@@ -1,76 +1,74 @@
-"""The one normalized inbound record every channel produces, and the channel protocol.
+"""The one normalized inbound record every channel produces, and what makes a channel.
 
 Whatever a message came through (email, Telegram, VK, web form), the pipeline sees the
 same `InboundMessage` (SPEC §1). Adapters only translate; they take no ticket decision and
 acknowledge upstream only after the pipeline has stored the raw message.
+
+A channel is one folder of channels/ that exports a `ChannelKind`: its name, how its raw
+records become messages again (replay, crash recovery), and the adapters its config
+section asks for. Every adapter is built the same way, from the config and the
+`Services` the gateway hands it, and started and stopped the same way (`Adapter`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+# The record itself lives with the rules that read it (threading/ imports no channel);
+# adapters take it from here.
+from helpgate.threading.message import DeliveryStatus, InboundAttachment, InboundMessage
+
+__all__ = ["Adapter", "ChannelKind", "ChannelStartError", "CursorStore", "DeliveryStatus",
+           "InboundAttachment", "InboundMessage", "Services"]
 
 
-@dataclass(frozen=True, slots=True)
-class InboundAttachment:
-    filename: str
-    content_type: str
-    data: bytes
+class Adapter(Protocol):
+    """Turns the outside world into InboundMessages from start() until stop(). stop()
+    finishes what is being stored: nothing acknowledged upstream is left undecided."""
 
     @property
-    def size(self) -> int:
-        return len(self.data)
+    def name(self) -> str: ...
 
-
-@dataclass(frozen=True, slots=True)
-class DeliveryStatus:
-    """What a bounce (RFC 3464 DSN) reports about one of our outgoing messages."""
-
-    original_message_id: str | None
-    recipient: str | None
-    action: str | None
-    status: str | None
-    diagnostic: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
-    channel: str
-    raw: bytes
-    # Identifies the same message delivered twice: Message-ID, Telegram update, VK event.
-    dedupe_key: str
-    received_at: datetime
-    sender_email: str | None = None
-    sender_name: str | None = None
-    reply_to: str | None = None
-    to: tuple[str, ...] = ()
-    cc: tuple[str, ...] = ()
-    subject: str = ""
-    message_id: str | None = None
-    in_reply_to: tuple[str, ...] = ()
-    references: tuple[str, ...] = ()
-    date: str | None = None
-    # The readable body: text/plain when present, else the HTML part as text.
-    text: str = ""
-    html: str | None = None
-    text_from_html: bool = False
-    attachments: tuple[InboundAttachment, ...] = ()
-    # Headers the rules look at (auto-reply, loop, list markers), lower-case names.
-    headers: dict[str, str] = field(default_factory=dict)
-    delivery_status: DeliveryStatus | None = None
-    # Why the message cannot be processed (no sender, empty, no structure): quarantine it.
-    problem: str | None = None
-
-
-class Channel(Protocol):
-    """An adapter that turns the outside world into InboundMessages until stopped."""
-
-    name: str
-
-    async def run(self) -> None: ...
+    async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class CursorStore(Protocol):
+    """Where an adapter keeps how far it has read (an IMAP UID, a long-poll offset).
+    Moved only after what it covers is stored."""
+
+    async def get(self, key: str) -> tuple[int | None, int] | None:
+        """(validity, position), or None before the first read."""
+
+    async def set(self, key: str, validity: int | None, position: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the gateway gives every adapter: the one way in, and its helpers."""
+
+    # Stores and decides messages; returns after they are committed (R-TS-5), with one
+    # result per message (its `inbound` id and `action`).
+    ingest: Callable[[list[InboundMessage], str | None], Awaitable[list[Any]]]
+    # The channel's raw records -> messages, in worker processes where that pays.
+    parse_many: Callable[[str, list[bytes]], Awaitable[list[InboundMessage]]]
+    cursors: CursorStore
+    clock: Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelKind:
+    """One channel, as the registry (gateway/channels.py) knows it."""
+
+    name: str
+    # A kept raw record -> its message again; never raises (a problem quarantines it).
+    parse: Callable[[bytes, datetime], InboundMessage]
+    # The adapters the config asks for (none when the channel is not configured).
+    adapters: Callable[[Any, Services], Sequence[Adapter]]
 
 
 class ChannelStartError(Exception):

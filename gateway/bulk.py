@@ -15,16 +15,17 @@ import asyncio
 import logging
 import multiprocessing
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 
 from helpgate.channels.base import InboundMessage
-from helpgate.channels.mail.parse import parse_all
+from helpgate.channels.mail.parse import parse_safely
 from helpgate.gateway.pipeline import Pipeline, Result
 
 log = logging.getLogger("helpgate.bulk")
+Parse = Callable[[bytes, datetime], InboundMessage]
 BATCH = 100
 
 
@@ -44,8 +45,9 @@ class ParserPool:
             self.workers, mp_context=multiprocessing.get_context("spawn"))
         # Start every worker now (importing the parser takes a moment), not mid-stream.
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._executor, parse_all, [], None)
-                               for _ in range(self.workers)))
+        await asyncio.gather(*(
+            loop.run_in_executor(self._executor, parse_each, parse_safely, [], None)
+            for _ in range(self.workers)))
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -54,16 +56,17 @@ class ParserPool:
             self._executor = None
 
     async def parse(self, raws: list[bytes], now: datetime,
-                    channel: str = "email") -> list[InboundMessage]:
+                    parse: Parse = parse_safely) -> list[InboundMessage]:
+        """`parse` (a channel's, module-level so a worker can be handed it) over raws."""
         executor = self._executor
         if executor is None:
-            return parse_all(raws, now, channel)
+            return parse_each(parse, raws, now)
         loop = asyncio.get_running_loop()
         size = -(-len(raws) // self.workers) or 1
         parts = [raws[i:i + size] for i in range(0, len(raws), size)]
         try:
             parsed = await asyncio.gather(*(
-                loop.run_in_executor(executor, parse_all, part, now, channel)
+                loop.run_in_executor(executor, parse_each, parse, part, now)
                 for part in parts))
         except BrokenProcessPool:
             # Two batches may be in flight: the first to notice retires the pool.
@@ -71,8 +74,13 @@ class ParserPool:
                 log.warning("a parser worker died; parsing in this process from now on")
                 executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = None
-            return parse_all(raws, now, channel)
+            return parse_each(parse, raws, now)
         return [message for part in parsed for message in part]
+
+
+def parse_each(parse: Parse, raws: list[bytes], now: datetime) -> list[InboundMessage]:
+    """What a worker process is given: a batch at once."""
+    return [parse(raw, now) for raw in raws]
 
 
 async def ingest_stream(pipeline: Pipeline, raws: AsyncIterable[bytes] | Iterable[bytes],

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from helpgate.channels.base import InboundMessage
 from helpgate.channels.mail.parse import parse_safely
 from helpgate.config.schema import Config
+from helpgate.gateway.channels import parse_kept
 from helpgate.gateway.status_service import status_service
 from helpgate.outbound.notify import Notifier, prefetch_acknowledgements
 from helpgate.threading.chain import decide
@@ -204,7 +205,7 @@ class Pipeline:
         before = self.clock() - older_than if older_than is not None else None
         for inbound_id in await self.store.run(received_ids, before):
             raw, channel, meta = await self.store.run(_inbound_raw, inbound_id)
-            message = parse_safely(raw, self.clock(), channel)
+            message = parse_kept(channel, raw, self.clock())
             result = await self._process(inbound_id, message, meta.get("ticket_type"),
                                          replay=False)
             _log_result(result)
@@ -216,7 +217,7 @@ class Pipeline:
         """Run a quarantined message through the pipeline again (after a fix); a message
         stuck undecided is decided now."""
         raw, channel, meta, state = await self.store.run(_quarantined_raw, inbound_id)
-        message = parse_safely(raw, self.clock(), channel)
+        message = parse_kept(channel, raw, self.clock())
         result = await self._process(inbound_id, message, meta.get("ticket_type"),
                                      replay=state == "quarantined")
         _log_result(result)

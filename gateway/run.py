@@ -19,17 +19,14 @@ import signal
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from helpgate.channels.base import InboundMessage
-from helpgate.channels.mail.imap import ImapMailbox
-from helpgate.channels.mail.smtp import MailEndpoint
+from helpgate.channels.base import Adapter, InboundMessage, Services
 from helpgate.config.schema import Config
 from helpgate.gateway.bulk import ParserPool
+from helpgate.gateway.channels import CHANNELS, transports
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.gateway.timers import run_due_timers
-from helpgate.outbound.base import Transport
-from helpgate.outbound.email import EmailTransport
 from helpgate.outbound.outbox import OutboxWorker
-from helpgate.ticketstore.repository import Store
+from helpgate.ticketstore.repository import Store, StoreCursors
 
 log = logging.getLogger("helpgate.run")
 # How often the running gateway looks for messages kept but left undecided, and how old
@@ -44,14 +41,6 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def transports(config: Config) -> dict[str, Transport]:
-    """A transport for each outbound channel the config sets up."""
-    found: dict[str, Transport] = {}
-    if config.mail.smtp.host:
-        found["email"] = EmailTransport(config)
-    return found
-
-
 class Gateway:
     """The assembled parts; `serve()` runs them until `stop` is set."""
 
@@ -64,12 +53,12 @@ class Gateway:
         self.pipeline = Pipeline(config, store, clock)
         self.worker = OutboxWorker(store, config.outbox, transports(config), clock)
         self.pipeline.on_commit.append(self.worker.wake)
-        self.channels: list = []
-        if config.mail.endpoint.enabled:
-            self.channels.append(MailEndpoint(config, self.pipeline.ingest_email))
-        self.channels += [ImapMailbox(mailbox, self.pipeline, store, clock, self.parse_many)
-                          for mailbox in config.mail.imap]
+        self.services = Services(ingest=self.pipeline.ingest_many, parse_many=self.parse_many,
+                                 cursors=StoreCursors(store, clock), clock=clock)
+        self.channels: list[Adapter] = [adapter for entry in CHANNELS.values()
+                                        for adapter in entry.kind.adapters(config, self.services)]
         self._parsers: ParserPool | None = None
+        self._parsers_starting: asyncio.Task | None = None
         self.stop = asyncio.Event()
 
     async def serve(self) -> None:
@@ -77,15 +66,13 @@ class Gateway:
         if recovered:
             log.warning("decided %d messages kept but left undecided by an earlier stop",
                         len(recovered))
-        # Started beside the channels, not before them: the first fetch need not wait.
-        parsers = asyncio.create_task(self._start_parsers(), name="parsers")
         try:
             for channel in self.channels:
                 await channel.start()
         except BaseException:  # a port in use: close what did start, then say why
             for channel in self.channels:
                 await channel.stop()
-            await self._stop_parsers(parsers)
+            await self._stop_parsers()
             raise
         tasks = [asyncio.create_task(self.worker.run(self.stop), name="outbox"),
                  asyncio.create_task(self._timers(), name="timers"),
@@ -101,29 +88,32 @@ class Gateway:
             await asyncio.gather(*tasks)
             for transport in self.worker.transports.values():
                 await transport.close()
-            await self._stop_parsers(parsers)
+            await self._stop_parsers()
         print("helpgate stopped", flush=True)
 
-    async def parse_many(self, raws: list[bytes]) -> list[InboundMessage]:
-        """Raw mails of a fetch -> messages. A large fetch (a backlog, a first run) parses
-        in a worker process, overlapping the store's work on the previous batch; a mail or
-        two parse here, sooner than a round trip to a worker, and so does everything
-        while the workers are still starting."""
-        if len(raws) >= POOL_FROM and self._parsers is not None:
-            return await self._parsers.parse(raws, self.clock())
-        return [self.pipeline.parse(raw) for raw in raws]
+    async def parse_many(self, channel: str, raws: list[bytes]) -> list[InboundMessage]:
+        """A channel's raw records -> messages. A large batch (an IMAP backlog, a first
+        run) parses in worker processes, overlapping the store's work on the previous
+        batch; they start at the first large batch, which parses here meanwhile, as does
+        a record or two (sooner than a round trip to a worker)."""
+        parse = CHANNELS[channel].kind.parse
+        if len(raws) >= POOL_FROM and self.config.mail.parser_workers != 0:
+            if self._parsers is not None:
+                return await self._parsers.parse(raws, self.clock(), parse)
+            if self._parsers_starting is None:
+                self._parsers_starting = asyncio.create_task(self._start_parsers())
+        now = self.clock()
+        return [parse(raw, now) for raw in raws]
 
     async def _start_parsers(self) -> None:
-        workers = self.config.mail.parser_workers
-        if not self.config.mail.imap or workers == 0:
-            return
         try:
-            self._parsers = await ParserPool(workers).__aenter__()
+            self._parsers = await ParserPool(self.config.mail.parser_workers).__aenter__()
         except Exception:  # no processes to be had: parsing in the gateway works too
             log.exception("parser workers could not start; parsing in the gateway")
 
-    async def _stop_parsers(self, starting: asyncio.Task) -> None:
-        await starting
+    async def _stop_parsers(self) -> None:
+        if self._parsers_starting is not None:
+            await self._parsers_starting
         if self._parsers is not None:
             await self._parsers.__aexit__(None, None, None)
             self._parsers = None

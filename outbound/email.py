@@ -51,6 +51,11 @@ def load_template(path: str) -> str | None:
     return text
 
 
+def transport(config: Config) -> EmailTransport | None:
+    """The email transport, when a relay is configured ([mail.smtp] host)."""
+    return EmailTransport(config) if config.mail.smtp.host else None
+
+
 class EmailTransport:
     channel = "email"
 

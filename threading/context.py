@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from helpgate.channels.base import InboundMessage
 from helpgate.config.schema import Config
+from helpgate.threading.message import InboundMessage
 
 
 class Action(StrEnum):

@@ -36,9 +36,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from helpgate.channels.base import InboundMessage
 from helpgate.threading.context import Person, TicketView
 from helpgate.threading.directory import ReplyToken
+from helpgate.threading.message import InboundMessage
 from helpgate.ticketstore.models import (
     ChannelCursor,
     Comment,
@@ -712,3 +712,18 @@ def set_cursor(session: Session, key: str, validity: int | None, position: int,
                                   updated_at=now))
     else:
         row.validity, row.position, row.updated_at = validity, position, now
+
+
+class StoreCursors:
+    """The adapters' CursorStore (channels/base.py) over the store: each move its own
+    short transaction, taken after what it covers was committed."""
+
+    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def get(self, key: str) -> tuple[int | None, int] | None:
+        return await self.store.run(get_cursor, key)
+
+    async def set(self, key: str, validity: int | None, position: int) -> None:
+        await self.store.run(set_cursor, key, validity, position, self.clock())

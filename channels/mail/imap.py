@@ -27,13 +27,11 @@ import dataclasses
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable
-from datetime import datetime
 
 import aioimaplib
 
+from helpgate.channels.base import Services
 from helpgate.config.schema import ImapConfig
-from helpgate.ticketstore.repository import Store, get_cursor, set_cursor
 
 log = logging.getLogger("helpgate.imap")
 FETCH_BATCH = 50
@@ -55,18 +53,12 @@ class ImapError(Exception):
 class ImapMailbox:
     """Reads one configured mailbox until stopped; see the module docstring."""
 
-    def __init__(self, config: ImapConfig, pipeline, store: Store,
-                 clock: Callable[[], datetime],
-                 parse_many: Callable[[list[bytes]], Awaitable[list]] | None = None) -> None:
+    def __init__(self, config: ImapConfig, services: Services, max_size: int) -> None:
         self.config = config
-        # Raw mails -> InboundMessages; the gateway hands in its worker processes, so a
-        # large fetch parses on the second core while the previous batch is stored.
-        self.parse_many = parse_many or self._parse_here
+        self.services = services
         # Larger messages are not fetched whole: their header is kept and quarantined.
-        self.max_size = pipeline.config.mail.max_message_size
-        self.pipeline = pipeline
-        self.store = store
-        self.clock = clock
+        self.max_size = max_size
+        self.cursors = services.cursors
         self.key = f"imap:{config.name}"
         self._stop = asyncio.Event()
         self._lost = asyncio.Event()
@@ -179,14 +171,14 @@ class ImapMailbox:
             _close(client)
 
     async def _cursor(self, validity: int) -> int:
-        cursor = await self.store.run(get_cursor, self.key)
+        cursor = await self.cursors.get(self.key)
         if cursor is not None and cursor[0] == validity:
             return cursor[1]
         if cursor is not None:
             log.warning("mailbox %s: UIDVALIDITY changed from %s to %s; reading the whole "
                         "folder again (what was stored before is recognised as duplicate)",
                         self.config.name, cursor[0], validity)
-        await self.store.run(set_cursor, self.key, validity, 0, self.clock())
+        await self.cursors.set(self.key, validity, 0)
         return 0
 
     async def _pause(self, seconds: float) -> None:
@@ -229,14 +221,13 @@ class ImapMailbox:
                 upcoming = None
                 if index + 1 < len(batches) and not self._stop.is_set():
                     upcoming = asyncio.ensure_future(self._messages(client, batches[index + 1]))
-                await self.pipeline.ingest_many(list(messages.values()),
-                                                self.config.ticket_type)
+                await self.services.ingest(list(messages.values()), self.config.ticket_type)
                 if upcoming is not None:
                     # One command at a time on the connection: the fetch finishes first.
                     await asyncio.wait([upcoming])
                 await self._after_stored(client, list(messages))
                 last = batch[-1]
-                await self.store.run(set_cursor, self.key, validity, last, self.clock())
+                await self.cursors.set(self.key, validity, last)
                 if self._stop.is_set():
                     break
         finally:
@@ -245,9 +236,6 @@ class ImapMailbox:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await upcoming
         return last
-
-    async def _parse_here(self, raws: list[bytes]) -> list:
-        return [self.pipeline.parse(raw) for raw in raws]
 
     async def _messages(self, client: aioimaplib.IMAP4, uids: list[int]) -> dict:
         """UID -> parsed message, in UID order; an oversized one as its header only, with
@@ -262,8 +250,10 @@ class ImapMailbox:
         whole = await self._fetch(client, [uid for uid in uids if uid not in big], "BODY.PEEK[]")
         heads = await self._fetch(client, big, "BODY.PEEK[HEADER]") if big else {}
         found = [uid for uid in uids if uid in whole or uid in heads]
-        parsed = await self.parse_many([whole[uid] if uid in whole else heads[uid]
-                                         for uid in found])
+        # The gateway parses a large fetch in worker processes, on the second core, while
+        # the previous batch is stored.
+        parsed = await self.services.parse_many(
+            "email", [whole[uid] if uid in whole else heads[uid] for uid in found])
         messages = dict(zip(found, parsed, strict=True))
         for uid in found:
             if uid in heads:

@@ -168,12 +168,6 @@ def parse_safely(raw: bytes, received_at: datetime, channel: str = "email") -> I
                                                  f"{type(exc).__name__}: {exc}", 1000))
 
 
-def parse_all(raws: list[bytes], received_at: datetime,
-              channel: str = "email") -> list[InboundMessage]:
-    """A batch at once: what a parser worker process is given (gateway/bulk.py)."""
-    return [parse_safely(raw, received_at, channel) for raw in raws]
-
-
 def decode_header(value: str | None) -> str:
     """An RFC 2047 header value (or raw 8-bit bytes smuggled in as surrogates) -> text."""
     if not value:

@@ -26,12 +26,12 @@ import asyncio
 import errno
 import logging
 import os
-from collections.abc import Callable
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
-from helpgate.channels.base import ChannelStartError
+from helpgate.channels.base import ChannelStartError, Services
+from helpgate.channels.mail.parse import parse_safely
 from helpgate.config.schema import Config, parse_window
 
 log = logging.getLogger("helpgate.smtp")
@@ -147,14 +147,16 @@ def _delivered_to(recipients: list[str]) -> bytes:
 
 
 class MailEndpoint:
-    """The SMTP/LMTP server; `deliver(raw)` stores a message and may raise."""
+    """The SMTP/LMTP server; a message is answered 250 only once `services.ingest` has
+    stored it (which may raise: then 451, and the client tries again)."""
 
-    def __init__(self, config: Config, deliver: Callable, ticket_type: str | None = None) -> None:
+    def __init__(self, config: Config, services: Services,
+                 ticket_type: str | None = None) -> None:
         self.config = config
         self.endpoint = config.mail.endpoint
         self.lmtp = self.endpoint.protocol == "lmtp"
         self.recipients = Recipients(config)
-        self.deliver = deliver
+        self.services = services
         self.ticket_type = ticket_type or self.endpoint.ticket_type
         self.port: int | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -192,7 +194,7 @@ class MailEndpoint:
         log.info("%s listening", self.name)
 
     async def store(self, raw: bytes) -> str:
-        task = asyncio.ensure_future(self.deliver(raw, self.ticket_type))
+        task = asyncio.ensure_future(self._deliver(raw))
         # Tracked until it is done, not until this session ends: stopping waits for it
         # even when the client hung up or its session was closed for time.
         self._in_flight.add(task)
@@ -205,6 +207,10 @@ class MailEndpoint:
                           self.endpoint.protocol)
             return NOT_STORED
         return f"250 2.0.0 Stored as inbound message {result.inbound} ({result.action})"
+
+    async def _deliver(self, raw: bytes):
+        message = parse_safely(raw, self.services.clock())
+        return (await self.services.ingest([message], self.ticket_type))[0]
 
     async def stop(self) -> None:
         """No new connections; messages being stored finish and get their answer."""

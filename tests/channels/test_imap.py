@@ -18,6 +18,7 @@ from helpgate.ticketstore.models import InboundMessage, Ticket
 from helpgate.ticketstore.repository import get_cursor
 from tests.dovecot import Dovecot
 from tests.mailfactory import mail
+from tests.services import services_for
 from tests.waiting import eventually
 
 
@@ -28,8 +29,12 @@ async def mailboxes(store, clock):
 
     async def start(imap: dict) -> ImapMailbox:
         config = Config(mail={"imap": [imap]}, notifications={"employees": "none"})
-        mailbox = ImapMailbox(config.mail.imap[0], Pipeline(config, store, clock), store,
-                              clock)
+        pipeline = Pipeline(config, store, clock)
+        # Through the pipeline's attribute, so a test may wrap ingest_many meanwhile.
+        mailbox = ImapMailbox(config.mail.imap[0], services_for(
+            pipeline, ingest=lambda messages, kind=None: pipeline.ingest_many(messages, kind)),
+            config.mail.max_message_size)
+        mailbox.pipeline = pipeline
         await mailbox.start()
         running.append(mailbox)
         await asyncio.wait_for(mailbox.connected.wait(), 10)
@@ -228,7 +233,8 @@ async def test_stored_but_not_flagged_is_not_stored_twice(store, dovecot, mailbo
 
 async def test_an_oversized_message_keeps_its_header_in_quarantine(store, dovecot, clock):
     config = Config(mail={"imap": [dovecot.imap_config()], "max_message_size": "4KB"})
-    mailbox = ImapMailbox(config.mail.imap[0], Pipeline(config, store, clock), store, clock)
+    mailbox = ImapMailbox(config.mail.imap[0], services_for(Pipeline(config, store, clock)),
+                          config.mail.max_message_size)
     await deliver(dovecot, mail(subject="Огромное", body="строка\n" * 2000),
                   mail(subject="Обычное"))
     await mailbox.start()
@@ -262,7 +268,7 @@ async def test_a_backlog_is_stored_batch_by_batch_while_the_next_is_fetched(
                     notifications={"employees": "none"})
     pipeline = Pipeline(config, store, clock)
 
-    async def parse_many(raws):
+    async def parse_many(channel, raws):
         events.append(f"parse {len(raws)}")
         return [pipeline.parse(raw) for raw in raws]
     original_ingest, original_after = pipeline.ingest_many, ImapMailbox._after_stored
@@ -275,10 +281,10 @@ async def test_a_backlog_is_stored_batch_by_batch_while_the_next_is_fetched(
     async def after_stored(self, client, uids):
         events.append(f"flag {len(uids)}")
         return await original_after(self, client, uids)
-    monkeypatch.setattr(pipeline, "ingest_many", ingest_many)
     monkeypatch.setattr(ImapMailbox, "_after_stored", after_stored)
     await deliver(dovecot, *(mail(subject=f"Заявка {n}") for n in range(10)))
-    mailbox = ImapMailbox(config.mail.imap[0], pipeline, store, clock, parse_many)
+    mailbox = ImapMailbox(config.mail.imap[0], services_for(pipeline, ingest_many, parse_many),
+                          config.mail.max_message_size)
     await mailbox.start()
     try:
         await stored(store, 10)
@@ -328,18 +334,22 @@ async def test_the_gateway_parses_a_large_fetch_in_worker_processes(store, dovec
     pooled = []
     original = ParserPool.parse
 
-    async def parse(self, raws, now, channel="email"):
+    async def parse(self, raws, now, parse):
         pooled.append(len(raws))
-        return await original(self, raws, now, channel)
+        return await original(self, raws, now, parse)
     monkeypatch.setattr(ParserPool, "parse", parse)
-    config = Config(mail={"imap": [dovecot.imap_config()], "parser_workers": 1},
+    config = Config(mail={"imap": [dovecot.imap_config()], "parser_workers": 1,
+                          "endpoint": {"enabled": False}},
                     notifications={"employees": "none"})
     gateway = Gateway(config, store, clock=clock)
     serving = asyncio.create_task(gateway.serve())
     try:
-        await eventually(lambda: _ready(gateway), 30, "the parser workers started")
         raws = [mail(subject=f"Заявка {n}") for n in range(5)]
-        messages = await gateway.parse_many(raws)
+        # The first large batch starts the workers and, meanwhile, parses here.
+        assert len(await gateway.parse_many("email", raws)) == 5
+        assert pooled == []
+        await eventually(lambda: _ready(gateway), 30, "the parser workers started")
+        messages = await gateway.parse_many("email", raws)
         assert pooled == [5]
         assert [m.subject for m in messages] == [f"Заявка {n}" for n in range(5)]
         await deliver(dovecot, *raws)
@@ -357,7 +367,8 @@ async def _ready(gateway) -> bool:
 
 async def test_no_parser_workers_when_set_to_none(store, dovecot, clock):
     from helpgate.gateway.run import Gateway
-    config = Config(mail={"imap": [dovecot.imap_config()], "parser_workers": 0},
+    config = Config(mail={"imap": [dovecot.imap_config()], "parser_workers": 0,
+                          "endpoint": {"enabled": False}},
                     notifications={"employees": "none"})
     gateway = Gateway(config, store, clock=clock)
     serving = asyncio.create_task(gateway.serve())

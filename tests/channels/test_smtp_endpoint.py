@@ -18,6 +18,7 @@ from helpgate.gateway.pipeline import Pipeline
 from helpgate.ticketstore import repository
 from helpgate.ticketstore.models import InboundMessage, Ticket
 from tests.mailfactory import mail
+from tests.services import services_for
 
 
 def endpoint_config(**endpoint) -> Config:
@@ -31,7 +32,7 @@ async def served(store, clock):
 
     async def start(config: Config) -> MailEndpoint:
         pipeline = Pipeline(config, store, clock)
-        endpoint = MailEndpoint(config, pipeline.ingest_email)
+        endpoint = MailEndpoint(config, services_for(pipeline))
         await endpoint.start()
         started.append(endpoint)
         return endpoint
@@ -172,11 +173,11 @@ async def test_stopping_lets_a_message_in_flight_be_stored_and_answered(store, c
     pipeline = Pipeline(config, store, clock)
     storing = asyncio.Event()
 
-    async def slow_deliver(raw, ticket_type):
+    async def slow_ingest(messages, ticket_type):
         storing.set()
         await asyncio.sleep(0.3)  # SIGTERM arrives while the message is being stored
-        return await pipeline.ingest_email(raw, ticket_type)
-    endpoint = MailEndpoint(config, slow_deliver)
+        return await pipeline.ingest_many(messages, ticket_type)
+    endpoint = MailEndpoint(config, services_for(pipeline, slow_ingest))
     await endpoint.start()
     sending = asyncio.create_task(in_thread(talk, endpoint.port,
                                             ["support@helpgate.localhost"], mail()))
@@ -230,8 +231,8 @@ async def test_a_session_over_the_time_limit_is_closed_with_421(store, served):
 
 async def test_a_port_in_use_is_one_clear_error(store, served, clock):
     first = await served(endpoint_config())
-    second = MailEndpoint(endpoint_config(port=first.port), Pipeline(
-        endpoint_config(), store, clock).ingest_email)
+    second = MailEndpoint(endpoint_config(port=first.port), services_for(Pipeline(
+        endpoint_config(), store, clock)))
     with pytest.raises(ChannelStartError, match=rf"cannot listen on 127.0.0.1:{first.port} "
                        r"\(smtp endpoint\): .*in use; .*set another \[mail.endpoint\] port"):
         await second.start()

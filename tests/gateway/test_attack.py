@@ -25,6 +25,7 @@ from helpgate.gateway.pipeline import Pipeline
 from helpgate.ticketstore.models import InboundMessage, Ticket
 from helpgate.ticketstore.queries import ticket_detail
 from tests.conftest import DATA, PG_ADMIN_URL, _drop_schema, need_service
+from tests.services import services_for
 
 ATTACK = DATA / "attack"
 
@@ -180,7 +181,7 @@ async def test_utf8_text_with_one_bad_byte_keeps_its_words(pipeline, store, name
 
 async def test_the_endpoint_takes_lines_longer_than_1000_characters(store, clock):
     config = Config(mail={"endpoint": {"port": 0}})
-    endpoint = MailEndpoint(config, Pipeline(config, store, clock).ingest_email)
+    endpoint = MailEndpoint(config, services_for(Pipeline(config, store, clock)))
     await endpoint.start()
     try:
         code, _ = await asyncio.to_thread(_send, endpoint.port,

@@ -1,0 +1,52 @@
+"""The registry of channels by name: the one place that knows which channels exist.
+
+Each entry pairs a channel's inbound side (a `ChannelKind` from its folder in channels/:
+its adapters, and how a kept raw record becomes a message again) with its outbound side
+(the transport in outbound/ that sends to people on it). `helpgate run` builds the
+adapters and transports from here, and the pipeline's replay and crash recovery parse
+kept records through it; nothing else branches on a channel's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from helpgate.channels.base import ChannelKind, InboundMessage
+from helpgate.channels.mail.channel import EMAIL
+from helpgate.config.schema import Config
+from helpgate.outbound import email
+from helpgate.outbound.base import Transport
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    kind: ChannelKind
+    # The transport for the channel, or None when the config does not set it up.
+    transport: Callable[[Config], Transport | None]
+
+    @property
+    def name(self) -> str:
+        return self.kind.name
+
+
+CHANNELS: dict[str, Registered] = {entry.name: entry for entry in (
+    Registered(EMAIL, email.transport),
+)}
+
+
+def parse_kept(channel: str, raw: bytes, received_at: datetime) -> InboundMessage:
+    """A kept raw record -> its message, by the channel it came through. A record of a
+    channel no longer known is a message to keep in quarantine, with the reason."""
+    entry = CHANNELS.get(channel)
+    if entry is None:
+        return InboundMessage(channel=channel, raw=raw, dedupe_key="", received_at=received_at,
+                              problem=f"no channel {channel!r} is known to read this message")
+    return entry.kind.parse(raw, received_at)
+
+
+def transports(config: Config) -> dict[str, Transport]:
+    """A transport for each channel the config sets up to send on."""
+    found = {name: entry.transport(config) for name, entry in CHANNELS.items()}
+    return {name: transport for name, transport in found.items() if transport is not None}

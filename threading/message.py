@@ -1,0 +1,77 @@
+"""The normalized inbound record: what every channel produces and every rule reads.
+
+Whatever a message came through (email, Telegram, VK, web form), the pipeline and the
+rules see the same `InboundMessage` (SPEC §1). It lives here, beside the rules, so that
+threading/ needs nothing from channels/; adapters import it through channels/base.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InboundAttachment:
+    filename: str
+    content_type: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStatus:
+    """What a bounce (RFC 3464 DSN) reports about one of our outgoing messages."""
+
+    original_message_id: str | None
+    recipient: str | None
+    action: str | None
+    status: str | None
+    diagnostic: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    channel: str
+    raw: bytes
+    # Identifies the same message delivered twice: Message-ID, Telegram update, VK event.
+    dedupe_key: str
+    received_at: datetime
+    sender_email: str | None = None
+    sender_name: str | None = None
+    # The sender's id on the channel (a Telegram user id, a VK id), when it is not the
+    # address: mail is known by sender_email alone. A phone number, when the channel
+    # gives one (a shared Telegram contact, an SMS).
+    sender_id: str | None = None
+    sender_phone: str | None = None
+    reply_to: str | None = None
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    subject: str = ""
+    message_id: str | None = None
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    date: str | None = None
+    # The readable body: text/plain when present, else the HTML part as text.
+    text: str = ""
+    html: str | None = None
+    text_from_html: bool = False
+    attachments: tuple[InboundAttachment, ...] = ()
+    # Headers the rules look at (auto-reply, loop, list markers), lower-case names.
+    headers: dict[str, str] = field(default_factory=dict)
+    delivery_status: DeliveryStatus | None = None
+    # Why the message cannot be processed (no sender, empty, no structure): quarantine it.
+    problem: str | None = None
+
+    @property
+    def sender(self) -> tuple[str, str] | None:
+        """Who sent it, as (channel, id): the address on mail, the user id on a
+        messenger. Rules ask the directory by this identity."""
+        if self.sender_id:
+            return self.channel, self.sender_id
+        if self.sender_email:
+            return "email", self.sender_email
+        return None
