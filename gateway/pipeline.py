@@ -49,7 +49,7 @@ from helpgate.ticketstore.repository import (
     connection,
     defer_writes,
     flush_later,
-    get_or_create_contact,
+    get_or_create_contact_for,
     insert_later,
     insert_returning_id,
     insert_rows,
@@ -149,16 +149,17 @@ class Pipeline:
         # All raw messages go in first (R-TS-5: before any decision, same transaction),
         # and the batch's senders are looked up in one go.
         kept = keep_raw_many(session, messages)
-        senders = [m.sender_email for m in messages]
+        addresses = [m.sender_email for m in messages]
         if self.config.threading.throttle_max > 0 or \
                 self.config.notifications.max_acknowledgements_per_hour > 0:
-            # The throttle and the acknowledgement cap count per sender under a lock;
-            # taken here in one order, two instances' batches never wait in a circle.
-            lock_senders(session, senders)
-        prefetch_directory(session, senders)
+            # The throttle (per sender) and the acknowledgement cap (per address) count
+            # under a lock; taken here in one order, two instances' batches never wait in
+            # a circle.
+            lock_senders(session, [m.sender_key for m in messages] + addresses)
+        prefetch_directory(session, [m.sender for m in messages])
         if not self.quiet:
             prefetch_acknowledgements(
-                session, senders, self.config.notifications.max_acknowledgements_per_hour,
+                session, addresses, self.config.notifications.max_acknowledgements_per_hour,
                 now)
         defer_writes(session)
         results = []
@@ -182,7 +183,7 @@ class Pipeline:
         """The raw message committed on its own first (R-TS-5), then the decision; a
         decision that fails again quarantines the message with the reason."""
         try:
-            inbound_id, duplicate = await self.store.keep_raw(message, message.sender_email)
+            inbound_id, duplicate = await self.store.keep_raw(message, message.sender_key)
         except Exception:
             # Nothing about a message may keep it from being kept: store the bytes under
             # their digest alone, and let the decision quarantine it with the reason.
@@ -366,9 +367,10 @@ class Pipeline:
         previous = decision.previous_ticket
         contact_id = decision.contact.id if decision.contact else None
         company_id = decision.company_id
-        if decision.create_contact and message.sender_email:
-            decision.author = get_or_create_contact(session, message.sender_email,
-                                                    message.sender_name, company_id, now)
+        if decision.create_contact and message.sender is not None:
+            decision.author = get_or_create_contact_for(
+                session, *message.sender, message.sender_email, message.sender_name,
+                company_id, now)
             contact_id = decision.author.id
         if contact_id is None and previous is not None:
             # A follow-up of a ticket keeps its customer when the sender is not one.
@@ -497,7 +499,7 @@ def _finish_if_received(session: Session, inbound_id: int, result: Result, now: 
 
 def _bytes_only(message: InboundMessage) -> InboundMessage:
     digest = "sha256:" + hashlib.sha256(message.raw).hexdigest()
-    return dataclasses.replace(message, dedupe_key=digest, sender_email=None)
+    return dataclasses.replace(message, dedupe_key=digest, sender_email=None, sender_id=None)
 
 
 _STATE_OF = {Action.IGNORED: "ignored", Action.QUARANTINED: "quarantined"}

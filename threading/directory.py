@@ -36,6 +36,10 @@ class Directory(Protocol):
     def person_by_email(self, email: str) -> Person | None:
         """The employee with this address, else the contact with it."""
 
+    def person_by_identity(self, channel: str, external_id: str) -> Person | None:
+        """The employee with this id on the channel, else the contact with it; on
+        "email" the id is the address (person_by_email)."""
+
     def company_by_domain(self, domain: str) -> int | None:
         """The id of the company owning this mail domain."""
 

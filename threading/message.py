@@ -67,6 +67,14 @@ class InboundMessage:
     problem: str | None = None
 
     @property
+    def sender_key(self) -> str | None:
+        """The sender as one string, for counting and locking per sender: the address,
+        or "channel:id"."""
+        if self.sender_id:
+            return f"{self.channel}:{self.sender_id}"
+        return self.sender_email
+
+    @property
     def sender(self) -> tuple[str, str] | None:
         """Who sent it, as (channel, id): the address on mail, the user id on a
         messenger. Rules ask the directory by this identity."""

@@ -161,8 +161,6 @@ class Contact(Base):
     name: Mapped[str | None] = mapped_column(Bounded(255))
     email: Mapped[str | None] = mapped_column(Bounded(320), unique=True)
     phone: Mapped[str | None] = mapped_column(Bounded(40), index=True)
-    telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
-    vk_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"))
     # R-OUT-3: an address that gets a copy of what the contact gets.
     duplicate_email: Mapped[str | None] = mapped_column(Bounded(320))
@@ -175,8 +173,25 @@ class Employee(Base):
     name: Mapped[str] = mapped_column(Bounded(255))
     email: Mapped[str | None] = mapped_column(Bounded(320), unique=True)
     phone: Mapped[str | None] = mapped_column(Bounded(40))
-    telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     role: Mapped[str] = mapped_column(Bounded(20), default="agent")
+    created_at: Mapped[datetime]
+
+
+class Identity(Base):
+    """A person's id on a channel other than mail (a Telegram user id, a VK id): a contact
+    or an employee may have one per channel, and is found by it. Mail identifies people by
+    the address on the contact or employee itself."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("kind", "channel", "external_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(Bounded(10))  # "contact" | "employee"
+    channel: Mapped[str] = mapped_column(Bounded(20))
+    external_id: Mapped[str] = mapped_column(Bounded(255))
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    employee_id: Mapped[int | None] = mapped_column(
+        ForeignKey("employees.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime]
 
 

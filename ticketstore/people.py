@@ -2,8 +2,12 @@
 
 `helpgate directory import FILE` takes JSON or TOML with the keys `companies`, `contacts`
 and `employees`. An import is one transaction and idempotent: entries are matched by
-company name, contact email (or phone) and employee email, and updated in place. A bad
-entry stops the whole import with its position named, and nothing is written.
+company name, contact email (or phone, or a messenger id) and employee email, and updated
+in place. A bad entry stops the whole import with its position named, and nothing is
+written.
+
+A person's ids on messengers are `identities` (channel -> id, e.g. {telegram = "42"});
+`telegram_id` and `vk_id` are kept as short forms of the same.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from helpgate.ticketstore.models import Company, CompanyDomain, Contact, Employee
+from helpgate.ticketstore.models import Company, CompanyDomain, Contact, Employee, Identity
 
 ROLES = ("admin", "agent")
 
@@ -59,7 +63,11 @@ class ContactEntry(_Entry):
     company: str | None = None
     telegram_id: int | None = None
     vk_id: int | None = None
+    identities: dict[str, str] = {}
     duplicate_email: str | None = None
+
+    def ids(self) -> dict[str, str]:
+        return _ids(self.identities, telegram=self.telegram_id, vk=self.vk_id)
 
 
 class EmployeeEntry(_Entry):
@@ -68,6 +76,10 @@ class EmployeeEntry(_Entry):
     phone: str | None = None
     role: str = "agent"
     telegram_id: int | None = None
+    identities: dict[str, str] = {}
+
+    def ids(self) -> dict[str, str]:
+        return _ids(self.identities, telegram=self.telegram_id)
 
     @field_validator("role")
     @classmethod
@@ -75,6 +87,12 @@ class EmployeeEntry(_Entry):
         if value not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         return value
+
+
+def _ids(identities: dict[str, str], **short: int | None) -> dict[str, str]:
+    ids = {channel.strip().lower(): str(value).strip() for channel, value in identities.items()}
+    ids.update({channel: str(value) for channel, value in short.items() if value is not None})
+    return {channel: value for channel, value in ids.items() if channel and value}
 
 
 class DirectoryFile(BaseModel):
@@ -144,24 +162,48 @@ def upsert_contact(session: Session, entry: ContactEntry, now: datetime) -> Cont
             raise DirectoryError(f"contact {entry.email or entry.name}: unknown company "
                                  f"{entry.company!r}")
         company_id = company.id
+    ids = entry.ids()
     contact = None
     if entry.email:
         contact = session.scalar(select(Contact).where(Contact.email == entry.email))
     elif entry.phone:
         contact = session.scalar(select(Contact).where(Contact.phone == entry.phone))
+    for channel, value in ids.items():
+        if contact is None and not entry.email:
+            contact = session.scalar(select(Contact).join(
+                Identity, Identity.contact_id == Contact.id).where(
+                Identity.kind == "contact", Identity.channel == channel,
+                Identity.external_id == value))
     if contact is None:
-        if not (entry.email or entry.phone or entry.telegram_id or entry.vk_id):
+        if not (entry.email or entry.phone or ids):
             raise DirectoryError(f"contact {entry.name!r} needs an email, phone or messenger id")
         contact = Contact(email=entry.email, created_at=now)
         session.add(contact)
-    for key in ("name", "phone", "telegram_id", "vk_id", "duplicate_email"):
+    for key in ("name", "phone", "duplicate_email"):
         value = getattr(entry, key)
         if value is not None:
             setattr(contact, key, value)
     if company_id is not None:
         contact.company_id = company_id
     session.flush()
+    _set_identities(session, "contact", contact.id, ids, now,
+                    entry.email or entry.name or entry.phone)
     return contact
+
+
+def _set_identities(session: Session, kind: str, person_id: int, ids: dict[str, str],
+                    now: datetime, who: str | None) -> None:
+    """Give the person these ids; an id another person of the kind has is an error."""
+    for channel, value in ids.items():
+        identity = session.scalar(select(Identity).where(
+            Identity.kind == kind, Identity.channel == channel, Identity.external_id == value))
+        if identity is None:
+            session.add(Identity(kind=kind, channel=channel, external_id=value, created_at=now,
+                                 **{f"{kind}_id": person_id}))
+        elif getattr(identity, f"{kind}_id") != person_id:
+            raise DirectoryError(f"{kind} {who}: {channel} id {value} already belongs to "
+                                 f"another {kind}")
+    session.flush()
 
 
 def upsert_employee(session: Session, entry: EmployeeEntry, now: datetime) -> Employee:
@@ -173,8 +215,9 @@ def upsert_employee(session: Session, entry: EmployeeEntry, now: datetime) -> Em
         session.add(employee)
     employee.name = entry.name
     employee.role = entry.role
-    for key in ("phone", "telegram_id"):
-        if getattr(entry, key) is not None:
-            setattr(employee, key, getattr(entry, key))
+    if entry.phone is not None:
+        employee.phone = entry.phone
     session.flush()
+    _set_identities(session, "employee", employee.id, entry.ids(), now,
+                    entry.email or entry.name)
     return employee

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -47,6 +48,7 @@ from helpgate.ticketstore.models import (
     Contact,
     Counter,
     Employee,
+    Identity,
     InboundRaw,
     OutboxMessage,
     StaffToken,
@@ -222,7 +224,7 @@ def keep_raw_many(session: Session, messages: list[InboundMessage]) -> list[tupl
     for message, key in zip(messages, keys, strict=True):
         if key not in known and key not in seen:
             seen.add(key)
-            new_rows.append(_raw_row(message, message.sender_email))
+            new_rows.append(_raw_row(message, message.sender_key))
             raws[key] = message.raw
     ours: dict[tuple[str, str], int] = {}
     if new_rows:
@@ -535,6 +537,15 @@ class SessionDirectory:
                                        if contact is not None else None)
         return self._people[email]
 
+    def person_by_identity(self, channel: str, external_id: str) -> Person | None:
+        if channel == "email":
+            return self.person_by_email(external_id)
+        key = identity_key(channel, external_id)
+        if key not in self._people:
+            self._people[key] = _person_by_identity(connection(self.session), channel,
+                                                    external_id)
+        return self._people[key]
+
     def company_by_domain(self, domain: str) -> int | None:
         domain = domain.lower()
         if domain not in self._domains:
@@ -597,14 +608,21 @@ def lock_senders(session: Session, senders: list[str | None]) -> None:
         db.execute(_SENDER_LOCK, {"sender": sender})
 
 
-def prefetch_directory(session: Session, senders: list[str | None]) -> None:
-    """Answer the rules' sender and domain questions for a whole batch up front: three
-    queries per batch instead of up to three per message. The answers live as long as
-    the transaction; a contact created in it is added by `get_or_create_contact`."""
+def prefetch_directory(session: Session, senders: list[tuple[str, str] | None]) -> None:
+    """Answer the rules' sender and domain questions for a whole batch (its senders'
+    identities) up front: a few queries per batch instead of up to three per message.
+    The answers live as long as the transaction; a contact created in it is added by
+    `get_or_create_contact`."""
     people: dict[str, Person | None] = session.info.setdefault("people", {})
     domains: dict[str, int | None] = session.info.setdefault("domains", {})
-    emails = sorted({s.lower() for s in senders if s} - people.keys())
+    emails = sorted({i.lower() for c, i in filter(None, senders) if c == "email"}
+                    - people.keys())
     db = connection(session)
+    others = sorted({(c, i) for c, i in filter(None, senders) if c != "email"
+                     and identity_key(c, i) not in people})
+    for channel, external_id in others:
+        people[identity_key(channel, external_id)] = _person_by_identity(db, channel,
+                                                                        external_id)
     for part in chunked(emails):
         for row in db.execute(_EMPLOYEES_BY_EMAILS, {"emails": part}):
             people[row.email] = person_of(row, "employee")
@@ -683,6 +701,61 @@ def get_or_create_contact(session: Session, email: str, name: str | None,
     # The rest of the transaction (the batch) must know this sender now.
     session.info.setdefault("people", {})[email] = person
     return person
+
+
+def get_or_create_contact_for(session: Session, channel: str, external_id: str,
+                              email: str | None, name: str | None, company_id: int | None,
+                              now: datetime) -> Person:
+    """The contact who is `external_id` on `channel`, created with that identity if none
+    is (another instance may be creating it at the same moment: the identity's unique
+    key decides, and the loser's new contact goes again)."""
+    if channel == "email":
+        return get_or_create_contact(session, external_id, name, company_id, now)
+    db = connection(session)
+    found = _person_by_identity(db, channel, external_id, kind="contact")
+    if found is None:
+        contact_id = insert_returning_id(session, Contact, {
+            "email": None, "name": name, "company_id": company_id, "created_at": now})
+        added = insert_ignoring_conflict(session, Identity, {
+            "kind": "contact", "channel": channel, "external_id": external_id[:255],
+            "contact_id": contact_id, "created_at": now},
+            ("kind", "channel", "external_id"), returning="id").scalar()
+        if added is None:
+            db.execute(delete(CONTACTS).where(CONTACTS.c.id == contact_id))
+            found = _person_by_identity(db, channel, external_id, kind="contact")
+        else:
+            found = Person(kind="contact", id=contact_id, email=None, name=name,
+                           company_id=company_id)
+    session.info.setdefault("people", {})[identity_key(channel, external_id)] = found
+    return found
+
+
+def identity_key(channel: str, external_id: str) -> str:
+    """How a non-mail identity is cached beside addresses (which contain no "id:")."""
+    return f"{channel}:id:{external_id}"
+
+
+_IDENTITIES = Identity.__table__
+_EMPLOYEE_BY_IDENTITY = select(EMPLOYEES).join(
+    _IDENTITIES, _IDENTITIES.c.employee_id == EMPLOYEES.c.id).where(
+    _IDENTITIES.c.kind == "employee", _IDENTITIES.c.channel == bindparam("channel"),
+    _IDENTITIES.c.external_id == bindparam("external_id"))
+_CONTACT_BY_IDENTITY = select(CONTACTS).join(
+    _IDENTITIES, _IDENTITIES.c.contact_id == CONTACTS.c.id).where(
+    _IDENTITIES.c.kind == "contact", _IDENTITIES.c.channel == bindparam("channel"),
+    _IDENTITIES.c.external_id == bindparam("external_id"))
+
+
+def _person_by_identity(db, channel: str, external_id: str,
+                        kind: str | None = None) -> Person | None:
+    """The employee with this identity, else the contact (or only the `kind` asked)."""
+    values = {"channel": channel, "external_id": external_id[:255]}
+    if kind != "contact":
+        row = db.execute(_EMPLOYEE_BY_IDENTITY, values).first()
+        if row is not None or kind == "employee":
+            return person_of(row, "employee") if row is not None else None
+    row = db.execute(_CONTACT_BY_IDENTITY, values).first()
+    return person_of(row, "contact") if row is not None else None
 
 
 def ticket_by_number(session: Session, number: int, lock: bool = False) -> Ticket | None:

@@ -40,6 +40,12 @@ class FakeDirectory:
     def person_by_email(self, email):
         return self.people.get(email.lower())
 
+    def person_by_identity(self, channel, external_id):
+        # Mail by address; other channels as "channel:id" keys of `people`.
+        if channel == "email":
+            return self.person_by_email(external_id)
+        return self.people.get(f"{channel}:{external_id}")
+
     def company_by_domain(self, domain):
         return self.domains.get(domain)
 

@@ -117,3 +117,25 @@ def test_a_domain_belongs_to_one_company(helpgate):
     code, _, err = helpgate("directory", "add", "company", "--name", "B", "--domain", "a.ru")
     assert code == 1 and "already belongs to company 'A'" in err
     assert [c["name"] for c in listing(helpgate)["companies"]] == ["A"]
+
+
+def test_messenger_ids_are_identities_matched_on_reimport(helpgate, tmp_path):
+    """telegram_id / vk_id and `identities` give a person ids on messengers; a contact
+    known only by one is found by it again (no second contact), and an id another
+    contact has stops the import."""
+    people = {"contacts": [{"name": "Пётр", "telegram_id": 4200000001,
+                            "identities": {"VK": "77"}}],
+              "employees": [{"name": "Anna Admin", "email": "anna@helpgate.test",
+                             "role": "admin", "identities": {"telegram": "4200000002"}}]}
+    path = tmp_path / "people.json"
+    path.write_text(json.dumps(people), encoding="utf-8")
+    assert helpgate("directory", "import", str(path))[0] == 0
+    assert helpgate("directory", "import", str(path))[0] == 0
+    assert [c["name"] for c in listing(helpgate)["contacts"]] == ["Пётр"]
+    clash = {"contacts": [{"name": "Другой", "email": "other@romashka.ru",
+                           "identities": {"vk": "77"}}]}
+    path.write_text(json.dumps(clash), encoding="utf-8")
+    code, _, err = helpgate("directory", "import", str(path))
+    assert code != 0
+    assert "vk id 77 already belongs to another contact" in err
+    assert [c["name"] for c in listing(helpgate)["contacts"]] == ["Пётр"]

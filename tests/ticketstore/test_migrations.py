@@ -57,15 +57,17 @@ async def test_raw_bytes_move_to_their_own_table_on_upgrade(tmp_path):
 async def test_old_dedupe_keys_get_their_content_digest(store):
     """0007: a mail stored under "mid:<id>" before issue #14 is still recognised when it
     is delivered again after the upgrade (R-TH-9), on both backends."""
+    from alembic import command
+
     from helpgate.channels.mail.parse import parse_email
-    from helpgate.ticketstore.migrations import upgrade
+    from helpgate.ticketstore.migrations import alembic_config, upgrade
     from tests.conftest import Clock
     from tests.mailfactory import mail
 
     raw = mail(message_id="<old@client>", body="Старое письмо")
+    await store.run_connection(lambda c: command.downgrade(alembic_config(c), "0006"))
 
     def old_row(connection):
-        connection.execute(text("UPDATE alembic_version SET version_num = '0006'"))
         inbound = connection.execute(text(
             "INSERT INTO inbound_messages (channel, dedupe_key, meta, received_at, state) "
             "VALUES ('email', 'mid:<old@client>', '{}', :at, 'processed') RETURNING id"),
@@ -77,3 +79,38 @@ async def test_old_dedupe_keys_get_their_content_digest(store):
     key = await store.run_connection(lambda c: c.execute(text(
         "SELECT dedupe_key FROM inbound_messages")).scalar())
     assert key == parse_email(raw, Clock().now).dedupe_key
+
+
+async def test_messenger_ids_move_to_identities_on_upgrade(store):
+    """0008: the Telegram and VK ids contacts and employees had as columns become
+    identities, and the people are found by them, on both backends."""
+    from alembic import command
+
+    from helpgate.ticketstore.migrations import alembic_config, upgrade
+    from helpgate.ticketstore.repository import SessionDirectory
+    from tests.conftest import Clock
+
+    await store.run_connection(lambda c: command.downgrade(alembic_config(c), "0007"))
+
+    def old_rows(connection):
+        at = {"at": Clock().now}
+        connection.execute(text(
+            "INSERT INTO contacts (name, email, telegram_id, vk_id, created_at) "
+            "VALUES ('Иван', 'ivan@romashka.ru', 4200000001, 77, :at)"), at)
+        connection.execute(text(
+            "INSERT INTO employees (name, email, telegram_id, role, created_at) "
+            "VALUES ('Анна', 'anna@helpgate.test', 4200000002, 'admin', :at)"), at)
+    await store.run_connection(old_rows)
+    await upgrade(store)
+
+    def found(session):
+        directory = SessionDirectory(session)
+        return [directory.person_by_identity("telegram", "4200000001"),
+                directory.person_by_identity("vk", "77"),
+                directory.person_by_identity("telegram", "4200000002"),
+                directory.person_by_identity("telegram", "77")]
+    contact, by_vk, employee, nobody = await store.run(found)
+    assert (contact.kind, contact.email) == ("contact", "ivan@romashka.ru")
+    assert by_vk == contact
+    assert (employee.kind, employee.email) == ("employee", "anna@helpgate.test")
+    assert nobody is None

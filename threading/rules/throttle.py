@@ -10,10 +10,10 @@ DESCRIPTION = "quarantine messages beyond the per-sender limit"
 
 def apply(ctx: Context, directory: Directory) -> None:
     limit = ctx.config.threading.throttle_max
-    sender = ctx.message.sender_email
+    sender = ctx.message.sender_key
     if limit <= 0 or not sender or ctx.replay:
         return
-    person = directory.person_by_email(sender)
+    person = directory.person_by_identity(*ctx.message.sender)
     if person is not None and person.kind == "employee":
         return
     window = parse_window(ctx.config.threading.throttle_window)

@@ -15,7 +15,7 @@ DESCRIPTION = "create a contact for an unknown sender, or stand in the earliest 
 def apply(ctx: Context, directory: Directory) -> None:
     if ctx.decision.author is not None:
         return
-    sender = ctx.message.sender_email
+    sender = ctx.message.sender_key
     if ctx.decision.ticket is None and ctx.config.threading.create_contacts:
         ctx.decision.create_contact = True
         ctx.fire(NAME, f"new contact for {sender}")
