@@ -430,6 +430,7 @@ class Texts(Section):
     staff_author: str
     staff_reopened: str
     staff_follow_up: str
+    staff_rerouted: str
     staff_attachments: str
     attachment_not_stored: str
     attachment_left_out: str
@@ -460,6 +461,8 @@ TEXTS = {
         staff_author="Пишет: {author}; канал: {channel}",
         staff_reopened="Это сообщение открыло обращение снова (было: {status}).",
         staff_follow_up="Новое обращение вслед за обращением {previous}.",
+        staff_rerouted=("Уведомление ушло через {channel} ({recipient}): через {previous} "
+                        "helpgate отправлять не настроен."),
         staff_attachments="Вложения (helpgate attachment get ID):",
         attachment_not_stored="не сохранено: больше допустимого размера",
         attachment_left_out="не приложено к письму: вложения больше {limit}",
@@ -489,6 +492,8 @@ TEXTS = {
         staff_author="From: {author}; channel: {channel}",
         staff_reopened="This message reopened the ticket (it was: {status}).",
         staff_follow_up="A new ticket following ticket {previous}.",
+        staff_rerouted=("The notification went by {channel} ({recipient}): helpgate is not "
+                        "set up to send by {previous}."),
         staff_attachments="Attachments (helpgate attachment get ID):",
         attachment_not_stored="not stored: over the size limit",
         attachment_left_out="not attached to this mail: attachments over {limit}",
@@ -513,6 +518,20 @@ class NotificationConfig(Section):
     global_duplicate: str = ""
     company_duplicate: Literal["never", "always", "no_contact_email", "no_contact"] = "never"
     contact_duplicate: bool = True
+    # A customer is answered on the channel their ticket came from (or the one staff
+    # chose: `helpgate reply --via`); when they cannot be reached there (no id of theirs
+    # on it, or no transport for it), these channels are tried in order: the first on
+    # which they have an address and helpgate can send.
+    fallback_order: list[str] = ["email"]
+
+    @field_validator("fallback_order")
+    @classmethod
+    def _channels(cls, value):
+        cleaned = [name.strip().lower() for name in value]
+        bad = [name for name in cleaned if not re.fullmatch(r"[a-z][a-z0-9_]{0,19}", name)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a channel name")
+        return list(dict.fromkeys(cleaned))
 
 
 class OutboxConfig(Section):

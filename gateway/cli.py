@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an internal comment: never sent to the customer")
     reply.add_argument("--as", dest="author", metavar="EMAIL",
                        help="the employee signing it (default: the earliest administrator)")
+    reply.add_argument("--via", metavar="CHANNEL",
+                       help="the channel to answer on (default: the one the ticket came "
+                            "from; see notifications.fallback_order)")
 
     quarantine = sub.add_parser("quarantine", help="messages that could not be processed")
     qsub = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -434,11 +437,14 @@ async def _cmd_import(args, config: Config, store) -> int:
 
 
 async def _cmd_reply(args, config: Config, store) -> int:
+    from helpgate.gateway.channels import CHANNELS
     from helpgate.gateway.replies import ReplyError, staff_reply
+    if args.via is not None and args.via not in CHANNELS:
+        raise CliError(f"--via {args.via}: no such channel; known: {', '.join(CHANNELS)}")
     text = sys.stdin.read() if args.text == "-" else args.text
     try:
         result = await store.run(staff_reply, config, args.number, text, not args.private,
-                                 args.author, "cli", _now())
+                                 args.author, "cli", _now(), args.via)
     except ReplyError as exc:
         raise CliError(str(exc)) from None
     _print(result)

@@ -27,6 +27,7 @@ from helpgate.config.schema import Config
 from helpgate.gateway.channels import parse_kept
 from helpgate.gateway.status_service import status_service
 from helpgate.outbound.notify import Notifier, prefetch_acknowledgements
+from helpgate.outbound.targets import Target
 from helpgate.threading.chain import decide
 from helpgate.threading.context import Action, Context, Decision, TicketView
 from helpgate.threading.subjects import new_ticket_subject
@@ -342,7 +343,10 @@ class Pipeline:
                                            ctx.decision.unverified_staff, now)
         elif new:
             # The author, never a Reply-To a third party may have set (issue #15).
-            ack_to = None if ctx.decision.no_acknowledgement else message.sender_email
+            # Where they wrote from: the messenger they use, or their address on mail.
+            ack_to = None if ctx.decision.no_acknowledgement else (
+                Target(message.channel, message.sender_id) if message.sender_id
+                else message.sender_email)
             self.notifier.new_ticket(session, ticket, comment, ack_to, message.message_id, now)
         else:
             self.notifier.comment(session, ticket, comment, now,

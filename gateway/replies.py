@@ -23,7 +23,10 @@ class ReplyError(ValueError):
 
 
 def staff_reply(session: Session, config: Config, number: int, text: str, public: bool,
-                author_email: str | None, channel: str, now: datetime) -> dict:
+                author_email: str | None, channel: str, now: datetime,
+                via: str | None = None) -> dict:
+    """The comment, and its relay to the customer when public: on `via` when staff chose
+    a channel, else where the ticket came from (outbound/targets.py)."""
     text = text.strip()
     if not text:
         raise ReplyError("the reply text is empty")
@@ -40,7 +43,7 @@ def staff_reply(session: Session, config: Config, number: int, text: str, public
     if public and ticket.first_response_at is None:
         ticket.first_response_at = now
     session.flush()
-    drafts = Notifier(config).comment(session, ticket, comment, now)
+    drafts = Notifier(config).comment(session, ticket, comment, now, via=via)
     return {"ticket": ticket.number, "comment": comment.id, "public": public,
             "author": {"kind": "employee", "email": author.email},
             "queued": [{"channel": d.channel, "to": d.recipient} for d in drafts]}

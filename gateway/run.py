@@ -51,7 +51,7 @@ class Gateway:
         self.timer_interval = timer_interval
         self.clock = clock
         self.pipeline = Pipeline(config, store, clock)
-        self.worker = OutboxWorker(store, config.outbox, transports(config), clock)
+        self.worker = OutboxWorker(store, config, transports(config), clock)
         self.pipeline.on_commit.append(self.worker.wake)
         self.services = Services(ingest=self.pipeline.ingest_many, parse_many=self.parse_many,
                                  cursors=StoreCursors(store, clock), clock=clock)

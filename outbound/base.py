@@ -35,6 +35,9 @@ class Outgoing:
     message_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     attachments: tuple[OutgoingFile, ...] = ()
+    # The words alone, without the mail's separator and quoted history: what a messenger
+    # sends (`text` is the message as a mail).
+    content: str = ""
 
 
 @dataclass(frozen=True, slots=True)

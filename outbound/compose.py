@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from helpgate.config.schema import Config, Texts, format_size
 from helpgate.outbound.headers import clean, message_ids
+from helpgate.outbound.targets import Target, reach
 from helpgate.threading.markers import format_marker, make_message_id, thread_root
 from helpgate.ticketstore.models import Comment, Company, Contact, Ticket
 
@@ -26,6 +27,7 @@ class Draft:
     channel: str
     recipient: str
     subject: str
+    # As a mail: our separator, the words, the quoted history.
     text: str
     dedupe_key: str
     ticket_id: int
@@ -34,6 +36,9 @@ class Draft:
     headers: dict[str, str] = field(default_factory=dict)
     # Ids of the stored attachments the message carries.
     attachments: list[int] = field(default_factory=list)
+    # The words alone (what a messenger sends), and the contact it is addressed to.
+    content: str = ""
+    contact_id: int | None = None
 
 
 class Composer:
@@ -91,11 +96,15 @@ class Composer:
         return template.format(marker=self.marker(ticket), subject=ticket.subject,
                                number=ticket.number).strip()
 
-    def email(self, *, kind: str, ticket: Ticket, recipient: str, subject: str, content: str,
-              event_key: str, comment: Comment | None = None, quoted: str | None = None,
-              reply_to_ids: list[str] | None = None, auto: str = "auto-generated",
-              texts: Texts | None = None, attachments: list[int] | None = None) -> Draft:
-        """One email notification: separator, content, quoted history, threading headers."""
+    def draft(self, *, kind: str, ticket: Ticket, to: Target | str, subject: str,
+              content: str, event_key: str, comment: Comment | None = None,
+              quoted: str | None = None, reply_to_ids: list[str] | None = None,
+              auto: str = "auto-generated", texts: Texts | None = None,
+              attachments: list[int] | None = None) -> Draft:
+        """One notification to `to` (a Target, or an email address): the words, and the
+        same as a mail (separator, content, quoted history, threading headers), so that
+        it can go out on whichever channel reaches the person when it is sent."""
+        to = to if isinstance(to, Target) else Target("email", to)
         mail = self.config.mail
         body = [(texts or self.texts).separator, "", content.strip()]
         if quoted and quoted.strip():
@@ -108,35 +117,48 @@ class Composer:
         if reply_to_ids:
             headers["In-Reply-To"] = reply_to_ids[-1]
             headers["References"] = " ".join(reply_to_ids)
-        return Draft(kind=kind, channel="email", recipient=recipient, subject=clean(subject),
-                     text="\n".join(body) + "\n",
-                     dedupe_key=f"{kind}:{event_key}:{recipient}", ticket_id=ticket.id,
+        # Mail keeps the key it always had; another channel's address is named with it.
+        where = to.recipient if to.channel == "email" else f"{to.channel}:{to.recipient}"
+        return Draft(kind=kind, channel=to.channel, recipient=to.recipient,
+                     subject=clean(subject), text="\n".join(body) + "\n",
+                     dedupe_key=f"{kind}:{event_key}:{where}", ticket_id=ticket.id,
                      comment_id=comment.id if comment else None,
                      message_id=make_message_id(ticket.number, mail.message_id_domain),
-                     headers=headers, attachments=list(attachments or []))
+                     headers=headers, attachments=list(attachments or []),
+                     content=content.strip(), contact_id=to.contact_id)
 
     def customer_targets(self, ticket: Ticket, contact: Contact | None,
-                         company: Company | None) -> list[str]:
-        """R-OUT-3: the contact's email, else the company's; then the chosen duplicates."""
+                         company: Company | None, known: dict[str, str] | None = None,
+                         via: str | None = None) -> list[Target]:
+        """R-OUT-3: the contact where they are reached (`known`: their address per
+        channel; `via` or the ticket's channel first, then the fallback order), else the
+        company's email; then the chosen duplicates, by email."""
         if ticket.type in self.config.tickets.internal_types:
             return []
         rules = self.config.notifications
-        targets: list[str] = []
-        if contact is not None and contact.email:
-            targets.append(contact.email)
+        known = known if known is not None else (
+            {"email": contact.email} if contact is not None and contact.email else {})
+        found = reach(known, via or ticket.channel, rules.fallback_order) \
+            if contact is not None else None
+        targets: list[Target] = []
+        if found is not None:
+            targets.append(Target(*found, contact_id=contact.id))
         elif contact is not None and company is not None and company.email:
-            targets.append(company.email)
+            targets.append(Target("email", company.email.lower()))
+        copies: list[str] = []
         if contact is not None and rules.contact_duplicate and contact.duplicate_email:
-            targets.append(contact.duplicate_email)
+            copies.append(contact.duplicate_email)
         if company is not None and company.email:
             wanted = {"always": True,
                       "no_contact_email": contact is not None and not contact.email,
                       "no_contact": contact is None}.get(rules.company_duplicate, False)
             if wanted:
-                targets.append(company.email)
-        if rules.global_duplicate and targets:
-            targets.append(rules.global_duplicate)
-        return _unique(targets)
+                copies.append(company.email)
+        if rules.global_duplicate and (targets or copies):
+            copies.append(rules.global_duplicate)
+        taken = {t.recipient.lower() for t in targets if t.channel == "email"}
+        return targets + [Target("email", address) for address in _unique(copies)
+                          if address not in taken]
 
     def staff_targets(self, employees: list, author_email: str | None) -> list[str]:
         """Employees (anything with an `email`) to tell, without the event's author."""

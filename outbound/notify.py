@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
 from helpgate.outbound.compose import Composer, Draft
+from helpgate.outbound.targets import Target, addresses
 from helpgate.threading.markers import format_marker, reply_address
 from helpgate.ticketstore.models import (
     Attachment,
@@ -48,18 +49,22 @@ class Notifier:
         self.compose = Composer(config)
 
     def new_ticket(self, session: Session, ticket: Ticket, comment: Comment,
-                   ack_to: str | None, inbound_id: str | None, now: datetime) -> list[Draft]:
+                   ack_to: Target | str | None, inbound_id: str | None,
+                   now: datetime) -> list[Draft]:
+        """Acknowledge to `ack_to` (the sender, where they wrote from: an address, or a
+        Target on a messenger) and tell staff."""
         drafts: list[Draft] = []
         language = self.config.customer_language(ticket.subject, comment.text)
         texts = self.compose.texts_for(language)
         internal = ticket.type in self.config.tickets.internal_types
-        ack_to = ack_to.strip().lower() if ack_to else None
+        if isinstance(ack_to, str):
+            ack_to = Target("email", ack_to.strip().lower()) if ack_to.strip() else None
         if ack_to and self.config.notifications.acknowledge_new_tickets and not internal \
                 and comment.author_kind != "employee" and _ack_allowed(
-                    session, ack_to, self.config.notifications.max_acknowledgements_per_hour,
-                    now):
-            drafts.append(self.compose.email(
-                kind="ack", ticket=ticket, recipient=ack_to, texts=texts,
+                    session, ack_to.recipient,
+                    self.config.notifications.max_acknowledgements_per_hour, now):
+            drafts.append(self.compose.draft(
+                kind="ack", ticket=ticket, to=ack_to, texts=texts,
                 subject=self.compose.subject(texts.ack_subject, ticket),
                 content=texts.ack_text.format(number=ticket.number,
                                               marker=self.compose.marker(ticket)),
@@ -69,8 +74,9 @@ class Notifier:
         return self._queue(session, drafts, now)
 
     def comment(self, session: Session, ticket: Ticket, comment: Comment,
-                now: datetime, from_staff: bool = True) -> list[Draft]:
-        """A customer's comment tells staff; a staff's public comment goes to the customer.
+                now: datetime, from_staff: bool = True, via: str | None = None) -> list[Draft]:
+        """A customer's comment tells staff; a staff's public comment goes to the customer
+        (on `via` when staff chose a channel, else where the ticket came from).
 
         `from_staff` is False when an employee only stands in for an unknown sender: those
         words go to staff, never to the customer as staff's answer.
@@ -78,41 +84,46 @@ class Notifier:
         drafts: list[Draft] = []
         if comment.author_kind == "employee" and from_staff:
             if comment.public:
-                drafts += self._to_customer(session, ticket, comment)
+                drafts += self._to_customer(session, ticket, comment, via)
         else:
             drafts += self._staff(session, ticket, comment, "staff_comment_subject", now,
                                   stand_in=not from_staff)
         return self._queue(session, drafts, now)
 
-    def _to_customer(self, session: Session, ticket: Ticket, comment: Comment) -> list[Draft]:
+    def _to_customer(self, session: Session, ticket: Ticket, comment: Comment,
+                     via: str | None = None) -> list[Draft]:
         """A staff answer, with its files (up to the size limit), to the customer."""
         texts = self.compose.texts_for(self._language(session, ticket))
         files = _files(session, comment)
         attached, left_out = self.compose.attachable(files)
         content = "\n\n".join([comment.text, *self.compose.left_out_notes(left_out, texts)])
-        contact, company = _customer(session, ticket)
-        return [self.compose.email(
-            kind="comment", ticket=ticket, recipient=address, texts=texts,
+        return [self.compose.draft(
+            kind="comment", ticket=ticket, to=target, texts=texts,
             subject=self.compose.subject(texts.comment_subject, ticket), content=content,
             event_key=f"comment{comment.id}", comment=comment,
             reply_to_ids=self._customer_thread(session, ticket),
             attachments=[f.id for f in attached])
-            for address in self.compose.customer_targets(ticket, contact, company)]
+            for target in self._customer_targets(session, ticket, via)]
+
+    def _customer_targets(self, session: Session, ticket: Ticket,
+                          via: str | None = None) -> list[Target]:
+        contact, company = _customer(session, ticket)
+        known = addresses(session, contact.id) if contact is not None else None
+        return self.compose.customer_targets(ticket, contact, company, known, via)
 
     def status_change(self, session: Session, ticket: Ticket, change: StatusChange,
                       now: datetime) -> list[Draft]:
         if change.to_status not in self.config.notifications.status_changes:
             return []
-        contact, company = _customer(session, ticket)
         language = self._language(session, ticket)
         texts = self.compose.texts_for(language)
         content = texts.status_text.format(
             number=ticket.number, status=self.config.status_name(change.to_status, language))
-        drafts = [self.compose.email(
-            kind="status", ticket=ticket, recipient=address, texts=texts,
+        drafts = [self.compose.draft(
+            kind="status", ticket=ticket, to=target, texts=texts,
             subject=self.compose.subject(texts.status_subject, ticket), content=content,
             event_key=f"status{change.id}", reply_to_ids=self._customer_thread(session, ticket))
-            for address in self.compose.customer_targets(ticket, contact, company)]
+            for target in self._customer_targets(session, ticket)]
         return self._queue(session, drafts, now)
 
     def unverified_staff(self, session: Session, ticket: Ticket, comment: Comment,
@@ -121,8 +132,8 @@ class Notifier:
         """Tell an employee (at the directory's address, never a Reply-To the mail named)
         that mail in their name was kept as a private note, and why (staff_auth)."""
         texts = self.compose.texts_for(self.config.staff_language)
-        draft = self.compose.email(
-            kind="unverified", ticket=ticket, recipient=employee_email, texts=texts,
+        draft = self.compose.draft(
+            kind="unverified", ticket=ticket, to=employee_email, texts=texts,
             subject=self.compose.subject(texts.staff_unverified_subject, ticket),
             content=texts.staff_unverified_text.format(number=ticket.number, reason=why),
             event_key=f"comment{comment.id}", comment=comment, quoted=comment.text,
@@ -166,8 +177,8 @@ class Notifier:
             self.compose.file_list(files, {f.id for f in attached}, texts)]))
         earlier = {} if new else _staff_thread(session, ticket)
         root = self.compose.thread_root(ticket)
-        drafts = [self.compose.email(
-            kind="staff", ticket=ticket, recipient=address, texts=texts,
+        drafts = [self.compose.draft(
+            kind="staff", ticket=ticket, to=address, texts=texts,
             subject=self.compose.subject(getattr(texts, template), ticket), content=content,
             event_key=f"comment{comment.id}", comment=comment,
             reply_to_ids=[root, *earlier.get(address, [])],
@@ -224,7 +235,8 @@ class Notifier:
             return drafts
         rows = [{"dedupe_key": d.dedupe_key[:500], "channel": d.channel, "kind": d.kind,
                  "recipient": d.recipient, "subject": d.subject, "text": d.text,
-                 "html": None, "message_id": d.message_id, "headers": d.headers,
+                 "html": None, "content": d.content, "contact_id": d.contact_id,
+                 "message_id": d.message_id, "headers": d.headers,
                  "ticket_id": d.ticket_id, "comment_id": d.comment_id,
                  "attachments": d.attachments or None, "state": "queued",
                  "attempts": 0, "next_attempt_at": now, "created_at": now}

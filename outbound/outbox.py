@@ -39,12 +39,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from helpgate.config.schema import OutboxConfig, parse_window
+from helpgate.config.schema import Config, OutboxConfig, parse_window
 from helpgate.outbound.attachments import load_files
 from helpgate.outbound.base import DeliveryResult, Outgoing, Transport
+from helpgate.outbound.targets import addresses, reach
 from helpgate.ticketstore import instances
-from helpgate.ticketstore.models import OutboxMessage
-from helpgate.ticketstore.repository import Store
+from helpgate.ticketstore.models import Comment, OutboxMessage
+from helpgate.ticketstore.repository import Store, insert_rows
 
 log = logging.getLogger("helpgate.outbox")
 OUTBOX = OutboxMessage.__table__
@@ -70,8 +71,43 @@ def claim(session: Session, channels: list[str], now: datetime, lease: timedelta
     files = load_files(session, rows)
     return [Outgoing(id=r.id, channel=r.channel, kind=r.kind, recipient=r.recipient,
                      subject=r.subject, text=r.text, html=r.html, message_id=r.message_id,
-                     headers=dict(r.headers or {}), attachments=files.get(r.id, ()))
+                     headers=dict(r.headers or {}), attachments=files.get(r.id, ()),
+                     content=r.content if r.content is not None else r.text)
             for r in rows]
+
+
+def reroute(session: Session, channels: list[str], config: Config, now: datetime) -> int:
+    """Due rows addressed to a customer on a channel no transport sends on: on to the
+    first channel of the fallback order that can reach them (outbound/targets.py), said on
+    the ticket in a private note. Those no channel can reach wait, looked at again after
+    `retry_after` (as mail waits for a relay). Returns how many moved."""
+    rows = session.execute(
+        select(OUTBOX.c.id, OUTBOX.c.channel, OUTBOX.c.contact_id, OUTBOX.c.ticket_id)
+        .where(OUTBOX.c.state == "queued", OUTBOX.c.next_attempt_at <= now,
+               OUTBOX.c.contact_id.is_not(None), OUTBOX.c.channel.not_in(channels))
+        .order_by(OUTBOX.c.id).limit(BATCH).with_for_update(skip_locked=True)).all()
+    texts = config.text(config.staff_language)
+    moved = 0
+    for row in rows:
+        found = reach(addresses(session, row.contact_id), None,
+                      config.notifications.fallback_order, lambda name: name in channels)
+        if found is None:
+            session.execute(update(OUTBOX).where(OUTBOX.c.id == row.id).values(
+                next_attempt_at=now + parse_window(config.outbox.retry_after)))
+            continue
+        channel, recipient = found
+        session.execute(update(OUTBOX).where(OUTBOX.c.id == row.id).values(
+            channel=channel, recipient=recipient))
+        if row.ticket_id is not None:
+            insert_rows(session, Comment, [dict(
+                ticket_id=row.ticket_id, author_kind="system", public=False, channel="system",
+                text=texts.staff_rerouted.format(channel=channel, recipient=recipient,
+                                                 previous=row.channel),
+                created_at=now, decision={"action": "rerouted", "outbox": row.id})])
+        log.warning("outbox %s: no %s transport; goes by %s to %s", row.id, row.channel,
+                    channel, recipient)
+        moved += 1
+    return moved
 
 
 def mark_sending(session: Session, outbox_id: int, instance: str | None = None) -> bool:
@@ -179,10 +215,11 @@ class OutboxWorker:
     round waiting on a slow relay must not look dead), and leaves on a clean stop.
     """
 
-    def __init__(self, store: Store, config: OutboxConfig, transports: dict[str, Transport],
+    def __init__(self, store: Store, config: Config, transports: dict[str, Transport],
                  clock: Callable[[], datetime], instance: str | None = None) -> None:
         self.store = store
-        self.config = config
+        self.settings = config  # the whole config: rerouting reads notifications too
+        self.config = config.outbox
         self.transports = transports
         self.clock = clock
         self.instance = instance or instances.new_instance_id()
@@ -241,6 +278,9 @@ class OutboxWorker:
                       "uncertain (`helpgate outbox --json` lists them)", expired)
         if not self.transports:
             return 0
+        moved = await self.store.run(reroute, sorted(self.transports), self.settings, now)
+        if moved:
+            log.info("%d outbox messages go by another channel", moved)
         lease = parse_window(self.config.lease)
         batch = await self.store.run(claim, sorted(self.transports), now, lease, BATCH,
                                      self.instance)

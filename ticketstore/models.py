@@ -333,8 +333,15 @@ class OutboxMessage(Base):
     kind: Mapped[str] = mapped_column(Bounded(40))
     recipient: Mapped[str] = mapped_column(Bounded(500))
     subject: Mapped[str | None] = mapped_column(CleanText())
+    # The message as a mail (separator, the words, the quoted history)...
     text: Mapped[str] = mapped_column(CleanText())
     html: Mapped[str | None] = mapped_column(CleanText())
+    # ...and the words alone, what a messenger sends (None on rows from before 0009).
+    content: Mapped[str | None] = mapped_column(CleanText())
+    # The customer it is addressed to, when it is: the channel and address are resolved
+    # for them again at send time should this channel be unusable (outbound/targets.py).
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL"))
     message_id: Mapped[str | None] = mapped_column(Bounded(500), unique=True)
     headers: Mapped[dict] = mapped_column(default=dict)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)

@@ -156,6 +156,29 @@ class Store:
         async with self.engine.begin() as connection:
             return await connection.run_sync(work, *args)
 
+    async def run_migration(self, work: Callable[..., T], *args: Any) -> T:
+        """`run_connection` for schema changes. On SQLite foreign keys are off meanwhile
+        (a table is changed by rebuilding it: drop and rename, which enforcement would
+        refuse or cascade) and checked before the commit; off only outside a
+        transaction, so on the driver's connection before ours begins."""
+        if self._thread is None:
+            return await self.run_connection(work, *args)
+
+        def run() -> T:
+            with self.sync_engine.connect() as connection:
+                driver = connection.connection.driver_connection
+                driver.execute("PRAGMA foreign_keys=OFF")
+                try:
+                    with connection.begin():
+                        result = work(connection, *args)
+                        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                        if broken:
+                            raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
+                    return result
+                finally:
+                    driver.execute("PRAGMA foreign_keys=ON")
+        return await self._in_thread(run)
+
     async def ensure_schema(self) -> None:
         """Bring the schema to the newest migration (cheap when it already is)."""
         from helpgate.ticketstore.migrations import HEAD, upgrade

@@ -55,7 +55,7 @@ async def test_a_relay_refusal_is_logged_as_warning_and_shown_by_outbox(hg, rela
     config = load_config(hg.config)
     store = Store(config.database.url)
     try:
-        worker = OutboxWorker(store, config.outbox, {"email": EmailTransport(config)}, utcnow)
+        worker = OutboxWorker(store, config, {"email": EmailTransport(config)}, utcnow)
         with caplog.at_level(logging.INFO, logger="helpgate.outbox"):
             assert await worker.run_once() == 1
     finally:

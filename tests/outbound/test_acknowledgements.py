@@ -26,7 +26,7 @@ def recipients(relay: Relay) -> list[str]:
 
 
 async def send_all(store, config, clock) -> None:
-    worker = OutboxWorker(store, config.outbox, {"email": EmailTransport(config)}, clock)
+    worker = OutboxWorker(store, config, {"email": EmailTransport(config)}, clock)
     while await worker.run_once():
         pass
 

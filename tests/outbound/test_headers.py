@@ -66,7 +66,7 @@ def relay_config(relay: Relay, **mail_keys) -> Config:
 
 
 async def deliver(store, config: Config, clock) -> None:
-    worker = OutboxWorker(store, config.outbox, {"email": EmailTransport(config)}, clock)
+    worker = OutboxWorker(store, config, {"email": EmailTransport(config)}, clock)
     await worker.run_once()
 
 

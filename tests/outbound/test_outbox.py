@@ -31,7 +31,7 @@ def relay_config(relay: Relay, **mail) -> Config:
 
 
 def worker(store: Store, config: Config, clock) -> OutboxWorker:
-    return OutboxWorker(store, config.outbox, {"email": EmailTransport(config)}, clock)
+    return OutboxWorker(store, config, {"email": EmailTransport(config)}, clock)
 
 
 async def states(store) -> list[tuple[str, int]]:

@@ -44,7 +44,7 @@ async def desk(store, clock):
 async def send_all(store, config, relay: Relay, clock) -> list:
     """Deliver what is due; the messages the relay got by this round."""
     before = len(relay.received)
-    worker = OutboxWorker(store, config.outbox, {"email": EmailTransport(config)}, clock)
+    worker = OutboxWorker(store, config, {"email": EmailTransport(config)}, clock)
     while await worker.run_once():
         pass
     return [r.message for r in relay.received[before:]]

@@ -65,7 +65,7 @@ async def test_old_dedupe_keys_get_their_content_digest(store):
     from tests.mailfactory import mail
 
     raw = mail(message_id="<old@client>", body="Старое письмо")
-    await store.run_connection(lambda c: command.downgrade(alembic_config(c), "0006"))
+    await store.run_migration(lambda c: command.downgrade(alembic_config(c), "0006"))
 
     def old_row(connection):
         inbound = connection.execute(text(
@@ -90,7 +90,7 @@ async def test_messenger_ids_move_to_identities_on_upgrade(store):
     from helpgate.ticketstore.repository import SessionDirectory
     from tests.conftest import Clock
 
-    await store.run_connection(lambda c: command.downgrade(alembic_config(c), "0007"))
+    await store.run_migration(lambda c: command.downgrade(alembic_config(c), "0007"))
 
     def old_rows(connection):
         at = {"at": Clock().now}
@@ -100,6 +100,12 @@ async def test_messenger_ids_move_to_identities_on_upgrade(store):
         connection.execute(text(
             "INSERT INTO employees (name, email, telegram_id, role, created_at) "
             "VALUES ('Анна', 'anna@helpgate.test', 4200000002, 'admin', :at)"), at)
+        # A ticket of the contact: the rebuilt contacts table must keep it valid.
+        connection.execute(text(
+            "INSERT INTO tickets (number, subject, type, priority, status, channel, "
+            "contact_id, created_at, updated_at, status_changed_at, open_seconds) "
+            "SELECT 1, 's', 'question', 'normal', 'open', 'email', id, :at, :at, :at, 0 "
+            "FROM contacts"), at)
     await store.run_connection(old_rows)
     await upgrade(store)
 
@@ -114,3 +120,33 @@ async def test_messenger_ids_move_to_identities_on_upgrade(store):
     assert by_vk == contact
     assert (employee.kind, employee.email) == ("employee", "anna@helpgate.test")
     assert nobody is None
+
+
+async def test_outbox_rows_and_their_bounces_survive_the_outbox_rebuild(store):
+    """0009 rebuilds the outbox on SQLite: its rows, and the bounces pointing at them,
+    come through whole (the foreign keys are checked at commit), on both backends."""
+    from alembic import command
+
+    from helpgate.ticketstore.migrations import alembic_config, upgrade
+    from tests.conftest import Clock
+
+    await store.run_migration(lambda c: command.downgrade(alembic_config(c), "0008"))
+
+    def old_rows(connection):
+        at = {"at": Clock().now}
+        connection.execute(text(
+            "INSERT INTO outbox (dedupe_key, channel, kind, recipient, subject, text, "
+            "headers, state, attempts, next_attempt_at, created_at) VALUES ('k', 'email', "
+            "'ack', 'ivan@romashka.ru', 's', 'текст', '{}', 'sent', 1, :at, :at)"), at)
+        inbound = connection.execute(text(
+            "INSERT INTO inbound_messages (channel, dedupe_key, meta, received_at, state) "
+            "VALUES ('email', 'bounce', '{}', :at, 'ignored') RETURNING id"), at).scalar()
+        connection.execute(text(
+            "INSERT INTO delivery_reports (outbox_id, inbound_id, created_at) "
+            "SELECT id, :inbound, :at FROM outbox"), {**at, "inbound": inbound})
+    await store.run_connection(old_rows)
+    await upgrade(store)
+    rows = await store.run_connection(lambda c: c.execute(text(
+        "SELECT o.text, o.content, o.contact_id, r.outbox_id = o.id FROM outbox o "
+        "JOIN delivery_reports r ON r.outbox_id = o.id")).all())
+    assert [tuple(row) for row in rows] == [("текст", None, None, True)]

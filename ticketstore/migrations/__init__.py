@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-HEAD = "0008"
+HEAD = "0009"
 HERE = Path(__file__).resolve().parent
 
 
@@ -32,4 +32,4 @@ async def upgrade(store, revision: str = "head") -> None:
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(74210001)")
         command.upgrade(alembic_config(connection), revision)
 
-    await store.run_connection(run)
+    await store.run_migration(run)

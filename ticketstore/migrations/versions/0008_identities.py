@@ -20,12 +20,7 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 def upgrade() -> None:
     bind = op.get_bind()
-    if bind.dialect.name == "sqlite":
-        # Batch mode rebuilds contacts and employees (drop, copy, rename): the tickets
-        # that point at them are checked at commit, when the rebuilt tables are there.
-        op.execute("PRAGMA defer_foreign_keys = ON")
-    # Read before the rebuild, written after it: the rebuild's drop of the old table would
-    # otherwise cascade into the new identities.
+    # Read before the columns go, written once the new table is there.
     ids = []
     for table, kind, column, channel in (("contacts", "contact", "telegram_id", "telegram"),
                                          ("contacts", "contact", "vk_id", "vk"),

@@ -1,0 +1,58 @@
+"""Where a customer is reached: the one place that turns a contact into a channel and an
+address on it.
+
+A notification to a customer is addressed to the contact. It goes out on the channel the
+ticket came from (or the one staff chose, `helpgate reply --via`); when the contact has no
+address there, the channels of `notifications.fallback_order` are tried in order. The
+choice is made when the notification is queued, and made again when it is sent should
+its channel have no transport then (outbound/outbox.py), so a customer is never left
+unanswered because one channel is missing. Copies (a contact's duplicate address, the
+company's, the global one) are plain email addresses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from helpgate.ticketstore.models import Contact, Identity
+
+_CONTACTS = Contact.__table__
+_IDENTITIES = Identity.__table__
+_EMAIL = select(_CONTACTS.c.email).where(_CONTACTS.c.id == bindparam("contact_id"))
+_IDS = select(_IDENTITIES.c.channel, _IDENTITIES.c.external_id).where(
+    _IDENTITIES.c.kind == "contact", _IDENTITIES.c.contact_id == bindparam("contact_id")
+).order_by(_IDENTITIES.c.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    channel: str
+    recipient: str
+    # The contact it reaches, when it is the contact (not a copy): chosen again at send
+    # time if `channel` cannot be used then.
+    contact_id: int | None = None
+
+
+def addresses(session: Session, contact_id: int) -> dict[str, str]:
+    """The contact's address on each channel: their email, and their messenger ids."""
+    db = session.connection()
+    found = {channel: external_id
+             for channel, external_id in db.execute(_IDS, {"contact_id": contact_id})}
+    email = db.scalar(_EMAIL, {"contact_id": contact_id})
+    if email:
+        found["email"] = email
+    return found
+
+
+def reach(known: dict[str, str], first: str | None, order: list[str],
+          usable: Callable[[str], bool] = lambda channel: True) -> tuple[str, str] | None:
+    """(channel, address): `first`, then `order`, the first channel the contact has an
+    address on and that is `usable`; None when there is none."""
+    for channel in dict.fromkeys(c for c in (first, *order) if c):
+        if known.get(channel) and usable(channel):
+            return channel, known[channel]
+    return None

@@ -1,0 +1,118 @@
+"""A customer is reached where they are (issue #17, part 1): notifications are addressed
+to the contact and resolved to a channel — the ticket's, or the one staff chose, then
+`notifications.fallback_order` — when queued, and again when sent should that channel
+have no transport. Mail to and from email customers is unchanged."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from helpgate.config.schema import Config
+from helpgate.gateway.pipeline import Pipeline
+from helpgate.gateway.replies import staff_reply
+from helpgate.outbound.email import EmailTransport
+from helpgate.outbound.outbox import OutboxWorker
+from helpgate.outbound.targets import reach
+from helpgate.ticketstore import people
+from helpgate.ticketstore.models import Comment, OutboxMessage
+from tests.gateway.test_identities import chat
+from tests.mailfactory import mail
+
+ANNA = {"name": "Анна", "email": "anna@helpgate.test", "role": "admin"}
+SEPARATOR = "##- Пожалуйста, пишите ответ выше этой строки -##"
+
+
+def test_reach_tries_the_first_channel_then_the_order_where_there_is_an_address():
+    known = {"telegram": "42", "email": "ivan@romashka.ru"}
+    assert reach(known, "telegram", ["email"]) == ("telegram", "42")
+    assert reach(known, "vk", ["vk", "email", "telegram"]) == ("email", "ivan@romashka.ru")
+    assert reach(known, "telegram", ["email"], lambda c: c != "telegram") == \
+        ("email", "ivan@romashka.ru")
+    assert reach({"telegram": "42"}, "email", ["email"]) is None
+    assert reach({}, None, ["email", "telegram"]) is None
+
+
+async def directory(store, clock, **contact) -> None:
+    data = people.DirectoryFile.model_validate({
+        "employees": [ANNA], "contacts": [{"name": "Иван", **contact}] if contact else []})
+    await store.run(people.import_directory, data, clock.now)
+
+
+async def customer_rows(store) -> list[tuple]:
+    return await store.run(lambda s: [tuple(r) for r in s.execute(
+        select(OutboxMessage.kind, OutboxMessage.channel, OutboxMessage.recipient,
+               OutboxMessage.content, OutboxMessage.contact_id.is_not(None))
+        .where(OutboxMessage.kind != "staff").order_by(OutboxMessage.id))])
+
+
+async def reply(store, config, clock, number: int, text: str, via: str | None = None):
+    return await store.run(staff_reply, config, number, text, True, None, "cli", clock.now,
+                           via)
+
+
+async def test_a_messenger_customer_is_answered_on_the_messenger(store, clock):
+    config = Config()
+    await directory(store, clock)
+    ticket = (await Pipeline(config, store, clock).ingest(
+        chat(clock, "4200000001", "Не печатает принтер"))).ticket
+    await reply(store, config, clock, ticket, "Заменили картридж.")
+    ack, answer = await customer_rows(store)
+    assert ack[:3] == ("ack", "telegram", "4200000001")
+    assert answer == ("comment", "telegram", "4200000001", "Заменили картридж.", True)
+    # The mail form is kept too, for a fallback to email when the row is sent.
+    text = await store.run(lambda s: s.scalar(
+        select(OutboxMessage.text).where(OutboxMessage.kind == "comment")))
+    assert text.startswith(SEPARATOR) and "Заменили картридж." in text
+
+
+async def test_the_tickets_channel_first_staffs_choice_overrides(store, clock):
+    config = Config()
+    await directory(store, clock, email="ivan@romashka.ru", telegram_id=4200000001)
+    pipeline = Pipeline(config, store, clock)
+    by_mail = (await pipeline.ingest_email(mail(body="Письмом"))).ticket
+    by_chat = (await pipeline.ingest(chat(clock, "4200000001", "В чате"))).ticket
+    await reply(store, config, clock, by_mail, "Ответ на письмо")
+    await reply(store, config, clock, by_chat, "Ответ в чат")
+    await reply(store, config, clock, by_chat, "Ответ письмом", via="email")
+    answers = [row[1:3] for row in await customer_rows(store) if row[0] == "comment"]
+    assert answers == [("email", "ivan@romashka.ru"), ("telegram", "4200000001"),
+                       ("email", "ivan@romashka.ru")]
+
+
+async def test_a_channel_without_transport_falls_back_when_sent_and_says_so(
+        store, relay, clock):
+    config = Config(mail={"smtp": relay.smtp_config()}, notifications={"employees": "none"})
+    await directory(store, clock, email="ivan@romashka.ru", telegram_id=4200000001)
+    ticket = (await Pipeline(config, store, clock).ingest(
+        chat(clock, "4200000001", "Не печатает принтер"))).ticket
+    await reply(store, config, clock, ticket, "Заменили картридж.")
+    worker = OutboxWorker(store, config, {"email": EmailTransport(config)}, clock)
+    await worker.run_once()
+    # The acknowledgement went to where they wrote (no contact to re-address: it waits);
+    # the answer, addressed to the contact, went by email.
+    assert [(r.rcpt_tos, "Заменили картридж." in r.text()) for r in relay.received] == \
+        [(["ivan@romashka.ru"], True)]
+    rows = await customer_rows(store)
+    assert [row[:3] for row in rows] == [("ack", "telegram", "4200000001"),
+                                         ("comment", "email", "ivan@romashka.ru")]
+    notes = await store.run(lambda s: s.execute(
+        select(Comment.text).where(Comment.author_kind == "system",
+                                   Comment.public.is_(False))).scalars().all())
+    assert notes == ["The notification went by email (ivan@romashka.ru): helpgate is not "
+                     "set up to send by telegram."]
+
+
+async def test_a_customer_no_channel_can_reach_waits(store, relay, clock):
+    config = Config(mail={"smtp": relay.smtp_config()}, notifications={"employees": "none"},
+                    outbox={"retry_after": "1m"})
+    await directory(store, clock)
+    ticket = (await Pipeline(config, store, clock).ingest(
+        chat(clock, "4200000009", "Нет почты"))).ticket
+    await reply(store, config, clock, ticket, "Ответ")
+    worker = OutboxWorker(store, config, {"email": EmailTransport(config)}, clock)
+    assert await worker.run_once() == 0
+    assert relay.received == []
+    waiting = await store.run(lambda s: s.execute(
+        select(OutboxMessage.state, OutboxMessage.next_attempt_at)
+        .where(OutboxMessage.kind == "comment")).one())
+    assert waiting.state == "queued" and waiting.next_attempt_at > clock.now
