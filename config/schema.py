@@ -369,7 +369,8 @@ class ThreadingConfig(Section):
     rules: list[str] = [
         "own_address", "bounce", "auto_reply", "throttle",
         "subject_marker", "references", "sender_identity", "staff_auth", "company_domain",
-        "unknown_sender", "quote_strip", "waiting_for_customer", "reopen_policy",
+        "conversation", "unknown_sender", "quote_strip", "waiting_for_customer",
+        "reopen_policy",
     ]
     # R-TH-5: create a contact for an unknown sender's new ticket.
     create_contacts: bool = True

@@ -17,6 +17,7 @@ from helpgate.threading.rules import (
     auto_reply,
     bounce,
     company_domain,
+    conversation,
     own_address,
     quote_strip,
     references,
@@ -32,7 +33,8 @@ from helpgate.threading.rules import (
 RULES: dict[str, ModuleType] = {
     module.NAME: module
     for module in (own_address, bounce, auto_reply, throttle, subject_marker, references,
-                   sender_identity, staff_auth, company_domain, unknown_sender, quote_strip,
+                   sender_identity, staff_auth, company_domain, conversation, unknown_sender,
+                   quote_strip,
                    waiting_for_customer, reopen_policy)
 }
 

@@ -40,6 +40,9 @@ class Directory(Protocol):
         """The employee with this id on the channel, else the contact with it; on
         "email" the id is the address (person_by_email)."""
 
+    def latest_ticket(self, contact_id: int, channel: str) -> TicketView | None:
+        """The contact's most recent ticket that came through this channel, locked."""
+
     def company_by_domain(self, domain: str) -> int | None:
         """The id of the company owning this mail domain."""
 

@@ -65,6 +65,9 @@ class InboundMessage:
     delivery_status: DeliveryStatus | None = None
     # Why the message cannot be processed (no sender, empty, no structure): quarantine it.
     problem: str | None = None
+    # A line of a chat (a messenger): with no ticket named, it continues the sender's
+    # latest ticket on the channel (threading rule conversation). False for mail.
+    chat: bool = False
 
     @property
     def sender_key(self) -> str | None:

@@ -343,6 +343,9 @@ TICKETS = Ticket.__table__
 _TICKET_BY_NUMBER = select(TICKETS).where(TICKETS.c.number == bindparam("number")) \
     .with_for_update()
 _TICKET_BY_ID = select(TICKETS).where(TICKETS.c.id == bindparam("ticket_id")).with_for_update()
+_LATEST_TICKET = select(TICKETS).where(
+    TICKETS.c.contact_id == bindparam("contact_id"), TICKETS.c.channel == bindparam("channel")
+).order_by(TICKETS.c.id.desc()).limit(1).with_for_update()
 _INBOUND_BY_KEYS = select(INBOUND.c.id, INBOUND.c.channel, INBOUND.c.dedupe_key).where(
     INBOUND.c.dedupe_key.in_(bindparam("keys", expanding=True)))
 # The history a reply on a ticket may quote (quote stripping, R-TH-2): the latest
@@ -540,6 +543,10 @@ class SessionDirectory:
             return None
         return self._view(connection(self.session).execute(
             _TICKET_BY_ID, {"ticket_id": ticket_id}).first())
+
+    def latest_ticket(self, contact_id: int, channel: str) -> TicketView | None:
+        return self._view(connection(self.session).execute(
+            _LATEST_TICKET, {"contact_id": contact_id, "channel": channel}).first())
 
     def outbox_id_by_message_id(self, message_id: str) -> int | None:
         flush_later(self.session)

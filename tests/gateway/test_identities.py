@@ -14,18 +14,21 @@ from helpgate.config.schema import Config
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.threading.context import Action
 from helpgate.ticketstore import people
-from helpgate.ticketstore.models import Comment, Contact, Identity
+from helpgate.ticketstore.models import Comment, Contact, Identity, Ticket
 from helpgate.ticketstore.models import InboundMessage as InboundRow
 
 _serial = iter(range(1, 10**6))
 
 
-def chat(clock, user: str, text: str, name: str = "Пётр") -> InboundMessage:
-    """What a messenger adapter hands over: a record of its own, not a mail."""
+def chat(clock, user: str, text: str, name: str = "Пётр", chat: bool = False
+         ) -> InboundMessage:
+    """What a messenger adapter hands over: a record of its own, not a mail (`chat`: a
+    line of a conversation, which continues the sender's latest ticket)."""
     number = next(_serial)
     raw = json.dumps({"update_id": number, "from": user, "text": text}).encode()
     return InboundMessage(channel="telegram", raw=raw, dedupe_key=f"update:{number}",
-                          received_at=clock.now, sender_id=user, sender_name=name, text=text)
+                          received_at=clock.now, sender_id=user, sender_name=name, text=text,
+                          chat=chat)
 
 
 async def comments_by(store, column):
@@ -90,3 +93,26 @@ async def test_a_kept_record_is_read_again_by_its_own_channel(pipeline, store, c
     assert result.inbound == inbound_id
     assert result.action == Action.QUARANTINED
     assert result.reason == "no channel 'telegram' is known to read this message"
+
+
+async def test_a_chat_continues_its_ticket_and_a_closed_one_is_followed_up(
+        pipeline, store, clock):
+    first = await pipeline.ingest(chat(clock, "5", "Не печатает принтер", chat=True))
+    more = await pipeline.ingest(chat(clock, "5", "Модель HP 1020", chat=True))
+    assert (first.action, more.action) == (Action.NEW_TICKET, Action.COMMENT)
+    assert more.ticket == first.ticket and "conversation" in more.rules
+
+    def close(session):
+        ticket = session.scalar(select(Ticket).where(Ticket.number == first.ticket))
+        pipeline.statuses.change(session, ticket, "closed", clock.now, "test")
+    await store.run(close)
+    clock.advance(hours=1)
+    after = await pipeline.ingest(chat(clock, "5", "Опять не печатает", chat=True))
+    assert after.action == Action.NEW_TICKET_AFTER_WINDOW
+    assert after.previous_ticket == first.ticket
+    last = await pipeline.ingest(chat(clock, "5", "Спасибо", chat=True))
+    assert (last.action, last.ticket) == (Action.COMMENT, after.ticket)
+    # Another customer's chat is their own.
+    other = await pipeline.ingest(chat(clock, "6", "Здравствуйте", chat=True))
+    assert other.action == Action.NEW_TICKET and other.ticket not in (first.ticket,
+                                                                      after.ticket)

@@ -46,6 +46,12 @@ class FakeDirectory:
             return self.person_by_email(external_id)
         return self.people.get(f"{channel}:{external_id}")
 
+    def latest_ticket(self, contact_id, channel):
+        # The highest-numbered ticket of the contact from the channel.
+        mine = [t for t in self.tickets.values()
+                if t.contact_id == contact_id and t.channel == channel]
+        return max(mine, key=lambda t: t.number, default=None)
+
     def company_by_domain(self, domain):
         return self.domains.get(domain)
 

@@ -461,3 +461,27 @@ def test_quote_strip_knows_our_notification_words_the_outbox_does_not_hold():
     ctx.decision.ticket = ticket(5)
     quote_strip.apply(ctx, FakeDirectory(history={50: ["Не печатает принтер."]}))
     assert ctx.decision.text == "Снова не печатает."
+
+
+def test_a_chat_message_continues_the_senders_latest_ticket_on_that_channel():
+    from dataclasses import replace
+
+    from helpgate.threading.rules import conversation
+    chat = {"channel": "telegram", "chat": True, "sender_id": "42", "sender_email": None}
+    directory = FakeDirectory(tickets={
+        3: replace(ticket(number=3, status="closed", contact_id=IVAN.id), channel="telegram"),
+        7: replace(ticket(number=7, contact_id=IVAN.id), channel="telegram"),
+        9: ticket(number=9, contact_id=IVAN.id)})
+    ctx = context(**chat)
+    ctx.decision.contact = IVAN
+    conversation.apply(ctx, directory)
+    assert ctx.decision.ticket.number == 7
+    assert ctx.fired == ["conversation"]
+    # Mail, a message that named its ticket, and a sender who is no contact: left alone.
+    named = directory.tickets[9]
+    for fields, found, contact in (({**chat, "chat": False}, None, IVAN),
+                                   (chat, named, IVAN), (chat, None, None)):
+        other = context(**fields)
+        other.decision.ticket, other.decision.contact = found, contact
+        conversation.apply(other, directory)
+        assert other.decision.ticket is found and other.fired == []
