@@ -374,6 +374,10 @@ class ThreadingConfig(Section):
     ]
     # R-TH-5: create a contact for an unknown sender's new ticket.
     create_contacts: bool = True
+    # A messenger user who shares a phone number is the contact whose phone ends in the
+    # same this-many digits (country and trunk prefixes differ: +7 916…, 8 916…). 0: only
+    # an exact email binds them.
+    phone_match_digits: int = Field(default=10, ge=0, le=15)
     # Domains added to the built-in list of public mail services (R-TH-4).
     public_domains: list[str] = []
     # R-TH-8: more than this many messages from one sender within `throttle_window` are

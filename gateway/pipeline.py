@@ -31,7 +31,7 @@ from helpgate.outbound.targets import Target
 from helpgate.threading.chain import decide
 from helpgate.threading.context import Action, Context, Decision, TicketView
 from helpgate.threading.subjects import new_ticket_subject
-from helpgate.ticketstore import statuses
+from helpgate.ticketstore import people, statuses
 from helpgate.ticketstore.models import (
     Attachment,
     Comment,
@@ -51,6 +51,7 @@ from helpgate.ticketstore.repository import (
     defer_writes,
     flush_later,
     get_or_create_contact_for,
+    identity_key,
     insert_later,
     insert_returning_id,
     insert_rows,
@@ -266,6 +267,13 @@ class Pipeline:
             result = Result(action=Action.QUARANTINED, reason=message.problem,
                             inbound=inbound_id)
             return _finish(session, inbound_id, "quarantined", result, now, meta, finishing)
+        if message.sender_id and (message.sender_phone or message.sender_email):
+            # They shared a phone or gave an email: one customer, one history (R-TH-10).
+            people.bind(session, message.channel, message.sender_id, now,
+                        phone=message.sender_phone, email=message.sender_email,
+                        digits=self.config.threading.phone_match_digits)
+            session.info.get("people", {}).pop(
+                identity_key(message.channel, message.sender_id), None)
         ctx = Context(message=message, config=self.config, now=now, replay=replay,
                       history=self.quiet,
                       ticket_type=ticket_type or self.config.tickets.default_type)

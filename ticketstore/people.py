@@ -13,15 +13,25 @@ A person's ids on messengers are `identities` (channel -> id, e.g. {telegram = "
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from helpgate.ticketstore.models import Company, CompanyDomain, Contact, Employee, Identity
+from helpgate.ticketstore.models import (
+    Comment,
+    Company,
+    CompanyDomain,
+    Contact,
+    Employee,
+    Identity,
+    OutboxMessage,
+    Ticket,
+)
 
 ROLES = ("admin", "agent")
 
@@ -221,3 +231,67 @@ def upsert_employee(session: Session, entry: EmployeeEntry, now: datetime) -> Em
     _set_identities(session, "employee", employee.id, entry.ids(), now,
                     entry.email or entry.name)
     return employee
+
+
+# ------------------------------------------------------------- one customer, many channels
+def phone_key(phone: str | None, digits: int) -> str:
+    """The last `digits` digits of a phone number: "+7 (916) 123-45-67" and "89161234567"
+    are the same customer. Empty for a number too short to tell (or digits = 0)."""
+    only = re.sub(r"\D", "", phone or "")
+    return only[-digits:] if digits and len(only) >= digits else ""
+
+
+def contact_by_phone(session: Session, phone: str, digits: int) -> Contact | None:
+    """The earliest contact whose phone ends in the same `digits` digits."""
+    key = phone_key(phone, digits)
+    if not key:
+        return None
+    for contact in session.scalars(select(Contact).where(Contact.phone.is_not(None))
+                                   .order_by(Contact.id)):
+        if phone_key(contact.phone, digits) == key:
+            return contact
+    return None
+
+
+def bind(session: Session, channel: str, external_id: str, now: datetime, *,
+         phone: str | None = None, email: str | None = None, digits: int = 10) -> int | None:
+    """A messenger user who shared a phone number or an email is the contact who has it
+    (R-TH-10: one customer, one history). Their identity moves to that contact, and so do
+    the tickets and comments of the contact the messenger alone had made for them; without
+    such a contact, theirs takes the phone and email. Returns the contact's id."""
+    email = email.strip().lower() if email and "@" in email else None
+    identity = session.scalar(select(Identity).where(
+        Identity.kind == "contact", Identity.channel == channel,
+        Identity.external_id == external_id[:255]))
+    own = session.get(Contact, identity.contact_id) if identity is not None else None
+    known = (session.scalar(select(Contact).where(Contact.email == email)) if email else None) \
+        or (contact_by_phone(session, phone, digits) if phone else None)
+    if known is not None and own is not None and known.id != own.id:
+        _merge(session, own, known)
+    elif known is not None and own is None:
+        session.add(Identity(kind="contact", channel=channel, external_id=external_id[:255],
+                             contact_id=known.id, created_at=now))
+    target = known or own
+    if target is None:
+        return None
+    if phone and not target.phone:
+        target.phone = phone[:40]
+    if email and not target.email:
+        target.email = email
+    session.flush()
+    return target.id
+
+
+def _merge(session: Session, gone: Contact, into: Contact) -> None:
+    """Everything of `gone` (a contact a messenger made) becomes `into`'s; `gone` goes."""
+    for table in (Ticket.__table__, Comment.__table__, OutboxMessage.__table__,
+                  Identity.__table__):
+        session.execute(update(table).where(table.c.contact_id == gone.id)
+                        .values(contact_id=into.id))
+    into.name = into.name or gone.name
+    into.company_id = into.company_id or gone.company_id
+    into.phone = into.phone or gone.phone
+    email, gone.email = gone.email, None
+    session.flush()  # the address is unique: free it before `into` takes it
+    into.email = into.email or email
+    session.delete(gone)

@@ -26,6 +26,7 @@ from helpgate.ticketstore.models import (
     Ticket,
     TicketLink,
 )
+from helpgate.ticketstore.people import phone_key
 from helpgate.ticketstore.statuses import resolution_seconds
 
 
@@ -112,9 +113,14 @@ def ticket_list(session: Session, config: Config, status: str | None = None,
     if status:
         query = query.where(Ticket.status == status)
     if email or phone:
+        # By phone: the same last digits, whatever prefix (+7, 8) or punctuation.
+        digits = config.threading.phone_match_digits
+        key = phone_key(phone, digits) if phone else ""
+        by_phone = [c.id for c in session.execute(
+            select(Contact.id, Contact.phone).where(Contact.phone.is_not(None)))
+            if phone and (phone_key(c.phone, digits) == key if key else c.phone == phone)]
         contacts = select(Contact.id).where(or_(
-            Contact.email == email.lower() if email else False,
-            Contact.phone == phone if phone else False))
+            Contact.email == email.lower() if email else False, Contact.id.in_(by_phone)))
         senders = select(Comment.ticket_id).where(
             Comment.email_from == email.lower()) if email else None
         condition = Ticket.contact_id.in_(contacts)

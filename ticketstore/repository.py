@@ -744,8 +744,12 @@ def get_or_create_contact_for(session: Session, channel: str, external_id: str,
     db = connection(session)
     found = _person_by_identity(db, channel, external_id, kind="contact")
     if found is None:
+        # The address they gave, unless a contact has it (then bind() made them that one).
+        email = email.strip().lower() if email and "@" in email else None
+        if email and db.execute(_CONTACT_BY_EMAIL, {"email": email}).first() is not None:
+            email = None
         contact_id = insert_returning_id(session, Contact, {
-            "email": None, "name": name, "company_id": company_id, "created_at": now})
+            "email": email, "name": name, "company_id": company_id, "created_at": now})
         added = insert_ignoring_conflict(session, Identity, {
             "kind": "contact", "channel": channel, "external_id": external_id[:255],
             "contact_id": contact_id, "created_at": now},
@@ -754,7 +758,7 @@ def get_or_create_contact_for(session: Session, channel: str, external_id: str,
             db.execute(delete(CONTACTS).where(CONTACTS.c.id == contact_id))
             found = _person_by_identity(db, channel, external_id, kind="contact")
         else:
-            found = Person(kind="contact", id=contact_id, email=None, name=name,
+            found = Person(kind="contact", id=contact_id, email=email, name=name,
                            company_id=company_id)
     session.info.setdefault("people", {})[identity_key(channel, external_id)] = found
     return found

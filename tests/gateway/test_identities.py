@@ -116,3 +116,47 @@ async def test_a_chat_continues_its_ticket_and_a_closed_one_is_followed_up(
     other = await pipeline.ingest(chat(clock, "6", "Здравствуйте", chat=True))
     assert other.action == Action.NEW_TICKET and other.ticket not in (first.ticket,
                                                                       after.ticket)
+
+
+async def test_a_shared_phone_binds_the_messenger_user_to_the_known_customer(
+        pipeline, store, clock):
+    """One customer, one history (R-TH-10): the contact a messenger made for an unknown
+    user is merged into the directory's contact with the same phone (last 10 digits,
+    whatever the prefix), tickets and identity included; `helpgate tickets --phone` then
+    shows the mail and the messenger tickets together."""
+    from dataclasses import replace
+
+    from helpgate.ticketstore.queries import ticket_list
+    from tests.mailfactory import mail
+    directory = people.DirectoryFile.model_validate({"contacts": [
+        {"name": "Иван", "email": "ivan@romashka.ru", "phone": "+7 (916) 123-45-67"}]})
+    await store.run(people.import_directory, directory, clock.now)
+    by_mail = await pipeline.ingest_email(mail(body="Письмом"))
+    stranger = await pipeline.ingest(chat(clock, "31", "Из телеграма"))
+    shared = replace(chat(clock, "31", "Мой номер"), sender_phone="89161234567")
+    bound = await pipeline.ingest(shared)
+    assert "sender_identity" in bound.rules
+    contacts = await store.run(lambda s: s.execute(select(Contact.email, Contact.phone))
+                               .all())
+    assert [tuple(c) for c in contacts] == [("ivan@romashka.ru", "+7 (916) 123-45-67")]
+    history = await store.run(ticket_list, pipeline.config, None, None, "8 916 123 45 67")
+    assert sorted(t["number"] for t in history) == sorted(
+        {by_mail.ticket, stranger.ticket, bound.ticket})
+    assert await store.run(ticket_list, pipeline.config, None, None, "+7 999 123-45-67") == []
+
+
+async def test_an_email_given_on_a_messenger_binds_or_is_kept(pipeline, store, clock):
+    from dataclasses import replace
+    alone = replace(chat(clock, "41", "Вот почта"), sender_email="Petr@Example.com")
+    await pipeline.ingest(alone)
+    emails = await store.run(lambda s: s.execute(select(Contact.email)).scalars().all())
+    assert emails == ["petr@example.com"]
+    # A second messenger account giving the same address is the same customer.
+    await pipeline.ingest(chat(clock, "42", "Второй аккаунт"))
+    await pipeline.ingest(replace(chat(clock, "42", "Это я"), sender_email="petr@example.com"))
+    owners = await store.run(lambda s: s.execute(
+        select(Identity.external_id, Contact.email).join(
+            Contact, Contact.id == Identity.contact_id).order_by(Identity.external_id)).all())
+    assert [tuple(o) for o in owners] == [("41", "petr@example.com"),
+                                          ("42", "petr@example.com")]
+    assert await store.run(lambda s: s.scalar(select(func.count()).select_from(Contact))) == 1
