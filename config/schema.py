@@ -436,6 +436,7 @@ class Texts(Section):
     staff_reopened: str
     staff_follow_up: str
     staff_rerouted: str
+    staff_unreachable: str
     staff_attachments: str
     attachment_not_stored: str
     attachment_left_out: str
@@ -468,6 +469,8 @@ TEXTS = {
         staff_follow_up="Новое обращение вслед за обращением {previous}.",
         staff_rerouted=("Уведомление ушло через {channel} ({recipient}): через {previous} "
                         "helpgate отправлять не настроен."),
+        staff_unreachable=("Уведомление ушло через {channel} ({recipient}): {previous} не "
+                           "доставляет клиенту ({error})."),
         staff_attachments="Вложения (helpgate attachment get ID):",
         attachment_not_stored="не сохранено: больше допустимого размера",
         attachment_left_out="не приложено к письму: вложения больше {limit}",
@@ -499,6 +502,8 @@ TEXTS = {
         staff_follow_up="A new ticket following ticket {previous}.",
         staff_rerouted=("The notification went by {channel} ({recipient}): helpgate is not "
                         "set up to send by {previous}."),
+        staff_unreachable=("The notification went by {channel} ({recipient}): {previous} "
+                           "does not deliver to the customer ({error})."),
         staff_attachments="Attachments (helpgate attachment get ID):",
         attachment_not_stored="not stored: over the size limit",
         attachment_left_out="not attached to this mail: attachments over {limit}",

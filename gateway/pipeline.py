@@ -60,6 +60,7 @@ from helpgate.ticketstore.repository import (
     lock_senders,
     next_ticket_number,
     prefetch_directory,
+    reachable_again,
 )
 
 log = logging.getLogger("helpgate.pipeline")
@@ -267,6 +268,8 @@ class Pipeline:
             result = Result(action=Action.QUARANTINED, reason=message.problem,
                             inbound=inbound_id)
             return _finish(session, inbound_id, "quarantined", result, now, meta, finishing)
+        if message.sender_id:
+            reachable_again(session, message.channel, message.sender_id)
         if message.sender_id and (message.sender_phone or message.sender_email):
             # They shared a phone or gave an email: one customer, one history (R-TH-10).
             people.bind(session, message.channel, message.sender_id, now,
@@ -351,9 +354,11 @@ class Pipeline:
                                            ctx.decision.unverified_staff, now)
         elif new:
             # The author, never a Reply-To a third party may have set (issue #15).
-            # Where they wrote from: the messenger they use, or their address on mail.
+            # Where they wrote from: the messenger they use (addressed to the contact, so
+            # that a refusal there falls back), or their address on mail.
+            contact = author.id if author is not None and author.kind == "contact" else None
             ack_to = None if ctx.decision.no_acknowledgement else (
-                Target(message.channel, message.sender_id) if message.sender_id
+                Target(message.channel, message.sender_id, contact) if message.sender_id
                 else message.sender_email)
             self.notifier.new_ticket(session, ticket, comment, ack_to, message.message_id, now)
         else:

@@ -46,6 +46,9 @@ class DeliveryResult:
     # Worth another attempt later (a 4xx answer, a network error, a rate limit).
     temporary: bool = False
     error: str | None = None
+    # The recipient cannot be reached on this channel at all (they blocked the bot): the
+    # message goes by the next channel that reaches them (outbound/targets.py).
+    unreachable: bool = False
 
     @classmethod
     def ok(cls) -> DeliveryResult:
@@ -58,6 +61,10 @@ class DeliveryResult:
     @classmethod
     def failed(cls, error: str) -> DeliveryResult:
         return cls(delivered=False, temporary=False, error=error)
+
+    @classmethod
+    def unreachable_here(cls, error: str) -> DeliveryResult:
+        return cls(delivered=False, temporary=False, error=error, unreachable=True)
 
 
 class Transport(Protocol):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -42,7 +43,7 @@ from sqlalchemy.orm import Session
 from helpgate.config.schema import Config, OutboxConfig, parse_window
 from helpgate.outbound.attachments import load_files
 from helpgate.outbound.base import DeliveryResult, Outgoing, Transport
-from helpgate.outbound.targets import addresses, reach
+from helpgate.outbound.targets import addresses, mark_unreachable, reach
 from helpgate.ticketstore import instances
 from helpgate.ticketstore.models import Comment, OutboxMessage
 from helpgate.ticketstore.repository import Store, insert_rows
@@ -86,28 +87,60 @@ def reroute(session: Session, channels: list[str], config: Config, now: datetime
         .where(OUTBOX.c.state == "queued", OUTBOX.c.next_attempt_at <= now,
                OUTBOX.c.contact_id.is_not(None), OUTBOX.c.channel.not_in(channels))
         .order_by(OUTBOX.c.id).limit(BATCH).with_for_update(skip_locked=True)).all()
-    texts = config.text(config.staff_language)
     moved = 0
     for row in rows:
-        found = reach(addresses(session, row.contact_id), None,
-                      config.notifications.fallback_order, lambda name: name in channels)
-        if found is None:
+        texts = config.text(config.staff_language)
+        if _move(session, row, channels, config, now, texts.staff_rerouted):
+            moved += 1
+        else:
             session.execute(update(OUTBOX).where(OUTBOX.c.id == row.id).values(
                 next_attempt_at=now + parse_window(config.outbox.retry_after)))
-            continue
-        channel, recipient = found
-        session.execute(update(OUTBOX).where(OUTBOX.c.id == row.id).values(
-            channel=channel, recipient=recipient))
-        if row.ticket_id is not None:
-            insert_rows(session, Comment, [dict(
-                ticket_id=row.ticket_id, author_kind="system", public=False, channel="system",
-                text=texts.staff_rerouted.format(channel=channel, recipient=recipient,
-                                                 previous=row.channel),
-                created_at=now, decision={"action": "rerouted", "outbox": row.id})])
-        log.warning("outbox %s: no %s transport; goes by %s to %s", row.id, row.channel,
-                    channel, recipient)
-        moved += 1
     return moved
+
+
+def unreachable(session: Session, outbox_id: int, result: DeliveryResult, now: datetime,
+                config: Config, channels: list[str], instance: str | None = None) -> str:
+    """The channel refused the recipient for good (a blocked bot): their identity there
+    is marked unreachable and the message goes by the next channel that reaches them,
+    said on the ticket; with none, it is parked with the reason. Returns the new state."""
+    row = session.execute(select(OUTBOX).where(OUTBOX.c.id == outbox_id)
+                          .with_for_update()).first()
+    if row is None or row.state != "sending" or row.claimed_by != instance \
+            or row.contact_id is None:
+        return record(session, outbox_id, dataclasses.replace(result, unreachable=False),
+                      now, config.outbox, instance)
+    mark_unreachable(session, row.contact_id, row.channel, row.recipient, now)
+    texts = config.text(config.staff_language)
+    error = (result.error or "").replace("{", "{{").replace("}", "}}")
+    note = texts.staff_unreachable.replace("{error}", error)
+    if _move(session, row, [c for c in channels if c != row.channel], config, now, note):
+        session.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(
+            state="queued", next_attempt_at=now, last_error=result.error))
+        return "queued"
+    return record(session, outbox_id, dataclasses.replace(result, unreachable=False), now,
+                  config.outbox, instance)
+
+
+def _move(session: Session, row, channels: list[str], config: Config, now: datetime,
+          note: str) -> bool:
+    """Row onto the first channel of the fallback order that reaches its contact and is
+    among `channels`, with `note` on the ticket ({channel}, {recipient}, {previous});
+    False when there is none."""
+    found = reach(addresses(session, row.contact_id), None,
+                  config.notifications.fallback_order, lambda name: name in channels)
+    if found is None:
+        return False
+    channel, recipient = found
+    session.execute(update(OUTBOX).where(OUTBOX.c.id == row.id).values(
+        channel=channel, recipient=recipient))
+    if row.ticket_id is not None:
+        insert_rows(session, Comment, [dict(
+            ticket_id=row.ticket_id, author_kind="system", public=False, channel="system",
+            text=note.format(channel=channel, recipient=recipient, previous=row.channel),
+            created_at=now, decision={"action": "rerouted", "outbox": row.id})])
+    log.warning("outbox %s: %s cannot be used; goes by %s to %s", row.id, row.channel,
+                channel, recipient)
+    return True
 
 
 def mark_sending(session: Session, outbox_id: int, instance: str | None = None) -> bool:
@@ -305,8 +338,12 @@ class OutboxWorker:
         except Exception as exc:  # a transport bug: retry later rather than lose it
             log.exception("outbox %s: %s transport failed", message.id, message.channel)
             result = DeliveryResult.retry(f"{type(exc).__name__}: {exc}")
-        state = await self.store.run(record, message.id, result, self.clock(), self.config,
-                                     self.instance)
+        if result.unreachable:
+            state = await self.store.run(unreachable, message.id, result, self.clock(),
+                                         self.settings, sorted(self.transports), self.instance)
+        else:
+            state = await self.store.run(record, message.id, result, self.clock(),
+                                         self.config, self.instance)
         # A relay's refusal or a network failure is the admin's business: WARNING.
         level = logging.INFO if result.delivered else logging.WARNING
         log.log(level, "outbox %s: %s %s to %s -> %s%s", message.id, message.channel,

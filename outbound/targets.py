@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from helpgate.ticketstore.models import Contact, Identity
@@ -23,8 +24,10 @@ from helpgate.ticketstore.models import Contact, Identity
 _CONTACTS = Contact.__table__
 _IDENTITIES = Identity.__table__
 _EMAIL = select(_CONTACTS.c.email).where(_CONTACTS.c.id == bindparam("contact_id"))
+# Identities a channel refused to deliver to are passed over (mark_unreachable).
 _IDS = select(_IDENTITIES.c.channel, _IDENTITIES.c.external_id).where(
-    _IDENTITIES.c.kind == "contact", _IDENTITIES.c.contact_id == bindparam("contact_id")
+    _IDENTITIES.c.kind == "contact", _IDENTITIES.c.contact_id == bindparam("contact_id"),
+    _IDENTITIES.c.unreachable_since.is_(None)
 ).order_by(_IDENTITIES.c.id)
 
 
@@ -56,3 +59,12 @@ def reach(known: dict[str, str], first: str | None, order: list[str],
         if known.get(channel) and usable(channel):
             return channel, known[channel]
     return None
+
+
+def mark_unreachable(session: Session, contact_id: int, channel: str, external_id: str,
+                     now: datetime) -> None:
+    """The channel refused to deliver to this contact there (they blocked the bot)."""
+    session.execute(update(_IDENTITIES).where(
+        _IDENTITIES.c.kind == "contact", _IDENTITIES.c.contact_id == contact_id,
+        _IDENTITIES.c.channel == channel, _IDENTITIES.c.external_id == external_id,
+        _IDENTITIES.c.unreachable_since.is_(None)).values(unreachable_since=now))

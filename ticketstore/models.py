@@ -193,6 +193,9 @@ class Identity(Base):
     employee_id: Mapped[int | None] = mapped_column(
         ForeignKey("employees.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime]
+    # The channel refused to deliver to them (they blocked the bot): passed over when a
+    # channel is chosen for them, until they write from it again.
+    unreachable_since: Mapped[datetime | None]
 
 
 class Ticket(Base):

@@ -764,6 +764,12 @@ def get_or_create_contact_for(session: Session, channel: str, external_id: str,
     return found
 
 
+def reachable_again(session: Session, channel: str, external_id: str) -> None:
+    """They wrote from the channel: it delivers to them again (they unblocked the bot)."""
+    connection(session).execute(_REACHABLE_AGAIN, {"on_channel": channel,
+                                                   "id_there": external_id[:255]})
+
+
 def identity_key(channel: str, external_id: str) -> str:
     """How a non-mail identity is cached beside addresses (which contain no "id:")."""
     return f"{channel}:id:{external_id}"
@@ -778,6 +784,12 @@ _CONTACT_BY_IDENTITY = select(CONTACTS).join(
     _IDENTITIES, _IDENTITIES.c.contact_id == CONTACTS.c.id).where(
     _IDENTITIES.c.kind == "contact", _IDENTITIES.c.channel == bindparam("channel"),
     _IDENTITIES.c.external_id == bindparam("external_id"))
+
+
+_REACHABLE_AGAIN = update(_IDENTITIES).where(
+    _IDENTITIES.c.channel == bindparam("on_channel"),
+    _IDENTITIES.c.external_id == bindparam("id_there"),
+    _IDENTITIES.c.unreachable_since.is_not(None)).values(unreachable_since=None)
 
 
 def _person_by_identity(db, channel: str, external_id: str,

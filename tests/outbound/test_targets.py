@@ -88,18 +88,17 @@ async def test_a_channel_without_transport_falls_back_when_sent_and_says_so(
     await reply(store, config, clock, ticket, "Заменили картридж.")
     worker = OutboxWorker(store, config, {"email": EmailTransport(config)}, clock)
     await worker.run_once()
-    # The acknowledgement went to where they wrote (no contact to re-address: it waits);
-    # the answer, addressed to the contact, went by email.
-    assert [(r.rcpt_tos, "Заменили картридж." in r.text()) for r in relay.received] == \
-        [(["ivan@romashka.ru"], True)]
+    # The acknowledgement and the answer, both addressed to the contact, went by email.
+    assert sorted((r.rcpt_tos, "Заменили картридж." in r.text()) for r in relay.received) \
+        == [(["ivan@romashka.ru"], False), (["ivan@romashka.ru"], True)]
     rows = await customer_rows(store)
-    assert [row[:3] for row in rows] == [("ack", "telegram", "4200000001"),
+    assert [row[:3] for row in rows] == [("ack", "email", "ivan@romashka.ru"),
                                          ("comment", "email", "ivan@romashka.ru")]
     notes = await store.run(lambda s: s.execute(
         select(Comment.text).where(Comment.author_kind == "system",
                                    Comment.public.is_(False))).scalars().all())
     assert notes == ["The notification went by email (ivan@romashka.ru): helpgate is not "
-                     "set up to send by telegram."]
+                     "set up to send by telegram."] * 2
 
 
 async def test_a_customer_no_channel_can_reach_waits(store, relay, clock):
@@ -116,3 +115,62 @@ async def test_a_customer_no_channel_can_reach_waits(store, relay, clock):
         select(OutboxMessage.state, OutboxMessage.next_attempt_at)
         .where(OutboxMessage.kind == "comment")).one())
     assert waiting.state == "queued" and waiting.next_attempt_at > clock.now
+
+
+class RefusedEverywhere:
+    """A messenger transport whose service refuses every recipient for good, as the Bot
+    API does for a user who blocked the bot: the worker's side of it, in isolation."""
+
+    def __init__(self) -> None:
+        self.tried: list[str] = []
+
+    async def send(self, message):
+        from helpgate.outbound.base import DeliveryResult
+        self.tried.append(message.recipient)
+        return DeliveryResult.unreachable_here("Forbidden: bot was blocked by the user")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_blocked_messenger_falls_back_to_email_until_they_write_again(
+        store, relay, clock):
+    config = Config(mail={"smtp": relay.smtp_config()}, notifications={"employees": "none"})
+    await directory(store, clock, email="ivan@romashka.ru", telegram_id=4200000001)
+    pipeline = Pipeline(config, store, clock)
+    ticket = (await pipeline.ingest(chat(clock, "4200000001", "Вопрос", chat=True))).ticket
+    await reply(store, config, clock, ticket, "Первый ответ")
+    messenger = RefusedEverywhere()
+    worker = OutboxWorker(store, config, {"email": EmailTransport(config),
+                                          "telegram": messenger}, clock)
+    while await worker.run_once():
+        pass
+    # Tried on the messenger once (the acknowledgement, then the answer, both refused),
+    # then by email; the ticket says so.
+    assert messenger.tried == ["4200000001", "4200000001"]
+    assert sorted(r.rcpt_tos[0] for r in relay.received) == ["ivan@romashka.ru"] * 2
+    notes = await store.run(lambda s: s.execute(
+        select(Comment.text).where(Comment.author_kind == "system")).scalars().all())
+    assert len(notes) == 2 and all("does not deliver" in note for note in notes)
+    # The next answer goes by email at once; after they write again, by the messenger.
+    await reply(store, config, clock, ticket, "Второй ответ")
+    assert (await customer_rows(store))[-1][1:3] == ("email", "ivan@romashka.ru")
+    await pipeline.ingest(chat(clock, "4200000001", "Разблокировал бота", chat=True))
+    await reply(store, config, clock, ticket, "Третий ответ")
+    assert (await customer_rows(store))[-1][1:3] == ("telegram", "4200000001")
+
+
+async def test_a_blocked_messenger_with_nowhere_else_parks_the_answer(store, relay, clock):
+    config = Config(mail={"smtp": relay.smtp_config()}, notifications={"employees": "none",
+                    "acknowledge_new_tickets": False})
+    await directory(store, clock)
+    ticket = (await Pipeline(config, store, clock).ingest(
+        chat(clock, "4200000002", "Вопрос"))).ticket
+    await reply(store, config, clock, ticket, "Ответ")
+    worker = OutboxWorker(store, config, {"email": EmailTransport(config),
+                                          "telegram": RefusedEverywhere()}, clock)
+    await worker.run_once()
+    row = await store.run(lambda s: s.execute(
+        select(OutboxMessage.state, OutboxMessage.last_error)
+        .where(OutboxMessage.kind == "comment")).one())
+    assert tuple(row) == ("parked", "Forbidden: bot was blocked by the user")
