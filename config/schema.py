@@ -237,6 +237,69 @@ class MailConfig(Section):
         return [a.strip().lower() for a in value]
 
 
+_BOT_TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
+_WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+class TelegramConfig(Section):
+    # The bot's token from @BotFather ("123456:ABC-..."); empty: the Telegram channel is
+    # off (no adapter, no transport).
+    token: str = ""
+    # Where the Bot API is: Telegram's, or a local Bot API server.
+    api_base_url: str = "https://api.telegram.org"
+    # "polling": we ask Telegram for updates (no public address needed); "webhook":
+    # Telegram posts them to webhook_url, which must reach our server below.
+    mode: Literal["polling", "webhook"] = "polling"
+    # Seconds one long poll (getUpdates) waits for updates.
+    polling_timeout: int = Field(default=25, ge=0, le=50)
+    # Webhook mode: the public https URL Telegram posts to; our aiohttp server listens on
+    # webhook_host:webhook_port at webhook_path (a reverse proxy forwards to it).
+    webhook_url: str = ""
+    webhook_host: str = "127.0.0.1"
+    webhook_port: ListenPort = 8443
+    webhook_path: str = "/telegram"
+    # Telegram sends it back in X-Telegram-Bot-Api-Secret-Token: posts without it are
+    # refused. 1-256 characters of A-Z, a-z, 0-9, _ and -; required in webhook mode.
+    webhook_secret: str = ""
+    # Ticket type of the tickets Telegram messages open (default: tickets.default_type).
+    ticket_type: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value):
+        value = value.strip()
+        if value and not _BOT_TOKEN.match(value):
+            raise ValueError("not a bot token: a token looks like "
+                             "123456789:AAE... (digits, a colon, then letters), as @BotFather "
+                             "gave it")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value):
+        if value and not _WEBHOOK_SECRET.match(value):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, "
+                             "0-9, _ and - (Telegram refuses others)")
+        return value
+
+    @field_validator("webhook_path")
+    @classmethod
+    def _path(cls, value):
+        return value if value.startswith("/") else "/" + value
+
+    @model_validator(mode="after")
+    def _webhook_needs(self):
+        if self.token and self.mode == "webhook":
+            if not self.webhook_url:
+                raise ValueError('telegram.mode = "webhook" needs telegram.webhook_url, the '
+                                 "public https URL Telegram posts updates to")
+            if not self.webhook_secret:
+                raise ValueError('telegram.mode = "webhook" needs telegram.webhook_secret '
+                                 "(1-256 characters of A-Z, a-z, 0-9, _ and -), so that only "
+                                 "Telegram can post updates to us")
+        return self
+
+
 class ReopenRule(Section):
     type: str | None = None
     channel: str | None = None
@@ -441,6 +504,8 @@ class Texts(Section):
     attachment_not_stored: str
     attachment_left_out: str
     attachment_not_attached: str
+    file_too_big_to_receive: str
+    file_not_received: str
 
 
 TEXTS = {
@@ -476,6 +541,11 @@ TEXTS = {
         attachment_left_out="не приложено к письму: вложения больше {limit}",
         attachment_not_attached=("[Вложение «{filename}» ({size}) не приложено к письму: "
                                  "вложения одного письма не могут быть больше {limit}.]"),
+        file_too_big_to_receive=("[Файл «{filename}» ({size}) слишком большой, чтобы его "
+                                 "получить (не больше {limit}): пожалуйста, пришлите его "
+                                 "по электронной почте.]"),
+        file_not_received=("[Файл «{filename}» не удалось получить ({reason}): пожалуйста, "
+                           "пришлите его ещё раз или по электронной почте.]"),
     ),
     "en": Texts(
         separator="##- Please type your reply above this line -##",
@@ -509,6 +579,10 @@ TEXTS = {
         attachment_left_out="not attached to this mail: attachments over {limit}",
         attachment_not_attached=("[Attachment \"{filename}\" ({size}) is not attached to "
                                  "this mail: one mail carries at most {limit} of files.]"),
+        file_too_big_to_receive=("[The file \"{filename}\" ({size}) is too big to receive "
+                                 "(at most {limit}): please send it by email instead.]"),
+        file_not_received=("[The file \"{filename}\" could not be received ({reason}): "
+                           "please send it again or by email.]"),
     ),
 }
 
@@ -604,6 +678,7 @@ class Config(Section):
     tickets: TicketConfig = TicketConfig()
     notifications: NotificationConfig = NotificationConfig()
     outbox: OutboxConfig = OutboxConfig()
+    telegram: TelegramConfig = TelegramConfig()
     # Customer-facing texts override the built-in ones, key by key (in every language).
     texts: dict[str, str] = {}
 
@@ -626,6 +701,10 @@ class Config(Section):
             if rule.type is not None and rule.type not in self.tickets.types:
                 raise ValueError(f"reopen rule type {rule.type!r} is not one of "
                                  f"tickets.types {self.tickets.types}")
+        telegram_type = self.telegram.ticket_type
+        if telegram_type is not None and telegram_type not in self.tickets.types:
+            raise ValueError(f"telegram.ticket_type {telegram_type!r} is not one of "
+                             f"tickets.types {self.tickets.types}")
         return self
 
     @property

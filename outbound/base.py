@@ -49,14 +49,17 @@ class DeliveryResult:
     # The recipient cannot be reached on this channel at all (they blocked the bot): the
     # message goes by the next channel that reaches them (outbound/targets.py).
     unreachable: bool = False
+    # Seconds the other side asked us to wait before trying again (a messenger's rate
+    # limit): the outbox waits at least this long, its own backoff when that is longer.
+    retry_after: float | None = None
 
     @classmethod
     def ok(cls) -> DeliveryResult:
         return cls(delivered=True)
 
     @classmethod
-    def retry(cls, error: str) -> DeliveryResult:
-        return cls(delivered=False, temporary=True, error=error)
+    def retry(cls, error: str, retry_after: float | None = None) -> DeliveryResult:
+        return cls(delivered=False, temporary=True, error=error, retry_after=retry_after)
 
     @classmethod
     def failed(cls, error: str) -> DeliveryResult:

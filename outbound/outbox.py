@@ -172,8 +172,10 @@ def record(session: Session, outbox_id: int, result: DeliveryResult, now: dateti
     if result.delivered:
         values = {"state": "sent", "sent_at": now, "last_error": None}
     elif result.temporary and row.attempts < config.max_attempts:
-        values = {"state": "queued", "last_error": result.error,
-                  "next_attempt_at": now + backoff(row.attempts, config)}
+        wait = backoff(row.attempts, config)
+        if result.retry_after:
+            wait = max(wait, timedelta(seconds=result.retry_after))
+        values = {"state": "queued", "last_error": result.error, "next_attempt_at": now + wait}
     else:
         error = result.error or "failed"
         if result.temporary:

@@ -1,0 +1,156 @@
+"""A kept Telegram record -> the InboundMessage the pipeline decides on.
+
+The raw record the store keeps for a Telegram message is a JSON envelope, so that replay
+and crash recovery read exactly what arrived, files included (a file_id may no longer be
+downloadable when the record is read again):
+
+    {"update": <the Update as Telegram sent it>,
+     "files": {file_unique_id: {"name", "mime", "data_b64"}
+                             | {"name", "mime", "too_big": size, "note"?}
+                             | {"name", "mime", "failed": reason, "note"?}}}
+
+`note` is the line for the ticket, written by the adapter in the customer's language
+with the admin's texts; a record without one gets the English built-in text. `parse`
+never raises: a record it cannot read becomes a message with a `problem` (quarantine).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from helpgate.channels.base import InboundAttachment, InboundMessage
+from helpgate.config.schema import TEXTS, format_size
+
+CHANNEL = "telegram"
+# Bots download at most 20 MB through the Bot API (getFile refuses bigger files).
+DOWNLOAD_LIMIT = 20 * 1024 * 1024
+# The updates this channel reads; asked for in getUpdates/setWebhook, so Telegram does
+# not send the rest (callback queries, member changes) at all.
+ALLOWED_UPDATES = ["message", "edited_message"]
+MESSAGE_KINDS = ("message", "edited_message")
+# What a message may carry besides text, to name what is not handled yet.
+CONTENT_KINDS = ("sticker", "voice", "video_note", "video", "audio", "animation", "location",
+                 "venue", "poll", "dice", "game", "story", "contact", "photo", "document")
+
+
+def envelope(update: dict, files: dict[str, dict] | None = None) -> bytes:
+    """The raw record kept for one update."""
+    return json.dumps({"update": update, "files": files or {}}, ensure_ascii=False,
+                      separators=(",", ":")).encode()
+
+
+def update_kind(update: dict) -> str:
+    return next((key for key in update if key != "update_id"), "empty")
+
+
+def unhandled(update: dict) -> str | None:
+    """Why an update is not a customer's message this channel handles (None: it is).
+
+    Such updates are skipped by the adapter without being stored: group chatter, channel
+    posts and bot status changes are no one's request, and keeping them would fill the
+    quarantine with noise staff must clear."""
+    kind = update_kind(update)
+    if kind not in MESSAGE_KINDS:
+        return kind
+    message = update[kind]
+    chat_type = (message.get("chat") or {}).get("type")
+    if chat_type != "private":
+        return f"{kind} in a {chat_type} chat"
+    sender = message.get("from")
+    if not sender or sender.get("is_bot"):
+        return f"{kind} from a bot"
+    return None
+
+
+def files_of(message: dict) -> list[dict]:
+    """The files of a message to receive: the largest size of a photo (Telegram lists
+    them smallest first), a document with its name."""
+    found = []
+    if message.get("photo"):
+        largest = message["photo"][-1]
+        found.append({**largest, "name": f"photo_{message.get('message_id', 0)}.jpg",
+                      "mime": "image/jpeg"})
+    document = message.get("document")
+    if document:
+        found.append({**document, "name": document.get("file_name") or
+                      f"document_{message.get('message_id', 0)}",
+                      "mime": document.get("mime_type") or "application/octet-stream"})
+    return found
+
+
+def too_big_note(name: str, size: int, texts=None) -> str:
+    texts = texts or TEXTS["en"]
+    return texts.file_too_big_to_receive.format(filename=name, size=format_size(size),
+                                                limit=format_size(DOWNLOAD_LIMIT))
+
+
+def failed_note(name: str, reason: str, texts=None) -> str:
+    texts = texts or TEXTS["en"]
+    return texts.file_not_received.format(filename=name, reason=reason)
+
+
+def parse(raw: bytes, received_at: datetime) -> InboundMessage:
+    """A kept envelope -> its message; never raises."""
+    try:
+        return _parse(raw, received_at)
+    except Exception as exc:  # a broken record is kept in quarantine with the reason
+        return InboundMessage(channel=CHANNEL, raw=raw, dedupe_key="", received_at=received_at,
+                              problem=f"unreadable telegram record: {type(exc).__name__}: "
+                                      f"{exc}")
+
+
+def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
+    record = json.loads(raw)
+    update: dict[str, Any] = record["update"]
+    files: dict[str, dict] = record.get("files") or {}
+    update_id = int(update["update_id"])
+    kind = update_kind(update)
+    edited = kind == "edited_message"
+    key = f"{'edit' if edited else 'update'}:{update_id}"
+    reason = unhandled(update)
+    if reason is not None:
+        return InboundMessage(channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
+                              problem=f"telegram update of kind {reason} is not handled yet")
+    message = update[kind]
+    sender = message["from"]
+    name = " ".join(part for part in (sender.get("first_name"), sender.get("last_name"))
+                    if part) or None
+    text = message.get("text") or message.get("caption") or ""
+    attachments, notes = [], []
+    for ref in files_of(message):
+        entry = files.get(ref.get("file_unique_id")) or {}
+        filename = entry.get("name") or ref["name"]
+        if "data_b64" in entry:
+            attachments.append(InboundAttachment(
+                filename=filename, content_type=entry.get("mime") or ref["mime"],
+                data=base64.b64decode(entry["data_b64"])))
+        elif "too_big" in entry:
+            notes.append(entry.get("note") or too_big_note(filename, int(entry["too_big"])))
+        else:
+            notes.append(entry.get("note") or failed_note(
+                filename, entry.get("failed") or "not in the record"))
+    phone = None
+    contact = message.get("contact")
+    # A shared contact is the sender's phone only when it is their own card.
+    if contact and contact.get("user_id") == sender["id"]:
+        phone = contact.get("phone_number")
+        text = text or phone or ""
+    body = "\n\n".join(part for part in (text, *notes) if part)
+    if not body and not attachments:
+        content = next((k for k in CONTENT_KINDS if k in message), "unknown")
+        return InboundMessage(channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
+                              sender_id=str(sender["id"]), sender_name=name,
+                              problem=f"telegram message of kind {content} is not handled yet")
+    date = message.get("edit_date") if edited else message.get("date")
+    return InboundMessage(
+        channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
+        sender_id=str(sender["id"]), sender_name=name, sender_phone=phone,
+        date=datetime.fromtimestamp(int(date), timezone.utc).isoformat() if date else None,
+        text=body, attachments=tuple(attachments),
+        headers={"x-telegram-edited": "1"} if edited else {},
+        # A private chat is one conversation: the rule `conversation` continues the
+        # sender's latest ticket.
+        chat=True)
