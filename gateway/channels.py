@@ -15,8 +15,9 @@ from datetime import datetime
 
 from helpgate.channels.base import ChannelKind, InboundMessage
 from helpgate.channels.mail.channel import EMAIL
+from helpgate.channels.vk.channel import VK
 from helpgate.config.schema import Config
-from helpgate.outbound import email
+from helpgate.outbound import email, vk
 from helpgate.outbound.base import Transport
 
 
@@ -33,6 +34,7 @@ class Registered:
 
 CHANNELS: dict[str, Registered] = {entry.name: entry for entry in (
     Registered(EMAIL, email.transport),
+    Registered(VK, vk.transport),
 )}
 
 
