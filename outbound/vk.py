@@ -64,7 +64,9 @@ def split(text: str, limit: int = MAX_LENGTH) -> list[str]:
     where there is one in the second half of a part."""
     parts: list[str] = []
     while len(text) > limit:
-        cut = max(text.rfind("\n", limit // 2, limit), text.rfind(" ", limit // 2, limit))
+        # A break right after the part counts too (end is exclusive in rfind).
+        cut = max(text.rfind("\n", limit // 2, limit + 1),
+                  text.rfind(" ", limit // 2, limit + 1))
         cut = cut if cut > 0 else limit
         parts.append(text[:cut].rstrip())
         text = text[cut:].lstrip()
