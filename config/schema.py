@@ -300,6 +300,42 @@ class TelegramConfig(Section):
         return self
 
 
+class VkConfig(Section):
+    # A VK community bot (R-CH-4). An empty token: VK is off (no adapter, no transport).
+    token: str = ""
+    group_id: int = 0
+    # Where vk-api's calls go (it hard-codes https://api.vk.ru): another base (a proxy,
+    # a test's fake) is reached through a transport adapter mounted on that prefix.
+    api_base_url: str = "https://api.vk.ru"
+    api_version: str = "5.199"
+    # "longpoll": helpgate asks VK for events (nothing to open to the internet);
+    # "callback": VK POSTs events to our server at callback_host:callback_port/callback_path.
+    mode: Literal["longpoll", "callback"] = "longpoll"
+    callback_host: str = "127.0.0.1"
+    callback_port: ListenPort = 8444
+    callback_path: str = "/vk"
+    # The string VK asks the server to answer once, when the address is confirmed.
+    confirmation_code: str = ""
+    # VK sends it with every event; an event without it is refused (callback mode).
+    secret: str = ""
+    # Ticket type of tickets opened through VK (default: tickets.default_type).
+    ticket_type: str | None = None
+
+    @model_validator(mode="after")
+    def _callback_needs_secret(self):
+        if self.token and self.mode == "callback":
+            if not self.secret:
+                raise ValueError('vk.secret is required with mode = "callback": set the '
+                                 "same secret key in the community's Callback API settings")
+            if not self.confirmation_code:
+                raise ValueError('vk.confirmation_code is required with mode = "callback": '
+                                 "copy it from the community's Callback API settings")
+        if self.token and self.group_id <= 0:
+            raise ValueError("vk.group_id is required with a token: the community's id "
+                             "(a positive number)")
+        return self
+
+
 class ReopenRule(Section):
     type: str | None = None
     channel: str | None = None
@@ -672,6 +708,7 @@ class Config(Section):
     fallback_language: Literal["ru", "en"] = "en"
     database: DatabaseConfig = DatabaseConfig()
     mail: MailConfig = MailConfig()
+    vk: VkConfig = VkConfig()
     threading: ThreadingConfig = ThreadingConfig()
     reopen: ReopenConfig = ReopenConfig()
     statuses: StatusConfig = StatusConfig()

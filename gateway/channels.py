@@ -16,8 +16,9 @@ from datetime import datetime
 from helpgate.channels.base import ChannelKind, InboundMessage
 from helpgate.channels.mail.channel import EMAIL
 from helpgate.channels.telegram.channel import TELEGRAM
+from helpgate.channels.vk.channel import VK
 from helpgate.config.schema import Config
-from helpgate.outbound import email, telegram
+from helpgate.outbound import email, telegram, vk
 from helpgate.outbound.base import Transport
 
 
@@ -35,6 +36,7 @@ class Registered:
 CHANNELS: dict[str, Registered] = {entry.name: entry for entry in (
     Registered(EMAIL, email.transport),
     Registered(TELEGRAM, telegram.transport),
+    Registered(VK, vk.transport),
 )}
 
 

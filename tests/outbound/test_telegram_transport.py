@@ -1,7 +1,7 @@
 """Staff answers reach a Telegram customer in their chat (R-OUT-1), through the outbox and
 the real aiogram against the fake Bot API: a rate limit is waited out as Telegram asks and
-never sends twice, a blocked bot parks the message with the reason, a long answer comes
-in parts. On SQLite and PostgreSQL."""
+never sends twice, a blocked bot sends the message by the customer's next channel (or
+parks it with the reason), a long answer comes in parts. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -93,12 +93,43 @@ async def test_a_rate_limit_is_waited_out_as_asked_and_sends_once(
 
 async def test_a_blocked_bot_parks_the_answer_with_the_reason(
         store, config, clock, tg, sender):
+    """A customer known only on Telegram who blocked the bot: nowhere else to go."""
     await answered(store, config, clock, tg, "Ответ")
     tg.block(CUSTOMER)
     await OutboxWorker(store, config, {"telegram": sender}, clock).run_once()
     row = await answer_row(store)
     assert row.state == "parked"
     assert "blocked the bot" in row.last_error and tg.sent == []
+
+
+async def test_a_blocked_bot_sends_the_answer_by_email_instead(store, clock, tg, relay):
+    """Issue #17: "bot was blocked" marks Telegram unreachable for the customer; the answer
+    falls back to their email and the ticket says so."""
+    from helpgate.outbound.email import EmailTransport
+    from helpgate.ticketstore.models import Comment
+    config = Config(telegram={"token": tg.token, "api_base_url": tg.base_url},
+                    mail={"smtp": relay.smtp_config()},
+                    notifications={"employees": "none", "acknowledge_new_tickets": False})
+    await store.run(people.import_directory, people.DirectoryFile.model_validate(
+        {"contacts": [{"name": "Пётр", "email": "petr@romashka.ru",
+                       "telegram_id": CUSTOMER}]}), clock.now)
+    await answered(store, config, clock, tg, "Заменили картридж.")
+    tg.block(CUSTOMER)
+    messenger = transport(config)
+    try:
+        worker = OutboxWorker(store, config, {"telegram": messenger,
+                                              "email": EmailTransport(config)}, clock)
+        while await worker.run_once():
+            pass
+    finally:
+        await messenger.close()
+    assert tg.sent == []
+    [mail] = relay.received
+    assert mail.rcpt_tos == ["petr@romashka.ru"] and "Заменили картридж." in mail.text()
+    assert (await answer_row(store)).state == "sent"
+    notes = await store.run(lambda s: s.execute(select(Comment.text).where(
+        Comment.author_kind == "system")).scalars().all())
+    assert len(notes) == 1 and "blocked the bot" in notes[0]
 
 
 async def test_a_long_answer_arrives_in_parts_cut_at_line_breaks(
