@@ -30,7 +30,7 @@ from helpgate.outbound.notify import Notifier, prefetch_acknowledgements
 from helpgate.outbound.targets import Target
 from helpgate.threading.chain import decide
 from helpgate.threading.context import Action, Context, Decision, TicketView
-from helpgate.threading.subjects import new_ticket_subject
+from helpgate.threading.subjects import chat_subject, new_ticket_subject
 from helpgate.ticketstore import people, statuses
 from helpgate.ticketstore.models import (
     Attachment,
@@ -397,7 +397,9 @@ class Pipeline:
             ticket_type = previous.type
         initial = self.config.statuses.initial
         values = dict(number=next_ticket_number(session),
-                      subject=(new_ticket_subject(message.subject, self.config.threading.marker)
+                      subject=(new_ticket_subject(
+                          message.subject or (chat_subject(message.text) if message.chat
+                                              else ""), self.config.threading.marker)
                                or NO_SUBJECT)[:2000], type=ticket_type,
                       priority=self.config.tickets.priority, status=initial,
                       channel=message.channel, contact_id=contact_id, company_id=company_id,

@@ -44,3 +44,11 @@ def new_ticket_subject(subject: str, marker: str) -> str:
         text = shorter
     # Only the spaces around a dropped marker are joined: the rest is kept as written.
     return re.sub(r"\s*(?:" + markers.pattern + r")\s*", " ", text).strip()
+
+
+def chat_subject(text: str, length: int = 120) -> str:
+    """A chat message has no subject: its first line names its ticket. Taken when the
+    ticket is made, never read as the message's subject (a marker typed in a chat must
+    not move it into somebody else's ticket)."""
+    first = next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
+    return first if len(first) <= length else first[:length - 1] + "…"

@@ -26,7 +26,6 @@ CHANNEL = "vk"
 MESSAGE_EVENTS = ("message_new", "message_edit")
 # peer_id from here up is a group chat (a "беседа"), not a dialog with one user.
 CHAT_PEER_BASE = 2_000_000_000
-SUBJECT_LENGTH = 100
 
 
 def envelope(event: dict, files: dict[str, dict] | None = None,
@@ -119,14 +118,8 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
     return InboundMessage(
         channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
         sender_id=str(from_id), sender_name=names.get(str(from_id)) or None,
-        subject=_subject(str(message.get("text") or "")),
         date=datetime.fromtimestamp(int(date), timezone.utc).isoformat() if date else None,
         text=text, attachments=tuple(attachments), headers=headers, chat=True)
-
-
-def _subject(text: str) -> str:
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return first if len(first) <= SUBJECT_LENGTH else first[:SUBJECT_LENGTH - 1] + "…"
 
 
 def _attachments(items: list, files: dict) -> tuple[list[InboundAttachment], list[str]]:

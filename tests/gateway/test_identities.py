@@ -164,3 +164,17 @@ async def test_an_email_given_on_a_messenger_binds_or_is_kept(pipeline, store, c
     assert [tuple(o) for o in owners] == [("41", "petr@example.com"),
                                           ("42", "petr@example.com")]
     assert await store.run(lambda s: s.scalar(select(func.count()).select_from(Contact))) == 1
+
+
+async def test_a_chat_ticket_is_named_by_its_first_line_never_by_a_typed_marker(
+        pipeline, store, clock):
+    """A chat has no subject: the ticket takes the first line. A marker typed there is
+    words, not a reference: it neither joins that ticket nor stays in the subject."""
+    victim = await pipeline.ingest(chat(clock, "71", "Чужая заявка", chat=True))
+    typed = await pipeline.ingest(chat(
+        clock, "72", f"[#{victim.ticket}] Не печатает принтер\nПодробности", chat=True))
+    assert typed.action == Action.NEW_TICKET and typed.ticket != victim.ticket
+    subjects = await store.run(lambda s: s.execute(
+        select(Ticket.number, Ticket.subject).order_by(Ticket.number)).all())
+    assert [tuple(t) for t in subjects] == [(victim.ticket, "Чужая заявка"),
+                                            (typed.ticket, "Не печатает принтер")]
