@@ -12,33 +12,27 @@ row with the reason; a user who does not accept messages from the community (901
 is unreachable there, and the message goes by their next channel (or is parked).
 
 vk-api is synchronous: every call runs in a worker thread. vk-api retries error 6 forever
-by itself; here it retries a couple of times and then the outbox's backoff takes over.
-vk-api posts to a hard-coded https://api.vk.ru; `[vk] api_base_url` is reached through a
-requests transport adapter (the same small piece as channels/vk/api.py: outbound may not
-import a channel).
+by itself; the client retries a couple of times and then the outbox's backoff takes over.
+The way to VK (`[vk] api_base_url`, timeouts, error 6 bounded) is the channel's API
+client, channels/vk/api.py, shared with the adapter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
-import time
 
 import requests
 import vk_api
-from requests.adapters import HTTPAdapter
 
+from helpgate.channels.vk.api import session
 from helpgate.config.schema import Config, VkConfig
 from helpgate.outbound.attachments import safe_filename
 from helpgate.outbound.base import DeliveryResult, Outgoing, OutgoingFile
 
-VK_API_BASE = "https://api.vk.ru"
 MAX_LENGTH = 4096
 # VK attaches at most 10 items to one message.
 MAX_ATTACHMENTS = 10
-RPS_RETRIES = 2
-RPS_PAUSE = 0.5
 TIMEOUT = (10.0, 60.0)
 RETRY_CODES = {6: "too many requests per second", 9: "flood control",
                10: "VK internal error"}
@@ -76,46 +70,6 @@ def split(text: str, limit: int = MAX_LENGTH) -> list[str]:
     return parts
 
 
-class _Rewrite(HTTPAdapter):
-    def __init__(self, prefix: str, base_url: str) -> None:
-        super().__init__()
-        self.prefix, self.base_url = prefix, base_url.rstrip("/") + "/method/"
-
-    def send(self, request, **kwargs):
-        request.url = self.base_url + request.url[len(self.prefix):]
-        return super().send(request, **kwargs)
-
-
-class _Timed(requests.Session):
-    def request(self, *args, **kwargs):
-        kwargs.setdefault("timeout", TIMEOUT)
-        return super().request(*args, **kwargs)
-
-
-class _NoStorage(dict):
-    def __init__(self, section, filename=None) -> None:
-        super().__init__()
-
-
-class _Api(vk_api.VkApiGroup):
-    """VkApi with error 6 retried at most RPS_RETRIES times per call."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self._depth = threading.local()
-        super().__init__(*args, **kwargs)
-
-    def too_many_rps_handler(self, error):
-        depth = getattr(self._depth, "value", 0)
-        if depth >= RPS_RETRIES:
-            return None  # raised to send(): a retry later
-        self._depth.value = depth + 1
-        try:
-            time.sleep(RPS_PAUSE)
-            return error.try_method()
-        finally:
-            self._depth.value = depth
-
-
 class Refused(Exception):
     """VK will not take a file (its type, its size): the message goes without it."""
 
@@ -125,13 +79,8 @@ class VkTransport:
 
     def __init__(self, config: VkConfig) -> None:
         self.config = config
-        http = _Timed()
-        base = config.api_base_url.rstrip("/")
-        if base != VK_API_BASE:
-            prefix = VK_API_BASE + "/method/"
-            http.mount(prefix, _Rewrite(prefix, base))
-        self.api = _Api(token=config.token, api_version=config.api_version, session=http,
-                        config=_NoStorage)
+        # Uploads take longer than calls: a longer read timeout.
+        self.api = session(config, timeout=TIMEOUT)
 
     async def send(self, message: Outgoing) -> DeliveryResult:
         try:

@@ -43,8 +43,10 @@ class _Rewrite(HTTPAdapter):
 class _Timed(requests.Session):
     """vk-api gives requests no timeout: a silent server would hold its thread forever."""
 
+    timeout = TIMEOUT
+
     def request(self, *args, **kwargs):
-        kwargs.setdefault("timeout", TIMEOUT)
+        kwargs.setdefault("timeout", self.timeout)
         return super().request(*args, **kwargs)
 
 
@@ -76,9 +78,11 @@ class BoundedVkApi(vk_api.VkApiGroup):
             self._depth.value = depth
 
 
-def session(config: VkConfig) -> BoundedVkApi:
-    """A VkApi for the community of `config`; close `.http` when done."""
+def session(config: VkConfig, timeout: tuple[float, float] = TIMEOUT) -> BoundedVkApi:
+    """A VkApi for the community of `config`; close `.http` when done. The adapter and the
+    transport (outbound/vk.py) share it: one way to VK."""
     http = _Timed()
+    http.timeout = timeout
     base = config.api_base_url.rstrip("/")
     if base != VK_API_BASE:
         prefix = VK_API_BASE + "/method/"

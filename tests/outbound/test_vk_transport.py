@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from helpgate.channels.vk import api as vk_api_session
 from helpgate.channels.vk.parse import envelope, parse
 from helpgate.config.schema import Config
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.gateway.replies import staff_reply
-from helpgate.outbound import vk as vk_transport
 from helpgate.outbound.base import Outgoing, OutgoingFile
 from helpgate.outbound.outbox import OutboxWorker
 from helpgate.outbound.vk import VkTransport, random_id, split
@@ -25,8 +25,8 @@ TOKEN = "vk-group-token"
 
 @pytest.fixture(autouse=True)
 def _no_rate_sleep(monkeypatch):
-    monkeypatch.setattr(vk_transport._Api, "RPS_DELAY", 0)
-    monkeypatch.setattr(vk_transport, "RPS_PAUSE", 0)
+    monkeypatch.setattr(vk_api_session.BoundedVkApi, "RPS_DELAY", 0)
+    monkeypatch.setattr(vk_api_session, "RPS_PAUSE", 0)
 
 
 @pytest.fixture
