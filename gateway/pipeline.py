@@ -268,6 +268,10 @@ class Pipeline:
             result = Result(action=Action.QUARANTINED, reason=message.problem,
                             inbound=inbound_id)
             return _finish(session, inbound_id, "quarantined", result, now, meta, finishing)
+        if message.edit_of:
+            edited = _edit(session, inbound_id, message, now)
+            if edited is not None:
+                return _finish(session, inbound_id, "processed", edited, now, meta, finishing)
         if message.sender_id:
             reachable_again(session, message.channel, message.sender_id)
         if message.sender_id and (message.sender_phone or message.sender_email):
@@ -433,6 +437,29 @@ class Pipeline:
                  content_type=item.content_type[:200], size=item.size,
                  stored=item.size <= limit, data=item.data if item.size <= limit else None)
             for item in message.attachments], "data")
+
+
+def _edit(session: Session, inbound_id: int, message: InboundMessage,
+          now: datetime) -> Result | None:
+    """A messenger's edit of a message we stored: its comment takes the new text, and the
+    text it had goes into the comment's history (decision["edits"]). None when that
+    message is not stored (an edit of something older): then it is a message like any."""
+    comment = session.scalar(select(Comment).where(
+        Comment.message_id == message.edit_of[:500], Comment.channel == message.channel)
+        .order_by(Comment.id.desc()).limit(1))
+    if comment is None:
+        return None
+    text = message.text.strip()
+    history = [*(comment.decision or {}).get("edits", []),
+               {"at": now.isoformat(), "text": comment.text, "inbound": inbound_id}]
+    comment.decision = {**(comment.decision or {}), "edits": history}
+    comment.text = text
+    ticket = session.get(Ticket, comment.ticket_id)
+    ticket.updated_at = now
+    return Result(action=Action.COMMENT, ticket=ticket.number, comment=comment.id,
+                  rules=["edit"], inbound=inbound_id,
+                  reason=f"an edit of message {message.edit_of}: comment {comment.id} has "
+                         f"the new text, the earlier one is in its history")
 
 
 def _ticket_entity(session: Session, ticket_id: int) -> Ticket:

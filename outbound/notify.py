@@ -330,8 +330,10 @@ _COMMENTS = Comment.__table__
 _CUSTOMER_LATEST = select(_COMMENTS.c.text).where(
     _COMMENTS.c.ticket_id == bindparam("ticket_id"), _COMMENTS.c.author_kind != "employee"
 ).order_by(_COMMENTS.c.id.desc()).limit(1)
+# Mail's Message-IDs only: a messenger's message ids name chat lines, not mails.
 _THREAD = select(_COMMENTS.c.message_id).where(
-    _COMMENTS.c.ticket_id == bindparam("ticket_id"), _COMMENTS.c.message_id.is_not(None)
+    _COMMENTS.c.ticket_id == bindparam("ticket_id"), _COMMENTS.c.message_id.is_not(None),
+    _COMMENTS.c.channel == "email"
 ).order_by(_COMMENTS.c.id.desc()).limit(5)
 _STAFF_SENT = select(_OUTBOX.c.recipient, _OUTBOX.c.message_id).where(
     _OUTBOX.c.ticket_id == bindparam("ticket_id"), _OUTBOX.c.kind == "staff"

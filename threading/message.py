@@ -68,6 +68,9 @@ class InboundMessage:
     # A line of a chat (a messenger): with no ticket named, it continues the sender's
     # latest ticket on the channel (threading rule conversation). False for mail.
     chat: bool = False
+    # A messenger's edit: the `message_id` of the message it rewrites. The comment that
+    # message made takes the new text and keeps the old one in its history.
+    edit_of: str | None = None
 
     @property
     def sender_key(self) -> str | None:

@@ -145,11 +145,14 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
                               sender_id=str(sender["id"]), sender_name=name,
                               problem=f"telegram message of kind {content} is not handled yet")
     date = message.get("edit_date") if edited else message.get("date")
+    # Message ids are per chat: the pair names the message, and an edit names it again.
+    own_id = f"telegram:{message['chat']['id']}:{message['message_id']}"
     return InboundMessage(
         channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
         sender_id=str(sender["id"]), sender_name=name, sender_phone=phone,
         date=datetime.fromtimestamp(int(date), timezone.utc).isoformat() if date else None,
-        text=body, attachments=tuple(attachments),
+        text=body, attachments=tuple(attachments), message_id=own_id,
+        edit_of=own_id if edited else None,
         headers={"x-telegram-edited": "1"} if edited else {},
         # A private chat is one conversation: the rule `conversation` continues the
         # sender's latest ticket.

@@ -115,11 +115,15 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
         headers["x-vk-edited"] = "1"
     names = record.get("names") or {}
     date = message.get("date")
+    # A message's place in its dialog names it; an edit names it again.
+    own_id = f"vk:{message.get('peer_id', from_id)}:{message.get('conversation_message_id')}"
+    edited = event.get("type") == "message_edit"
     return InboundMessage(
         channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
         sender_id=str(from_id), sender_name=names.get(str(from_id)) or None,
         date=datetime.fromtimestamp(int(date), timezone.utc).isoformat() if date else None,
-        text=text, attachments=tuple(attachments), headers=headers, chat=True)
+        text=text, attachments=tuple(attachments), headers=headers, chat=True,
+        message_id=own_id, edit_of=own_id if edited else None)
 
 
 def _attachments(items: list, files: dict) -> tuple[list[InboundAttachment], list[str]]:

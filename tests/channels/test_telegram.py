@@ -192,7 +192,10 @@ async def test_what_is_not_a_customers_private_message_is_skipped(tg, pipeline, 
         rows = await stored(store, 2)
         await eventually(lambda: not tg.pending, what="the updates confirmed")
     assert [key.split(":")[0] for key, _ in rows] == ["update", "edit"]
-    assert await comment_texts(store) == ["Hello", "Hello, the printer is broken"]
+    # The edit rewrites the comment the message made; its first text is in the history.
+    assert await comment_texts(store) == ["Hello, the printer is broken"]
+    history = await store.run(lambda s: s.scalar(select(Comment.decision))["edits"])
+    assert [entry["text"] for entry in history] == ["Hello"]
     assert await cursor(store, tg) == tg._update_id
 
 

@@ -178,3 +178,25 @@ async def test_a_chat_ticket_is_named_by_its_first_line_never_by_a_typed_marker(
         select(Ticket.number, Ticket.subject).order_by(Ticket.number)).all())
     assert [tuple(t) for t in subjects] == [(victim.ticket, "Чужая заявка"),
                                             (typed.ticket, "Не печатает принтер")]
+
+
+async def test_an_edit_rewrites_its_comment_and_keeps_the_history(pipeline, store, clock):
+    from dataclasses import replace
+    first = await pipeline.ingest(replace(chat(clock, "81", "Не печатет", chat=True),
+                                          message_id="telegram:81:1"))
+    for text in ("Не печатает", "Не печатает принтер"):
+        clock.advance(minutes=1)
+        edit = await pipeline.ingest(replace(chat(clock, "81", text, chat=True),
+                                             message_id="telegram:81:1",
+                                             edit_of="telegram:81:1"))
+        assert (edit.action, edit.ticket, edit.comment, edit.rules) == (
+            Action.COMMENT, first.ticket, first.comment, ["edit"])
+    texts = await store.run(lambda s: s.execute(select(Comment.text, Comment.decision)).all())
+    [(text, decision)] = texts
+    assert text == "Не печатает принтер"
+    assert [e["text"] for e in decision["edits"]] == ["Не печатет", "Не печатает"]
+    # An edit of a message never stored here is a message like any other.
+    orphan = await pipeline.ingest(replace(chat(clock, "81", "Старое", chat=True),
+                                           message_id="telegram:81:0",
+                                           edit_of="telegram:81:0"))
+    assert orphan.action == Action.COMMENT and orphan.comment != first.comment
