@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
 
 HELPGATE = str(Path(sys.executable).parent / "helpgate")
+PY_SPY = str(Path(sys.executable).parent / "py-spy")
 WORDS = ("printer", "invoice", "login", "password", "delivery", "order", "refund", "app",
          "crashes", "cannot", "please", "help", "urgent", "again", "still", "broken",
          "принтер", "счёт", "не", "работает", "заказ", "доставка", "пароль", "срочно")
@@ -232,6 +233,11 @@ def run(args: argparse.Namespace, folder: Path) -> int:
         env = write_config(folder, tg)
         started = time.perf_counter()
         gateway = start_gateway(folder, env)
+        profiler = None
+        if args.profile:  # where the gateway's time goes (pip install py-spy)
+            profiler = subprocess.Popen([PY_SPY, "record", "-f", "raw", "-o", args.profile,
+                                         "--pid", str(gateway.pid)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             database = wait_for_database(folder / "helpgate.db", gateway)
             first = None
@@ -254,6 +260,8 @@ def run(args: argparse.Namespace, folder: Path) -> int:
             print(f"Bot API calls: {fake.call(_counts(tg))}")
         finally:
             code = stop_gateway(gateway)
+            if profiler is not None:
+                profiler.wait(60)   # it writes its report when the gateway exits
         if code != 0:
             print(f"helpgate exited with {code}; see its log")
             return 1
@@ -269,6 +277,8 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--documents", type=float, default=0.1,
                         help="the share of updates carrying a document (default 0.1)")
+    parser.add_argument("--profile", metavar="PATH",
+                        help="sample the gateway with py-spy; raw stacks to PATH")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp folder (database, gateway.log) and print it")
     args = parser.parse_args()
