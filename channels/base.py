@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from helpgate.threading.message import DeliveryStatus, InboundAttachment, InboundMessage
 
 __all__ = ["Adapter", "ChannelKind", "ChannelStartError", "CursorStore", "DeliveryStatus",
-           "InboundAttachment", "InboundMessage", "Services"]
+           "Finding", "InboundAttachment", "InboundMessage", "Services"]
 
 
 class Adapter(Protocol):
@@ -69,6 +69,24 @@ class ChannelKind:
     parse: Callable[[bytes, datetime], InboundMessage]
     # The adapters the config asks for (none when the channel is not configured).
     adapters: Callable[[Any, Services], Sequence[Adapter]]
+    # `helpgate <name> check`: the channel's set-up as the outside service sees it (the
+    # token, the mode, what the service will deliver), one Finding per thing checked.
+    check: Callable[[Any], Awaitable[list[Finding]]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing a channel check looked at, in plain words. `ok` False means the channel
+    will not work until it is fixed (the check exits 1); `fix` says what to do, and may
+    accompany an ok finding as advice (a note that fails nothing)."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
 
 
 class ChannelStartError(Exception):

@@ -30,6 +30,11 @@ class CliError(Exception):
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# The channels with a `helpgate <name> check` (their ChannelKind has a check). Named here
+# for the parser only: importing the registry costs seconds (aiogram), and every command
+# builds the parser. tests/gateway/test_cli_messenger_checks.py keeps it equal to the
+# registry's.
+CHECKED_CHANNELS = ("telegram", "vk")
 NONE = "none"  # what a text listing prints when it has nothing to list
 
 
@@ -130,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     aget.add_argument("-o", "--output", metavar="PATH",
                       help="the file or folder to write to, or - for standard output")
 
+    for channel in CHECKED_CHANNELS:
+        entry = sub.add_parser(channel, help=f"the {channel} channel")
+        esub = entry.add_subparsers(dest="action", required=True, metavar="ACTION")
+        echeck = esub.add_parser("check", help=f"check the {channel} set-up against the "
+                                 "service: token, mode, what it will deliver (exit 1 when "
+                                 "something must be fixed)")
+        echeck.add_argument("--json", action="store_true", help="print JSON")
+
     db = sub.add_parser("db", help="database schema")
     dbsub = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     dbsub.add_parser("upgrade", help="apply schema migrations")
@@ -161,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_numbers(args)
         config = load_config(args.config)
+        if args.command in CHECKED_CHANNELS:
+            # A set-up check needs no database (a wrong database URL is reported elsewhere).
+            return asyncio.run(_cmd_check(args, config))
         return asyncio.run(_dispatch(args, config))
     except (ConfigError, CliError) as exc:
         print(f"helpgate: error: {exc}", file=sys.stderr)
@@ -207,6 +223,25 @@ def _print(data: Any) -> None:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+async def _cmd_check(args, config: Config) -> int:
+    """`helpgate <channel> check`: one line per finding (text) or the findings as JSON;
+    exit 1 when one of them must be fixed."""
+    from helpgate.gateway.channels import CHANNELS
+    findings = await CHANNELS[args.command].kind.check(config)
+    ok = all(finding.ok for finding in findings)
+    if args.json:
+        _print({"ok": ok, "checks": [finding.as_dict() for finding in findings]})
+    else:
+        for finding in findings:
+            mark = "FAIL" if not finding.ok else "note" if finding.fix else "ok"
+            # One line each, the fix on it: what an admin pastes when asking for help.
+            print(f"{mark:<4}  {finding.name}: {finding.detail}"
+                  + (f" — {'fix' if not finding.ok else 'advice'}: {finding.fix}"
+                     if finding.fix else ""))
+        print(f"{args.command}: " + ("all is well" if ok else "something must be fixed"))
+    return 0 if ok else 1
 
 
 async def _cmd_run(args, config: Config, store) -> int:

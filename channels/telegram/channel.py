@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from helpgate.channels.base import Adapter, ChannelKind, Services
 from helpgate.channels.telegram.adapter import TelegramAdapter
+from helpgate.channels.telegram.check import check
 from helpgate.channels.telegram.parse import parse
 from helpgate.config.schema import Config
 
@@ -19,4 +20,4 @@ def adapters(config: Config, services: Services) -> list[Adapter]:
                             texts=lambda words: config.text(config.customer_language(words)))]
 
 
-TELEGRAM = ChannelKind(name="telegram", parse=parse, adapters=adapters)
+TELEGRAM = ChannelKind(name="telegram", parse=parse, adapters=adapters, check=check)

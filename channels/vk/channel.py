@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from helpgate.channels.base import Adapter, ChannelKind, Services
 from helpgate.channels.vk.adapter import VkAdapter
+from helpgate.channels.vk.check import check
 from helpgate.channels.vk.parse import parse
 from helpgate.config.schema import Config
 
@@ -19,4 +20,4 @@ def adapters(config: Config, services: Services) -> list[Adapter]:
     return [VkAdapter(config.vk, services, config.mail.max_message_size)]
 
 
-VK = ChannelKind(name="vk", parse=parse, adapters=adapters)
+VK = ChannelKind(name="vk", parse=parse, adapters=adapters, check=check)
