@@ -9,6 +9,7 @@ kept records through it; nothing else branches on a channel's name.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,7 @@ from helpgate.channels.mail.channel import EMAIL
 from helpgate.channels.telegram.channel import TELEGRAM
 from helpgate.channels.vk.channel import VK
 from helpgate.config.schema import Config
-from helpgate.outbound import email, telegram, vk
+from helpgate.outbound import email
 from helpgate.outbound.base import Transport
 
 
@@ -33,10 +34,22 @@ class Registered:
         return self.kind.name
 
 
+def lazy_transport(module: str, configured: Callable[[Config], object]
+                   ) -> Callable[[Config], Transport | None]:
+    """`module`'s transport(config), imported only when the config sets the channel up: a
+    messenger's client library costs seconds to import, and every command would pay."""
+    def build(config: Config) -> Transport | None:
+        if not configured(config):
+            return None
+        return importlib.import_module(module).transport(config)
+    return build
+
+
 CHANNELS: dict[str, Registered] = {entry.name: entry for entry in (
     Registered(EMAIL, email.transport),
-    Registered(TELEGRAM, telegram.transport),
-    Registered(VK, vk.transport),
+    Registered(TELEGRAM, lazy_transport("helpgate.outbound.telegram",
+                                        lambda config: config.telegram.token)),
+    Registered(VK, lazy_transport("helpgate.outbound.vk", lambda config: config.vk.token)),
 )}
 
 

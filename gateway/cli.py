@@ -31,7 +31,7 @@ class CliError(Exception):
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # The channels with a `helpgate <name> check` (their ChannelKind has a check). Named here
-# for the parser only: importing the registry costs seconds (aiogram), and every command
+# for the parser only: the registry loads every channel's modules, and every command
 # builds the parser. tests/gateway/test_cli_messenger_checks.py keeps it equal to the
 # registry's.
 CHECKED_CHANNELS = ("telegram", "vk")

@@ -6,9 +6,7 @@ the bot, polling or behind a webhook, when `[telegram] token` is set.
 
 from __future__ import annotations
 
-from helpgate.channels.base import Adapter, ChannelKind, Services
-from helpgate.channels.telegram.adapter import TelegramAdapter
-from helpgate.channels.telegram.check import check
+from helpgate.channels.base import Adapter, ChannelKind, Finding, Services
 from helpgate.channels.telegram.parse import parse
 from helpgate.config.schema import Config
 
@@ -16,8 +14,15 @@ from helpgate.config.schema import Config
 def adapters(config: Config, services: Services) -> list[Adapter]:
     if not config.telegram.token:
         return []
+    # Imported only when used: the client library costs seconds to import.
+    from helpgate.channels.telegram.adapter import TelegramAdapter
     return [TelegramAdapter(config.telegram, services, config.mail.max_message_size,
                             texts=lambda words: config.text(config.customer_language(words)))]
+
+
+def check(config: Config) -> list[Finding]:
+    from helpgate.channels.telegram.check import check as run
+    return run(config)
 
 
 TELEGRAM = ChannelKind(name="telegram", parse=parse, adapters=adapters, check=check)

@@ -7,9 +7,7 @@ when `[vk] token` is set.
 
 from __future__ import annotations
 
-from helpgate.channels.base import Adapter, ChannelKind, Services
-from helpgate.channels.vk.adapter import VkAdapter
-from helpgate.channels.vk.check import check
+from helpgate.channels.base import Adapter, ChannelKind, Finding, Services
 from helpgate.channels.vk.parse import parse
 from helpgate.config.schema import Config
 
@@ -17,7 +15,14 @@ from helpgate.config.schema import Config
 def adapters(config: Config, services: Services) -> list[Adapter]:
     if not config.vk.token:
         return []
+    # Imported only when used: the client library costs seconds to import.
+    from helpgate.channels.vk.adapter import VkAdapter
     return [VkAdapter(config.vk, services, config.mail.max_message_size)]
+
+
+def check(config: Config) -> list[Finding]:
+    from helpgate.channels.vk.check import check as run
+    return run(config)
 
 
 VK = ChannelKind(name="vk", parse=parse, adapters=adapters, check=check)
