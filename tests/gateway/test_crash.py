@@ -251,3 +251,73 @@ def _acks_settled(db: Path) -> bool:
         states = collections.Counter(row[0] for row in connection.execute(
             "SELECT state FROM outbox"))
     return sum(states.values()) == ACKS and set(states) <= {"sent", "uncertain"}
+
+
+async def test_kill_9_during_a_stream_of_telegram_updates_stores_each_once(tmp_path):
+    """Issue #17: the gateway polling the Bot API (the fake) is killed mid-stream and
+    restarted: every update is stored exactly once (the offset is confirmed to Telegram
+    only after the updates are stored; one delivered again is a duplicate), and at the
+    end Telegram holds none unconfirmed."""
+    from tests.fakes.telegram import FakeTelegram
+
+    updates = 600
+    db = tmp_path / "helpgate.db"
+    async with FakeTelegram() as tg:
+        people = [tg.user(5000 + n, f"Клиент {n}") for n in range(60)]
+        for n in range(updates):
+            tg.send_text(people[n % len(people)], f"Сообщение {n}")
+        config = tmp_path / "helpgate.toml"
+        config.write_text(f"""
+[database]
+url = "sqlite:///{db}"
+[mail.endpoint]
+enabled = false
+[threading]
+throttle_max = 0
+[notifications]
+employees = "none"
+[telegram]
+token = "{tg.token}"
+api_base_url = "{tg.base_url}"
+polling_timeout = 1
+""", encoding="utf-8")
+        log = tmp_path / "gateway.log"
+        gateway = await start_gateway(config, log)
+        try:
+            await eventually(in_thread(_migrated_and_stored, db, 150), 60,
+                             "150 stored updates")
+            gateway.send_signal(signal.SIGKILL)
+            await gateway.wait()
+            killed_at = inbound_count(db)
+            gateway = await start_gateway(config, log)
+            await eventually(in_thread(_stored_at_least, db, updates), 90, "every update")
+            await eventually(lambda: _confirmed(tg), 30, "the updates confirmed")
+        finally:
+            if gateway.returncode is None:
+                gateway.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(gateway.wait(), 30)
+    assert gateway.returncode == 0, log.read_text()[-3000:]
+    assert killed_at < updates, "the kill came too late to test anything"
+    with sqlite3.connect(db) as connection:
+        keys = [row[0] for row in connection.execute(
+            "SELECT dedupe_key FROM inbound_messages WHERE channel = 'telegram'")]
+        states = collections.Counter(row[0] for row in connection.execute(
+            "SELECT state FROM inbound_messages"))
+        comments = connection.execute("SELECT count(*) FROM comments WHERE "
+                                       "author_kind = 'contact'").fetchone()[0]
+    assert len(keys) == len(set(keys)) == updates
+    assert states == {"processed": updates}
+    assert comments == updates
+    print(f"\nkilled with {killed_at} of {updates} updates stored")
+
+
+async def _confirmed(tg) -> bool:
+    return not tg.pending
+
+
+def _migrated_and_stored(db: Path, count: int) -> bool:
+    # Nothing listens here to say the gateway is up: the database's table tells.
+    try:
+        return _stored_at_least(db, count)
+    except sqlite3.OperationalError:  # the schema is still being made
+        return False
