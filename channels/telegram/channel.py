@@ -20,9 +20,9 @@ def adapters(config: Config, services: Services) -> list[Adapter]:
                             texts=lambda words: config.text(config.customer_language(words)))]
 
 
-def check(config: Config) -> list[Finding]:
+async def check(config: Config) -> list[Finding]:
     from helpgate.channels.telegram.check import check as run
-    return run(config)
+    return await run(config)
 
 
 TELEGRAM = ChannelKind(name="telegram", parse=parse, adapters=adapters, check=check)

@@ -20,9 +20,9 @@ def adapters(config: Config, services: Services) -> list[Adapter]:
     return [VkAdapter(config.vk, services, config.mail.max_message_size)]
 
 
-def check(config: Config) -> list[Finding]:
+async def check(config: Config) -> list[Finding]:
     from helpgate.channels.vk.check import check as run
-    return run(config)
+    return await run(config)
 
 
 VK = ChannelKind(name="vk", parse=parse, adapters=adapters, check=check)
