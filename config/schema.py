@@ -523,6 +523,10 @@ class Texts(Section):
     separator: str
     ack_subject: str
     ack_text: str
+    # The same for a customer on a messenger, who adds to the request by writing on.
+    ack_text_chat: str
+    # The bot's answer to /start: what to do next.
+    bot_greeting: str
     comment_subject: str
     status_subject: str
     status_text: str
@@ -551,6 +555,11 @@ TEXTS = {
         ack_text=("Здравствуйте!\n\nВаше обращение зарегистрировано под номером {number}. "
                   "Мы ответим вам в ближайшее время.\n\nЧтобы дополнить обращение, "
                   "просто ответьте на это письмо."),
+        ack_text_chat=("Здравствуйте!\n\nВаше обращение зарегистрировано под номером "
+                       "{number}. Мы ответим вам здесь в ближайшее время.\n\nЧтобы "
+                       "дополнить обращение, просто напишите сюда; /new — новое обращение."),
+        bot_greeting=("Здравствуйте! Напишите ваш вопрос и приложите файлы, если нужно, — "
+                      "мы ответим здесь."),
         comment_subject="{marker} {subject}",
         status_subject="{marker} {subject}",
         status_text="Статус обращения {number} изменён: {status}.",
@@ -589,6 +598,11 @@ TEXTS = {
         ack_text=("Hello,\n\nyour request has been registered as number {number}. "
                   "We will answer you shortly.\n\nTo add to your request, "
                   "simply reply to this email."),
+        ack_text_chat=("Hello,\n\nyour request has been registered as number {number}. "
+                       "We will answer you here shortly.\n\nTo add to your request, simply "
+                       "write here; /new starts another one."),
+        bot_greeting=("Hello! Write your question, with files if needed, and we will answer "
+                      "you here."),
         comment_subject="{marker} {subject}",
         status_subject="{marker} {subject}",
         status_text="The status of request {number} is now: {status}.",

@@ -66,8 +66,9 @@ class Notifier:
             drafts.append(self.compose.draft(
                 kind="ack", ticket=ticket, to=ack_to, texts=texts,
                 subject=self.compose.subject(texts.ack_subject, ticket),
-                content=texts.ack_text.format(number=ticket.number,
-                                              marker=self.compose.marker(ticket)),
+                # On a messenger one adds to a request by writing on, not by replying.
+                content=(texts.ack_text if ack_to.channel == "email" else texts.ack_text_chat
+                         ).format(number=ticket.number, marker=self.compose.marker(ticket)),
                 event_key=f"ticket{ticket.id}", comment=comment, quoted=comment.text,
                 reply_to_ids=[inbound_id] if inbound_id else None, auto="auto-replied"))
         drafts += self._staff(session, ticket, comment, "staff_new_subject", now, new=True)

@@ -68,13 +68,18 @@ def _default_texts(words: str) -> Texts:
     return config.text(config.customer_language(words))
 
 
+def _default_greeting(language_code: str) -> Texts:
+    return Config().text("ru" if language_code.startswith("ru") else "en")
+
+
 class TelegramAdapter:
     """One bot. `start()` checks the token and starts polling or the webhook server;
     `stop()` lets the batch in hand be stored, then closes."""
 
     def __init__(self, config: TelegramConfig, services: Services,
                  max_size: int = 50 * 1024 * 1024,
-                 texts: Callable[[str], Texts] | None = None) -> None:
+                 texts: Callable[[str], Texts] | None = None,
+                 greeting: Callable[[str], Texts] | None = None) -> None:
         self.config = config
         self.services = services
         # At most this many bytes of files are downloaded for one update.
@@ -82,6 +87,9 @@ class TelegramAdapter:
         # The texts in the customer's language (judged from their words), for the line
         # that says a file could not be received.
         self.texts = texts or _default_texts
+        # The texts for a customer who has written nothing yet, by their Telegram
+        # language_code (the greeting after /start).
+        self.greeting = greeting or _default_greeting
         self.bot_id = int(config.token.split(":", 1)[0])
         self.cursor_key = f"telegram:{self.bot_id}"
         self.min_backoff = MIN_BACKOFF
@@ -229,10 +237,24 @@ class TelegramAdapter:
                 log.info("telegram: update %s skipped: %s is not handled yet",
                          update.get("update_id"), reason)
                 continue
+            message = update[parse.update_kind(update)]
+            if parse.command(message) == ("start", "") and "message" in update:
+                await self._greet(message)  # pressing Start asks nothing yet
+                continue
             raws.append(parse.envelope(update, await self._files(update)))
         if raws:
             messages = await self.services.parse_many(parse.CHANNEL, raws)
             await self.services.ingest(messages, self.config.ticket_type)
+
+    async def _greet(self, message: dict) -> None:
+        """Answer /start with what to do; a greeting that fails is only logged (the
+        customer's next message is what matters, and it is stored as any)."""
+        code = (message.get("from") or {}).get("language_code") or ""
+        try:
+            await self.bot.send_message(message["chat"]["id"],
+                                        self.greeting(code).bot_greeting)
+        except (TelegramAPIError, *PASSING) as exc:
+            log.warning("telegram: no greeting to %s: %s", message["chat"]["id"], exc)
 
     async def _files(self, update: dict) -> dict[str, dict]:
         message = update[parse.update_kind(update)]

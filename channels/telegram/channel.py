@@ -17,7 +17,18 @@ def adapters(config: Config, services: Services) -> list[Adapter]:
     # Imported only when used: the client library costs seconds to import.
     from helpgate.channels.telegram.adapter import TelegramAdapter
     return [TelegramAdapter(config.telegram, services, config.mail.max_message_size,
-                            texts=lambda words: config.text(config.customer_language(words)))]
+                            texts=lambda words: config.text(config.customer_language(words)),
+                            greeting=lambda code: config.text(_language(config, code)))]
+
+
+def _language(config: Config, language_code: str) -> str:
+    """A customer who has written nothing yet: the configured language, else theirs as
+    Telegram knows it (Russian or English), else the fallback."""
+    if config.language != "auto":
+        return config.language
+    code = language_code.lower()
+    return "ru" if code.startswith("ru") else "en" if code.startswith("en") \
+        else config.fallback_language
 
 
 async def check(config: Config) -> list[Finding]:

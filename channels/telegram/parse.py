@@ -65,6 +65,17 @@ def unhandled(update: dict) -> str | None:
     return None
 
 
+def command(message: dict) -> tuple[str | None, str]:
+    """A bot command leading a message ("/new", "/start@bot payload"): its name, lower
+    case, and the words after it; (None, the text) for anything else."""
+    text = (message.get("text") or "").strip()
+    if not text.startswith("/"):
+        return None, message.get("text") or ""
+    head, _, rest = text.partition(" ")
+    name = head[1:].split("@", 1)[0].lower()
+    return (name, rest.strip()) if name.isidentifier() else (None, message.get("text") or "")
+
+
 def files_of(message: dict) -> list[dict]:
     """The files of a message to receive: the largest size of a photo (Telegram lists
     them smallest first), a document with its name."""
@@ -118,7 +129,10 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
     sender = message["from"]
     name = " ".join(part for part in (sender.get("first_name"), sender.get("last_name"))
                     if part) or None
-    text = message.get("text") or message.get("caption") or ""
+    # /new: the words after it open a ticket of their own (no chat to continue).
+    asked, rest = command(message)
+    fresh = asked == "new"
+    text = (rest or "/new" if fresh else message.get("text")) or message.get("caption") or ""
     attachments, notes = [], []
     for ref in files_of(message):
         entry = files.get(ref.get("file_unique_id")) or {}
@@ -155,5 +169,5 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
         edit_of=own_id if edited else None,
         headers={"x-telegram-edited": "1"} if edited else {},
         # A private chat is one conversation: the rule `conversation` continues the
-        # sender's latest ticket.
-        chat=True)
+        # sender's latest ticket, unless the customer asked for a new one.
+        chat=not fresh)

@@ -335,3 +335,31 @@ def test_the_registry_knows_telegram_and_builds_it_only_with_a_token():
     assert CHANNELS["telegram"].transport(Config()) is None
     [adapter] = TELEGRAM.adapters(Config(telegram={"token": "123:abc"}), services)
     assert adapter.name == "telegram bot 123 (polling)"
+
+
+async def test_start_is_greeted_not_stored_and_new_opens_another_ticket(tg, pipeline, store):
+    """Pressing Start asks nothing: the bot says what to do, in the customer's language,
+    and no ticket is opened. A chat continues its ticket; /new starts another one."""
+    ann = tg.user(1001, "Аня", language_code="ru")
+    tg.send_text(ann, "/start")
+    tg.send_text(ann, "Не печатает принтер")
+    tg.send_text(ann, "Модель HP 1020")
+    tg.send_text(ann, "/new Нужен доступ к 1С")
+    tg.send_text(ann, "С понедельника")
+    async with running(adapter_for(tg, pipeline)):
+        await stored(store, 4)
+        await eventually(lambda: _confirmed(tg), what="the updates confirmed")
+    greetings = [m["text"] for m in tg.sent if m["method"] == "sendMessage"]
+    assert greetings == [Config().text("ru").bot_greeting]
+    tickets = await store.run(lambda s: s.execute(
+        select(Comment.ticket_id, Comment.text).where(Comment.author_kind == "contact")
+        .order_by(Comment.id)).all())
+    first, second = tickets[0].ticket_id, tickets[2].ticket_id
+    assert [tuple(t) for t in tickets] == [
+        (first, "Не печатает принтер"), (first, "Модель HP 1020"),
+        (second, "Нужен доступ к 1С"), (second, "С понедельника")]
+    assert first != second
+
+
+async def _confirmed(tg) -> bool:
+    return not tg.pending

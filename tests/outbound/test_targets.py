@@ -58,6 +58,8 @@ async def test_a_messenger_customer_is_answered_on_the_messenger(store, clock):
     await reply(store, config, clock, ticket, "Заменили картридж.")
     ack, answer = await customer_rows(store)
     assert ack[:3] == ("ack", "telegram", "4200000001")
+    # On a messenger one adds to a request by writing on, not by replying to a mail.
+    assert "просто напишите сюда" in ack[3] and "письмо" not in ack[3]
     assert answer == ("comment", "telegram", "4200000001", "Заменили картридж.", True)
     # The mail form is kept too, for a fallback to email when the row is sent.
     text = await store.run(lambda s: s.scalar(
