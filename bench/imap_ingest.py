@@ -117,11 +117,14 @@ def seed_directory(folder: Path, env: dict[str, str]) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def start_gateway(folder: Path, env: dict[str, str], name: str) -> subprocess.Popen:
-    command = [HELPGATE, "run"]
+def start_gateway(folder: Path, env: dict[str, str], name: str,
+                  *options: str) -> subprocess.Popen:
+    """`helpgate run [options]` in `folder`, its output in `<name>.log` (bench/messenger.py
+    starts its gateway here too)."""
+    command = [HELPGATE, "run", *options]
     if PROFILE:  # where the gateway's time goes (pip install pyinstrument)
         command = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o",
-                   f"{PROFILE}.{name}.txt", HELPGATE, "run"]
+                   f"{PROFILE}.{name}.txt", HELPGATE, "run", *options]
     # Its log to a file: a pipe nobody reads would stall it once full.
     with open(folder / f"{name}.log", "wb") as log:
         return subprocess.Popen(command, env=env, cwd=folder, stdout=log,

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -39,7 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
 
-HELPGATE = str(Path(sys.executable).parent / "helpgate")
+sys.path.insert(0, str(ROOT / "bench"))
+# The gateway as a process, and its memory: as bench/imap_ingest.py runs it.
+from imap_ingest import rss_mb, stop_gateway  # noqa: E402
+from imap_ingest import start_gateway as start_process  # noqa: E402
+
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
 WORDS = ("printer", "invoice", "login", "password", "delivery", "order", "refund", "app",
          "crashes", "cannot", "please", "help", "urgent", "again", "still", "broken",
@@ -156,33 +159,6 @@ def wait_for_database(path: Path, gateway: subprocess.Popen) -> Database:
     raise RuntimeError("helpgate made no database within 120 s")
 
 
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(current, peak) resident memory of a process, in MB."""
-    fields = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            fields[name] = value
-    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
-
-
-def start_gateway(folder: Path, env: dict[str, str]) -> subprocess.Popen:
-    # Its log to a file: a pipe nobody reads would stall it once full.
-    with open(folder / "gateway.log", "wb") as log:
-        return subprocess.Popen([HELPGATE, "run", "--log-level", "warning"], env=env,
-                                cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-
-
-def stop_gateway(gateway: subprocess.Popen) -> int:
-    gateway.send_signal(signal.SIGTERM)
-    try:
-        return gateway.wait(60)
-    except subprocess.TimeoutExpired:
-        gateway.kill()
-        return gateway.wait()
-
-
 def verify(path: Path, queued: dict[int, str | None]) -> list[str]:
     """What is wrong with the stored result: each update one inbound record, decided
     as a new ticket or a comment, with exactly one customer comment carrying its
@@ -232,7 +208,7 @@ def run(args: argparse.Namespace, folder: Path) -> int:
               "(not timed)")
         env = write_config(folder, tg)
         started = time.perf_counter()
-        gateway = start_gateway(folder, env)
+        gateway = start_process(folder, env, "gateway", "--log-level", "warning")
         profiler = None
         if args.profile:  # where the gateway's time goes (pip install py-spy)
             profiler = subprocess.Popen([PY_SPY, "record", "-f", "raw", "-o", args.profile,

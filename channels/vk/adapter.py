@@ -149,14 +149,20 @@ class VkAdapter:
     async def _check_token(self) -> None:
         """A wrong token stops the start with what to fix; VK out of reach does not (the
         events wait there, and staff can still be answered later)."""
+        await self._at_start(self._call("groups.getById", group_id=self.config.group_id),
+                             "going on")
+
+    async def _at_start(self, call, then: str) -> None:
+        """A start-up call: an answer the admin must fix stops the start; any other
+        answer, or VK out of reach, is logged and the adapter goes on (`then` says how)."""
         try:
-            await self._call("groups.getById", group_id=self.config.group_id)
+            await call
         except vk_api.ApiError as exc:
             if exc.code in START_FIXES:
                 raise self._start_error(exc) from None
-            log.warning("%s: VK answered %s at start", self.name, exc)
+            log.warning("%s: VK answered %s at start; %s", self.name, exc, then)
         except (requests.RequestException, vk_api.ApiHttpError) as exc:
-            log.warning("%s: VK out of reach at start (%s); going on", self.name, exc)
+            log.warning("%s: VK out of reach at start (%s); %s", self.name, exc, then)
 
     # ------------------------------------------------------------------ long poll
     async def _first_server(self) -> None:
@@ -165,14 +171,7 @@ class VkAdapter:
         stored = await self.services.cursors.get(self.key)
         if stored is not None:
             self.ts = stored[1]
-        try:
-            await self._new_server()
-        except vk_api.ApiError as exc:
-            if exc.code in START_FIXES:
-                raise self._start_error(exc) from None
-            log.warning("%s: VK answered %s at start; retrying", self.name, exc)
-        except (requests.RequestException, vk_api.ApiHttpError) as exc:
-            log.warning("%s: VK out of reach at start (%s); retrying", self.name, exc)
+        await self._at_start(self._new_server(), "retrying")
 
     async def _new_server(self, new_ts: bool = False) -> None:
         answer = await self._call("groups.getLongPollServer", group_id=self.config.group_id)
