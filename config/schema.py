@@ -483,6 +483,10 @@ class ThreadingConfig(Section):
     # quarantined (not dropped) until an admin replays them. 0 turns throttling off.
     throttle_max: int = 60
     throttle_window: str = "1h"
+    # A chat message from a customer with several open tickets waits this long for their
+    # answer which ticket it is for (the bot asks with buttons); unanswered, it goes to
+    # the most recently active one.
+    chat_choice_wait: str = "10m"
 
     @field_validator("marker")
     @classmethod
@@ -508,11 +512,11 @@ class ThreadingConfig(Section):
                                  "the author of a mail on the ticket they found")
         return value
 
-    @field_validator("throttle_window")
+    @field_validator("throttle_window", "chat_choice_wait")
     @classmethod
-    def _window(cls, value):
+    def _window(cls, value, info):
         if parse_window(value) is None:
-            raise ValueError("throttle_window must be a finite duration")
+            raise ValueError(f"{info.field_name} must be a finite duration")
         return value
 
     def public_domain_set(self) -> frozenset[str]:
@@ -546,6 +550,21 @@ class Texts(Section):
     attachment_not_attached: str
     file_too_big_to_receive: str
     file_not_received: str
+    # A messenger bot's answers to what a customer asks of it (gateway/actions.py).
+    chat_which_ticket: str
+    chat_new_ticket_button: str
+    chat_chosen: str
+    chat_chosen_new: str
+    chat_close_which: str
+    chat_closed: str
+    chat_already_closed: str
+    chat_nothing_open: str
+    chat_rate_prompt: str
+    chat_rated: str
+    chat_button_stale: str
+    chat_share_contact: str
+    chat_share_contact_button: str
+    chat_contact_bound: str
 
 
 TEXTS = {
@@ -591,6 +610,23 @@ TEXTS = {
                                  "по электронной почте.]"),
         file_not_received=("[Файл «{filename}» не удалось получить ({reason}): пожалуйста, "
                            "пришлите его ещё раз или по электронной почте.]"),
+        chat_which_ticket=("У вас несколько открытых обращений. К какому из них относится "
+                           "это сообщение?"),
+        chat_new_ticket_button="Новое обращение",
+        chat_chosen="Хорошо: ваши сообщения теперь идут в обращение {number}.",
+        chat_chosen_new="Хорошо: это новое обращение, его номер {number}.",
+        chat_close_which="Какое обращение закрыть?",
+        chat_closed="Обращение {number} закрыто. Спасибо!",
+        chat_already_closed="Обращение {number} уже закрыто.",
+        chat_nothing_open="У вас нет открытых обращений. Напишите, если нужна помощь.",
+        chat_rate_prompt="Оцените, пожалуйста, как мы помогли с обращением {number}: "
+                         "от 1 (плохо) до 5 (отлично).",
+        chat_rated="Спасибо за оценку {rating} из 5!",
+        chat_button_stale="Эта кнопка больше не действует.",
+        chat_share_contact=("Чтобы мы узнали вас и по другим каналам, поделитесь номером "
+                            "телефона (кнопка ниже) или напишите ваш адрес электронной почты."),
+        chat_share_contact_button="Поделиться номером телефона",
+        chat_contact_bound="Спасибо! Теперь мы знаем вас и по {what}.",
     ),
     "en": Texts(
         separator="##- Please type your reply above this line -##",
@@ -633,6 +669,23 @@ TEXTS = {
                                  "(at most {limit}): please send it by email instead.]"),
         file_not_received=("[The file \"{filename}\" could not be received ({reason}): "
                            "please send it again or by email.]"),
+        chat_which_ticket=("You have several open requests. Which one is this message "
+                           "about?"),
+        chat_new_ticket_button="A new request",
+        chat_chosen="Fine: your messages now go to request {number}.",
+        chat_chosen_new="Fine: this is a new request, number {number}.",
+        chat_close_which="Which request shall we close?",
+        chat_closed="Request {number} is closed. Thank you!",
+        chat_already_closed="Request {number} is closed already.",
+        chat_nothing_open="You have no open requests. Write to us whenever you need help.",
+        chat_rate_prompt="Please rate how we helped with request {number}: from 1 (poor) "
+                         "to 5 (excellent).",
+        chat_rated="Thank you for your rating of {rating} out of 5!",
+        chat_button_stale="This button no longer applies.",
+        chat_share_contact=("So that we know you on our other channels too, share your phone "
+                            "number (the button below) or write your email address."),
+        chat_share_contact_button="Share my phone number",
+        chat_contact_bound="Thank you! We now know you by your {what} too.",
     ),
 }
 

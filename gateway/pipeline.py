@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from helpgate.channels.base import InboundMessage
 from helpgate.channels.mail.parse import parse_safely
-from helpgate.config.schema import Config
+from helpgate.config.schema import Config, parse_window
+from helpgate.gateway.actions import CustomerActions
 from helpgate.gateway.channels import parse_kept
 from helpgate.gateway.status_service import status_service
 from helpgate.outbound.notify import Notifier, prefetch_acknowledgements
@@ -31,7 +32,7 @@ from helpgate.outbound.targets import Target
 from helpgate.threading.chain import decide
 from helpgate.threading.context import Action, Context, Decision, TicketView
 from helpgate.threading.subjects import chat_subject, new_ticket_subject
-from helpgate.ticketstore import people, statuses
+from helpgate.ticketstore import chats, people, statuses
 from helpgate.ticketstore.models import (
     Attachment,
     Comment,
@@ -102,6 +103,7 @@ class Pipeline:
         self.quiet = quiet
         self.notifier = Notifier(config)
         self.statuses = status_service(config, self.notifier, quiet)
+        self.actions = CustomerActions(config, self.notifier, self.statuses)
         # Called after messages were committed, e.g. to wake the outbox worker at once.
         self.on_commit: list[Callable[[], None]] = []
 
@@ -250,16 +252,18 @@ class Pipeline:
     # ------------------------------------------------------- inside one transaction
     def _decide_and_write(self, session: Session, inbound_id: int, message: InboundMessage,
                           ticket_type: str | None, now: datetime, replay: bool,
-                          finishing: list[dict] | None = None) -> Result:
+                          finishing: list[dict] | None = None, held: bool = False,
+                          no_asking: bool = False, chosen: int | None = None) -> Result:
         """Decide one kept message and write the decision. With `finishing` (a batch that
         has just inserted this message) the final state of its inbound row is collected
-        there for one update at the end of the batch."""
+        there for one update at the end of the batch. `held`: a message that waited for
+        the customer's answer which ticket (`no_asking`: and waits no longer)."""
         meta = {"ticket_type": ticket_type}
         if finishing is None:
             # The row lock makes this the only worker deciding this message: a replay
             # racing another replay, or a retry racing the first attempt, finds it done.
             row = session.get(InboundRow, inbound_id, with_for_update=True)
-            expected = "quarantined" if replay else "received"
+            expected = "quarantined" if replay else chats.HELD if held else "received"
             if row.state != expected:
                 if replay:
                     raise ReplayError(f"message {inbound_id} is {row.state}, not quarantined")
@@ -274,6 +278,12 @@ class Pipeline:
                 return _finish(session, inbound_id, "processed", edited, now, meta, finishing)
         if message.sender_id:
             reachable_again(session, message.channel, message.sender_id)
+        if message.action is not None:
+            done = self.actions.carry_out(session, message, inbound_id, now, self._decide_held)
+            result = Result(action=Action.ACTION, ticket=done.ticket,
+                            rules=[f"action:{message.action.name}"], reason=done.reason,
+                            inbound=inbound_id)
+            return _finish(session, inbound_id, "processed", result, now, meta, finishing)
         if message.sender_id and (message.sender_phone or message.sender_email):
             # They shared a phone or gave an email: one customer, one history (R-TH-10).
             people.bind(session, message.channel, message.sender_id, now,
@@ -282,7 +292,7 @@ class Pipeline:
             session.info.get("people", {}).pop(
                 identity_key(message.channel, message.sender_id), None)
         ctx = Context(message=message, config=self.config, now=now, replay=replay,
-                      history=self.quiet,
+                      history=self.quiet, no_asking=no_asking, just_chosen=chosen,
                       ticket_type=ticket_type or self.config.tickets.default_type)
         directory = SessionDirectory(session, settle=lambda t: self._settle(session, t, now))
         decide(ctx, directory)
@@ -293,15 +303,62 @@ class Pipeline:
                 _record_bounce(session, inbound_id, message, decision, now)
             result = Result(action=decision.action, rules=ctx.fired, reason=reason,
                             inbound=inbound_id)
+            if decision.action == Action.HELD:
+                if not self.quiet:
+                    self.actions.ask(session, message, decision, inbound_id, now)
+                return _finish(session, inbound_id, chats.HELD, result, now, meta, finishing)
             state = "ignored" if decision.action == Action.IGNORED else "quarantined"
             return _finish(session, inbound_id, state, result, now, meta, finishing)
         ticket, comment = self._write(session, ctx, inbound_id, now)
+        if message.sender_id and not message.chat and decision.action in (
+                Action.NEW_TICKET, Action.NEW_TICKET_AFTER_WINDOW) \
+                and decision.author is not None and decision.author.kind == "contact":
+            # A fresh start in a chat (/new): the customer's next messages go on there.
+            chats.choose(session, message.channel, message.sender_id, ticket.id)
         result = Result(action=decision.action, ticket=ticket.number,
                         previous_ticket=(decision.previous_ticket.number
                                          if decision.previous_ticket else None),
                         comment=comment.id, rules=ctx.fired, reason=reason,
                         inbound=inbound_id)
         return _finish(session, inbound_id, "processed", result, now, meta, finishing)
+
+    def _decide_held(self, session: Session, inbound_ids: list[int], fresh_first: bool,
+                     no_asking: bool = False, chosen: int | None = None) -> list[Result]:
+        """Decide held messages again, in order, now that the customer chose a ticket
+        (`chosen`, also remembered for their next messages); `fresh_first`: they asked
+        for a new ticket, which the first one opens and the rest follow."""
+        now = self.clock()
+        results = []
+        for index, inbound_id in enumerate(inbound_ids):
+            raw, channel, meta = _inbound_raw(session, inbound_id)
+            message = parse_kept(channel, raw, now)
+            if fresh_first and index == 0:
+                message = dataclasses.replace(message, chat=False)
+            results.append(self._decide_and_write(
+                session, inbound_id, message, meta.get("ticket_type"), now, replay=False,
+                held=True, no_asking=no_asking, chosen=chosen))
+        return results
+
+    async def process_held(self) -> list[Result]:
+        """Held messages whose question went unanswered for threading.chat_choice_wait go
+        to the customer's most recently active ticket (the gateway runs this every few
+        seconds), so that no message waits for an answer that never comes."""
+        wait = parse_window(self.config.threading.chat_choice_wait)
+        results = []
+        for inbound_id in await self.store.run(chats.held_before, self.clock() - wait):
+            found = await self.store.run(self._held_one, inbound_id)
+            results += found
+        for result in results:
+            _log_result(result)
+        if results:
+            self._committed()
+        return results
+
+    def _held_one(self, session: Session, inbound_id: int) -> list[Result]:
+        row = session.get(InboundRow, inbound_id, with_for_update=True)
+        if row.state != chats.HELD:   # the customer answered meanwhile
+            return []
+        return self._decide_held(session, [inbound_id], False, no_asking=True)
 
     def _settle(self, session: Session, row, now: datetime):
         """Apply the timers a ticket is owed (pending -> open, resolved -> closed) first,
@@ -362,7 +419,8 @@ class Pipeline:
             # that a refusal there falls back), or their address on mail.
             contact = author.id if author is not None and author.kind == "contact" else None
             ack_to = None if ctx.decision.no_acknowledgement else (
-                Target(message.channel, message.sender_id, contact) if message.sender_id
+                Target(message.channel, message.chat_id or message.sender_id, contact)
+                if message.sender_id
                 else message.sender_email)
             self.notifier.new_ticket(session, ticket, comment, ack_to, message.message_id, now)
         else:
@@ -406,7 +464,8 @@ class Pipeline:
                                               else ""), self.config.threading.marker)
                                or NO_SUBJECT)[:2000], type=ticket_type,
                       priority=self.config.tickets.priority, status=initial,
-                      channel=message.channel, contact_id=contact_id, company_id=company_id,
+                      channel=message.channel, chat=message.chat_id,
+                      contact_id=contact_id, company_id=company_id,
                       created_at=now, updated_at=now, status_changed_at=now,
                       open_seconds=0.0, open_since=now)
         ticket = Ticket(**values)

@@ -138,7 +138,8 @@ class Gateway:
 
     async def _undecided(self) -> None:
         """Decide, within seconds, what was kept but left undecided (R-TS-5): a decision
-        that failed and could not even be quarantined must not wait for a restart."""
+        that failed and could not even be quarantined must not wait for a restart; and
+        held chat messages once their wait for the customer's answer is over."""
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=UNDECIDED_SWEEP)
@@ -148,6 +149,11 @@ class Gateway:
                 decided = await self.pipeline.process_received(older_than=UNDECIDED_AGE)
                 if decided:
                     log.warning("decided %d messages left undecided", len(decided))
+                # Chat messages whose question which ticket went unanswered.
+                placed = await self.pipeline.process_held()
+                if placed:
+                    log.info("placed %d held chat messages nobody chose a ticket for",
+                             len(placed))
             except Exception:  # the database away: the next round retries
                 log.exception("deciding undecided messages failed")
 

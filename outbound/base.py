@@ -38,6 +38,9 @@ class Outgoing:
     # The words alone, without the mail's separator and quoted history: what a messenger
     # sends (`text` is the message as a mail).
     content: str = ""
+    # Buttons a messenger shows under the words: rows of (label, data), the data a
+    # ChatAction's (threading/message.py). Mail has none.
+    buttons: tuple[tuple[tuple[str, str], ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,8 @@ class Draft:
     # The words alone (what a messenger sends), and the contact it is addressed to.
     content: str = ""
     contact_id: int | None = None
+    # Rows of [label, data] a messenger shows under the words (outbound/base.py).
+    buttons: list[list[list[str]]] | None = None
 
 
 class Composer:
@@ -100,7 +102,8 @@ class Composer:
               content: str, event_key: str, comment: Comment | None = None,
               quoted: str | None = None, reply_to_ids: list[str] | None = None,
               auto: str = "auto-generated", texts: Texts | None = None,
-              attachments: list[int] | None = None) -> Draft:
+              attachments: list[int] | None = None,
+              buttons: list[list[list[str]]] | None = None) -> Draft:
         """One notification to `to` (a Target, or an email address): the words, and the
         same as a mail (separator, content, quoted history, threading headers), so that
         it can go out on whichever channel reaches the person when it is sent."""
@@ -125,7 +128,8 @@ class Composer:
                      comment_id=comment.id if comment else None,
                      message_id=make_message_id(ticket.number, mail.message_id_domain),
                      headers=headers, attachments=list(attachments or []),
-                     content=content.strip(), contact_id=to.contact_id)
+                     content=content.strip(), contact_id=to.contact_id,
+                     buttons=buttons if to.channel != "email" else None)
 
     def customer_targets(self, ticket: Ticket, contact: Contact | None,
                          company: Company | None, known: dict[str, str] | None = None,
@@ -141,6 +145,10 @@ class Composer:
         found = reach(known, via or ticket.channel, rules.fallback_order) \
             if contact is not None else None
         targets: list[Target] = []
+        chat = getattr(ticket, "chat", None)
+        if found is not None and chat and found[0] == ticket.channel:
+            # A ticket of a customer company's group chat is answered in the group.
+            found = (ticket.channel, chat)
         if found is not None:
             targets.append(Target(*found, contact_id=contact.id))
         elif contact is not None and company is not None and company.email:

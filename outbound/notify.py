@@ -13,10 +13,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from helpgate.config.schema import Config
+from helpgate.config.schema import Config, Texts
 from helpgate.outbound.compose import Composer, Draft
 from helpgate.outbound.targets import Target, addresses
+from helpgate.threading.context import TicketView
 from helpgate.threading.markers import format_marker, reply_address
+from helpgate.threading.message import ChatAction
 from helpgate.ticketstore.models import (
     Attachment,
     Comment,
@@ -120,10 +122,15 @@ class Notifier:
         texts = self.compose.texts_for(language)
         content = texts.status_text.format(
             number=ticket.number, status=self.config.status_name(change.to_status, language))
+        # A resolved ticket may be rated: on a messenger with buttons under the words.
+        rated = change.to_status in {s.id for s in self.config.statuses.states if s.closed}
         drafts = [self.compose.draft(
             kind="status", ticket=ticket, to=target, texts=texts,
-            subject=self.compose.subject(texts.status_subject, ticket), content=content,
-            event_key=f"status{change.id}", reply_to_ids=self._customer_thread(session, ticket))
+            subject=self.compose.subject(texts.status_subject, ticket),
+            content=content + ("\n\n" + texts.chat_rate_prompt.format(number=ticket.number)
+                               if rated and target.channel != "email" else ""),
+            event_key=f"status{change.id}", reply_to_ids=self._customer_thread(session, ticket),
+            buttons=rating_buttons(ticket.number) if rated else None)
             for target in self._customer_targets(session, ticket)]
         return self._queue(session, drafts, now)
 
@@ -141,6 +148,19 @@ class Notifier:
             auto="auto-replied")
         self._reply_token(session, ticket, draft, employee_id, now)
         return self._queue(session, [draft], now)
+
+    def to_chat(self, session: Session, to: Target, content: str, key: str, now: datetime,
+                buttons: list | None = None, ticket_id: int | None = None) -> list[Draft]:
+        """A messenger bot's answer to what a customer asked of it (gateway/actions.py):
+        the words and the buttons, in the chat they asked in."""
+        draft = Draft(kind="bot", channel=to.channel, recipient=to.recipient, subject="",
+                      text=content.strip() + "\n", dedupe_key=f"bot:{key}", ticket_id=ticket_id,
+                      content=content.strip(), contact_id=to.contact_id, buttons=buttons)
+        return self._queue(session, [draft], now)
+
+    def texts_for_ticket(self, session: Session, ticket: Ticket | TicketView) -> Texts:
+        """The texts in the language of the ticket's customer."""
+        return self.compose.texts_for(self._language(session, ticket))
 
     def _language(self, session: Session, ticket: Ticket) -> str:
         """The customer's language, judged from their latest message on the ticket."""
@@ -239,7 +259,8 @@ class Notifier:
                  "html": None, "content": d.content, "contact_id": d.contact_id,
                  "message_id": d.message_id, "headers": d.headers,
                  "ticket_id": d.ticket_id, "comment_id": d.comment_id,
-                 "attachments": d.attachments or None, "state": "queued",
+                 "attachments": d.attachments or None, "buttons": d.buttons,
+                 "state": "queued",
                  "attempts": 0, "next_attempt_at": now, "created_at": now}
                 for d in drafts]
         insert_later(session, OutboxMessage, rows, conflict=("dedupe_key",))
@@ -257,6 +278,11 @@ _ACKS_PER_RECIPIENT = select(_OUTBOX.c.recipient, func.count()).where(
 ).group_by(_OUTBOX.c.recipient)
 # Per transaction: acknowledgements to each address within the hour, this one's included.
 _ACK_COUNTS = "acknowledgements"
+
+
+def rating_buttons(number: int) -> list:
+    """Buttons 1-5 that rate ticket `number` (threading/message.py ChatAction "rate")."""
+    return [[[str(score), ChatAction("rate", number, score).data()] for score in range(1, 6)]]
 
 
 def prefetch_acknowledgements(session: Session, addresses: list[str | None], limit: int,

@@ -73,7 +73,9 @@ def claim(session: Session, channels: list[str], now: datetime, lease: timedelta
     return [Outgoing(id=r.id, channel=r.channel, kind=r.kind, recipient=r.recipient,
                      subject=r.subject, text=r.text, html=r.html, message_id=r.message_id,
                      headers=dict(r.headers or {}), attachments=files.get(r.id, ()),
-                     content=r.content if r.content is not None else r.text)
+                     content=r.content if r.content is not None else r.text,
+                     buttons=tuple(tuple((str(label), str(data)) for label, data in row)
+                                   for row in r.buttons or ()))
             for r in rows]
 
 

@@ -28,7 +28,7 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.types import BufferedInputFile
+from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
 
 from helpgate.config.schema import Config, TelegramConfig
 from helpgate.outbound.base import DeliveryResult, Outgoing
@@ -72,6 +72,16 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     return [part.rstrip("\n") for part in parts if part.strip()]
 
 
+def keyboard(buttons) -> InlineKeyboardMarkup | None:
+    """Rows of (label, data) -> inline buttons; pressing one sends us a callback query
+    with the data (channels/telegram/parse.py reads it as a ChatAction)."""
+    if not buttons:
+        return None
+    return InlineKeyboardMarkup(inline_keyboard=[
+        [InlineKeyboardButton(text=label[:64], callback_data=data[:64]) for label, data in row]
+        for row in buttons])
+
+
 class TelegramTransport:
     channel = "telegram"
 
@@ -84,9 +94,12 @@ class TelegramTransport:
         chat_id = message.recipient
         parts = split_text(message.content or message.text)
         done = 0
+        markup = keyboard(message.buttons)
         try:
-            for part in parts:
-                await self.bot.send_message(chat_id, part)
+            for index, part in enumerate(parts):
+                # The buttons go under the last part, where the question is.
+                await self.bot.send_message(
+                    chat_id, part, reply_markup=markup if index == len(parts) - 1 else None)
                 done += 1
             for file in message.attachments:
                 await self.bot.send_document(

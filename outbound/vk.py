@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 
 import requests
 import vk_api
@@ -70,6 +71,15 @@ def split(text: str, limit: int = MAX_LENGTH) -> list[str]:
     return parts
 
 
+def keyboard(buttons) -> str:
+    """Rows of (label, data) -> an inline keyboard of callback buttons (VK allows at
+    most 6 rows of 5 in an inline keyboard; labels up to 40 characters)."""
+    return json.dumps({"inline": True, "buttons": [
+        [{"action": {"type": "callback", "label": label[:40],
+                     "payload": json.dumps({"a": data})}}
+         for label, data in row[:5]] for row in buttons[:6]]}, ensure_ascii=False)
+
+
 class Refused(Exception):
     """VK will not take a file (its type, its size): the message goes without it."""
 
@@ -110,6 +120,10 @@ class VkTransport:
         if not parts and not groups:
             raise _Empty("nothing to send: the message has no text and no files")
         calls: list[dict] = [{"message": part} for part in parts] or [{}]
+        if message.buttons:
+            # Under the last part, where the question is (callback buttons: a press
+            # comes back as a message_event with the payload).
+            calls[-1]["keyboard"] = keyboard(message.buttons)
         # The files go with the last part; more than one message's worth on their own.
         calls[-1]["attachment"] = ",".join(groups[0]) if groups else ""
         calls += [{"attachment": ",".join(group)} for group in groups[1:]]

@@ -23,6 +23,10 @@ class Action(StrEnum):
     IGNORED = "ignored"
     DUPLICATE = "duplicate"
     QUARANTINED = "quarantined"
+    # A request to a messenger bot (close, choose, rate), carried out (gateway/actions.py).
+    ACTION = "action"
+    # Kept, not yet decided: the customer is asked which of their open tickets it is for.
+    HELD = "held"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,8 @@ class Decision:
     # Why a mail from an employee's address did not prove it came from them (staff_auth):
     # it is kept as a private note, relayed to no one, and the employee is told why.
     unverified_staff: str | None = None
+    # HELD: the tickets the customer is asked to choose among (rule conversation).
+    choices: tuple[TicketView, ...] = ()
 
 
 @dataclass(slots=True)
@@ -94,6 +100,11 @@ class Context:
     # An admin imports a mailbox's history (helpgate import): its employees' mail is
     # staff's as it was then, though it carries no reply token of ours.
     history: bool = False
+    # The customer was asked which ticket a chat message is for and did not answer in
+    # time: it goes to their most recent one instead of waiting longer.
+    no_asking: bool = False
+    # The ticket id the customer has just chosen for held messages, whatever its state.
+    just_chosen: int | None = None
     decision: Decision = field(default_factory=Decision)
     fired: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -103,11 +114,12 @@ class Context:
         self.notes.append(f"{rule}: {note}")
 
     def stop(self, rule: str, action: Action, reason: str) -> None:
-        """End the chain: the message is ignored or quarantined, no ticket is touched."""
+        """End the chain: the message is ignored, quarantined or held; no ticket is
+        touched."""
         self.decision.action = action
         self.decision.reason = reason
         self.fire(rule, reason)
 
     @property
     def stopped(self) -> bool:
-        return self.decision.action in (Action.IGNORED, Action.QUARANTINED)
+        return self.decision.action in (Action.IGNORED, Action.QUARANTINED, Action.HELD)

@@ -23,6 +23,19 @@ class ReplyToken:
     revoked: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ChatTickets:
+    """A customer's tickets in one chat (their private chat with the bot, or a group):
+    what rule conversation chooses among."""
+
+    # The ticket they chose for their messages (a button, /new), when it still exists.
+    chosen: TicketView | None
+    # The most recent ticket, whatever its state (reopen rules decide what it may take).
+    latest: TicketView | None
+    # Tickets not in a closed-class state, the most recently active first.
+    open: tuple[TicketView, ...] = ()
+
+
 class Directory(Protocol):
     def ticket_by_number(self, number: int) -> TicketView | None:
         """The ticket with this number, locked for the rest of the transaction."""
@@ -40,8 +53,12 @@ class Directory(Protocol):
         """The employee with this id on the channel, else the contact with it; on
         "email" the id is the address (person_by_email)."""
 
-    def latest_ticket(self, contact_id: int, channel: str) -> TicketView | None:
-        """The contact's most recent ticket that came through this channel, locked."""
+    def chat_tickets(self, contact_id: int, channel: str, sender_id: str | None,
+                     chat: str | None, open_statuses: list[str]) -> ChatTickets:
+        """The contact's tickets from `channel` in `chat` (None: their private chat)."""
+
+    def company_by_chat(self, channel: str, chat: str) -> int | None:
+        """The customer company a group chat is bound to in the directory."""
 
     def company_by_domain(self, domain: str) -> int | None:
         """The id of the company owning this mail domain."""

@@ -23,6 +23,40 @@ class InboundAttachment:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatAction:
+    """What a customer asked the bot to do, rather than words for a ticket: close a
+    ticket (/close), choose which open ticket their messages go to, rate a resolved one.
+
+    `ticket` is the number the button named (None: the command named none); `value` the
+    rating 1-5. Buttons carry it as `data()` (Telegram's callback_data, VK's payload).
+    """
+
+    name: str                 # "close" | "choose" | "rate" | "new"
+    ticket: int | None = None
+    value: int | None = None
+
+    NAMES = ("close", "choose", "rate", "new")
+
+    def data(self) -> str:
+        return ":".join(str(part) for part in (self.name, self.ticket, self.value)
+                        if part is not None)
+
+    @classmethod
+    def from_data(cls, data: str) -> ChatAction | None:
+        """A button's data -> the action; None for data that is not one of ours."""
+        name, *rest = (data or "").split(":")
+        if name not in cls.NAMES or len(rest) > 2 or not all(p.isdigit() for p in rest):
+            return None
+        numbers = [int(p) for p in rest]
+        action = cls(name, *numbers)
+        if name == "rate" and (action.ticket is None or action.value not in range(1, 6)):
+            return None
+        if name == "choose" and action.ticket is None:
+            return None
+        return action
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryStatus:
     """What a bounce (RFC 3464 DSN) reports about one of our outgoing messages."""
 
@@ -71,6 +105,12 @@ class InboundMessage:
     # A messenger's edit: the `message_id` of the message it rewrites. The comment that
     # message made takes the new text and keeps the old one in its history.
     edit_of: str | None = None
+    # Not words but a request to the bot (a command, a pressed button): carried out by
+    # gateway/actions.py, stored as no comment.
+    action: ChatAction | None = None
+    # The messenger chat the message came from when it is not the sender's private chat
+    # (a customer company's group): replies go there.
+    chat_id: str | None = None
 
     @property
     def sender_key(self) -> str | None:

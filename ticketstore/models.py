@@ -185,13 +185,19 @@ class Identity(Base):
     __tablename__ = "identities"
     __table_args__ = (UniqueConstraint("kind", "channel", "external_id"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    kind: Mapped[str] = mapped_column(Bounded(10))  # "contact" | "employee"
+    # "contact" | "employee" | "company" (a customer company's group chat)
+    kind: Mapped[str] = mapped_column(Bounded(10))
     channel: Mapped[str] = mapped_column(Bounded(20))
     external_id: Mapped[str] = mapped_column(Bounded(255))
     contact_id: Mapped[int | None] = mapped_column(
         ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
     employee_id: Mapped[int | None] = mapped_column(
         ForeignKey("employees.id", ondelete="CASCADE"), index=True)
+    company_id: Mapped[int | None] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"))
+    # The ticket the person chose for their chat messages when several are open (a
+    # button the bot offered, or /new): their next messages go there while it is open.
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
     created_at: Mapped[datetime]
     # The channel refused to deliver to them (they blocked the bot): passed over when a
     # channel is chosen for them, until they write from it again.
@@ -221,6 +227,12 @@ class Ticket(Base):
     resolved_at: Mapped[datetime | None]
     open_seconds: Mapped[float] = mapped_column(default=0.0)
     open_since: Mapped[datetime | None]
+    # The customer's rating of the resolved ticket, 1-5 (a messenger's buttons).
+    rating: Mapped[int | None]
+    rated_at: Mapped[datetime | None]
+    # The messenger group chat the ticket lives in (a customer company's), when replies
+    # go there rather than to the contact's private chat.
+    chat: Mapped[str | None] = mapped_column(Bounded(100))
 
 
 class TicketLink(Base):
@@ -351,6 +363,9 @@ class OutboxMessage(Base):
     comment_id: Mapped[int | None] = mapped_column(ForeignKey("comments.id"))
     # Ids of the stored attachments this message carries (outbound/attachments.py).
     attachments: Mapped[list | None]
+    # Buttons a messenger shows under the message: rows of [label, action data]
+    # (threading/message.py ChatAction); mail shows the words alone.
+    buttons: Mapped[list | None]
     state: Mapped[str] = mapped_column(Bounded(20), index=True)
     # The gateway instance that claimed the row last (gateway_instances.id; no foreign
     # key: the instance's row goes when it stops, the claim's trace stays).

@@ -59,11 +59,22 @@ class CompanyEntry(_Entry):
     domains: list[str] = []
     email: str | None = None
     phone: str | None = None
+    # The company's group chats with the bot, per channel ({"telegram": [-100123…]}):
+    # tickets opened there belong to the company.
+    groups: dict[str, list[str]] = {}
 
     @field_validator("domains")
     @classmethod
     def _domains(cls, value):
         return [d.strip().lower().lstrip("@") for d in value if d.strip()]
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _groups(cls, value):
+        if not isinstance(value, dict):
+            raise ValueError('a table of channel -> chat ids, e.g. {"telegram": [-1001234]}')
+        return {str(channel): [str(chat).strip() for chat in (
+            chats if isinstance(chats, list) else [chats])] for channel, chats in value.items()}
 
 
 class ContactEntry(_Entry):
@@ -160,6 +171,9 @@ def upsert_company(session: Session, entry: CompanyEntry, now: datetime) -> Comp
             raise DirectoryError(f"domain {domain} already belongs to company {other.name!r}")
         if owner is None:
             session.add(CompanyDomain(domain=domain, company_id=company.id))
+    for channel, chats in entry.groups.items():
+        for chat in chats:
+            _set_identities(session, "company", company.id, {channel: chat}, now, entry.name)
     session.flush()
     return company
 

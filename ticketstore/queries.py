@@ -57,6 +57,11 @@ def ticket_detail(session: Session, config: Config, ticket: Ticket, now: datetim
     out["resolution_seconds"] = (round(resolution_seconds(ticket, now), 3)
                                  if ticket.closed_at is not None else None)
     out["pending_until"] = iso(ticket.pending_until)
+    # The customer's rating of the resolved ticket (1-5, a messenger's buttons).
+    out["rating"] = ticket.rating
+    out["rated_at"] = iso(ticket.rated_at)
+    if ticket.chat:
+        out["chat"] = ticket.chat
     return out
 
 

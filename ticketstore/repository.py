@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    and_,
     bindparam,
     create_engine,
     delete,
@@ -38,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import Session, sessionmaker
 
 from helpgate.threading.context import Person, TicketView
-from helpgate.threading.directory import ReplyToken
+from helpgate.threading.directory import ChatTickets, ReplyToken
 from helpgate.threading.message import InboundMessage
 from helpgate.ticketstore.models import (
     ChannelCursor,
@@ -343,9 +344,30 @@ TICKETS = Ticket.__table__
 _TICKET_BY_NUMBER = select(TICKETS).where(TICKETS.c.number == bindparam("number")) \
     .with_for_update()
 _TICKET_BY_ID = select(TICKETS).where(TICKETS.c.id == bindparam("ticket_id")).with_for_update()
-_LATEST_TICKET = select(TICKETS).where(
-    TICKETS.c.contact_id == bindparam("contact_id"), TICKETS.c.channel == bindparam("channel")
-).order_by(TICKETS.c.id.desc()).limit(1).with_for_update()
+# A customer's tickets in one chat: their private chat with the bot (tickets.chat unset)
+# or a group's.
+# (Two forms each: "chat IS NULL" and "chat = :chat", as a NULL parameter compares to
+# nothing.)
+_IN_CHAT = {private: and_(TICKETS.c.contact_id == bindparam("contact_id"),
+                          TICKETS.c.channel == bindparam("channel"),
+                          TICKETS.c.chat.is_(None) if private
+                          else TICKETS.c.chat == bindparam("chat"))
+            for private in (True, False)}
+_LATEST_TICKET = {private: select(TICKETS).where(where).order_by(TICKETS.c.id.desc())
+                  .limit(1).with_for_update() for private, where in _IN_CHAT.items()}
+# At most this many open tickets are offered as buttons.
+CHAT_CHOICES = 5
+_OPEN_IN_CHAT = {private: select(TICKETS).where(
+    where, TICKETS.c.status.in_(bindparam("statuses", expanding=True))
+).order_by(TICKETS.c.updated_at.desc(), TICKETS.c.id.desc()).limit(CHAT_CHOICES)
+    .with_for_update() for private, where in _IN_CHAT.items()}
+_IDENTITIES = Identity.__table__
+_CHOSEN_TICKET = select(TICKETS).join(_IDENTITIES, _IDENTITIES.c.ticket_id == TICKETS.c.id) \
+    .where(_IDENTITIES.c.kind == "contact", _IDENTITIES.c.channel == bindparam("channel"),
+           _IDENTITIES.c.external_id == bindparam("external_id")).with_for_update()
+_CHAT_COMPANY = select(_IDENTITIES.c.company_id).where(
+    _IDENTITIES.c.kind == "company", _IDENTITIES.c.channel == bindparam("channel"),
+    _IDENTITIES.c.external_id == bindparam("chat"))
 _INBOUND_BY_KEYS = select(INBOUND.c.id, INBOUND.c.channel, INBOUND.c.dedupe_key).where(
     INBOUND.c.dedupe_key.in_(bindparam("keys", expanding=True)))
 # The history a reply on a ticket may quote (quote stripping, R-TH-2): the latest
@@ -544,9 +566,23 @@ class SessionDirectory:
         return self._view(connection(self.session).execute(
             _TICKET_BY_ID, {"ticket_id": ticket_id}).first())
 
-    def latest_ticket(self, contact_id: int, channel: str) -> TicketView | None:
-        return self._view(connection(self.session).execute(
-            _LATEST_TICKET, {"contact_id": contact_id, "channel": channel}).first())
+    def chat_tickets(self, contact_id: int, channel: str, sender_id: str | None,
+                     chat: str | None, open_statuses: list[str]) -> ChatTickets:
+        db = connection(self.session)
+        where = {"contact_id": contact_id, "channel": channel,
+                 **({"chat": chat} if chat is not None else {})}
+        chosen = db.execute(_CHOSEN_TICKET, {"channel": channel, "external_id": sender_id}
+                            ).first() if sender_id else None
+        return ChatTickets(
+            chosen=self._view(chosen) if chosen is not None and chosen.channel == channel
+            and chosen.chat == chat else None,
+            latest=self._view(db.execute(_LATEST_TICKET[chat is None], where).first()),
+            open=tuple(self._view(row) for row in db.execute(
+                _OPEN_IN_CHAT[chat is None], {**where, "statuses": open_statuses})))
+
+    def company_by_chat(self, channel: str, chat: str) -> int | None:
+        return connection(self.session).scalar(_CHAT_COMPANY,
+                                               {"channel": channel, "chat": chat})
 
     def outbox_id_by_message_id(self, message_id: str) -> int | None:
         flush_later(self.session)

@@ -231,20 +231,38 @@ class TelegramAdapter:
     async def _store(self, updates: list[dict]) -> None:
         """Updates -> envelopes -> the pipeline; returns once they are committed."""
         raws = []
+        queries = []
         for update in updates:
+            kind = parse.update_kind(update)
+            if kind == "callback_query":
+                queries.append(update[kind]["id"])
             reason = parse.unhandled(update)
             if reason is not None:
                 log.info("telegram: update %s skipped: %s is not handled yet",
                          update.get("update_id"), reason)
                 continue
-            message = update[parse.update_kind(update)]
+            message = update[kind]
+            if kind in parse.MESSAGE_KINDS and message["chat"].get("type") in parse.GROUPS \
+                    and not parse.addressed(message, self.bot_id, self.username):
+                continue   # a group's talk among its members, not to the bot
             if parse.command(message) == ("start", "") and "message" in update:
                 await self._greet(message)  # pressing Start asks nothing yet
                 continue
-            raws.append(parse.envelope(update, await self._files(update)))
+            raws.append(parse.envelope(update, await self._files(update), self.username))
         if raws:
             messages = await self.services.parse_many(parse.CHANNEL, raws)
             await self.services.ingest(messages, self.config.ticket_type)
+        for query_id in queries:
+            await self._answer_query(query_id)
+
+    async def _answer_query(self, query_id: str) -> None:
+        """Stop the pressed button's spinner once the press is stored (the bot's answer
+        follows as a message). A query answered late or twice (a batch fetched again
+        after a crash) is refused by Telegram: nothing is lost by that."""
+        try:
+            await self.bot.answer_callback_query(query_id)
+        except (TelegramAPIError, *PASSING) as exc:
+            log.debug("telegram: callback query %s not answered: %s", query_id, exc)
 
     async def _greet(self, message: dict) -> None:
         """Answer /start with what to do; a greeting that fails is only logged (the

@@ -7,7 +7,13 @@ downloadable when the record is read again):
     {"update": <the Update as Telegram sent it>,
      "files": {file_unique_id: {"name", "mime", "data_b64"}
                              | {"name", "mime", "too_big": size, "note"?}
-                             | {"name", "mime", "failed": reason, "note"?}}}
+                             | {"name", "mime", "failed": reason, "note"?}},
+     "bot": <the bot's username>?}
+
+Besides words, an update may be a request to the bot (threading/message.py ChatAction):
+/close, or a pressed inline button (a callback query whose data names the action). In a
+customer company's group chat the adapter keeps only what is addressed to the bot (a
+mention, a reply to it, a command); the mention is taken out of the words here.
 
 `note` is the line for the ticket, written by the adapter in the customer's language
 with the admin's texts; a record without one gets the English built-in text. `parse`
@@ -18,10 +24,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
-from helpgate.channels.base import InboundAttachment, InboundMessage
+from helpgate.channels.base import ChatAction, InboundAttachment, InboundMessage
 from helpgate.config.schema import TEXTS, format_size
 
 CHANNEL = "telegram"
@@ -29,17 +36,19 @@ CHANNEL = "telegram"
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 # The updates this channel reads; asked for in getUpdates/setWebhook, so Telegram does
 # not send the rest (callback queries, member changes) at all.
-ALLOWED_UPDATES = ["message", "edited_message"]
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 MESSAGE_KINDS = ("message", "edited_message")
+GROUPS = ("group", "supergroup")
 # What a message may carry besides text, to name what is not handled yet.
 CONTENT_KINDS = ("sticker", "voice", "video_note", "video", "audio", "animation", "location",
                  "venue", "poll", "dice", "game", "story", "contact", "photo", "document")
 
 
-def envelope(update: dict, files: dict[str, dict] | None = None) -> bytes:
+def envelope(update: dict, files: dict[str, dict] | None = None,
+             bot: str | None = None) -> bytes:
     """The raw record kept for one update."""
-    return json.dumps({"update": update, "files": files or {}}, ensure_ascii=False,
-                      separators=(",", ":")).encode()
+    record = {"update": update, "files": files or {}, **({"bot": bot} if bot else {})}
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def update_kind(update: dict) -> str:
@@ -53,16 +62,54 @@ def unhandled(update: dict) -> str | None:
     posts and bot status changes are no one's request, and keeping them would fill the
     quarantine with noise staff must clear."""
     kind = update_kind(update)
+    if kind == "callback_query":
+        query = update[kind]
+        if ChatAction.from_data(query.get("data") or "") is None:
+            return "callback_query with data not of ours"
+        return "callback_query from a bot" if (query.get("from") or {}).get("is_bot") else None
     if kind not in MESSAGE_KINDS:
         return kind
     message = update[kind]
     chat_type = (message.get("chat") or {}).get("type")
-    if chat_type != "private":
+    if chat_type != "private" and chat_type not in GROUPS:
         return f"{kind} in a {chat_type} chat"
     sender = message.get("from")
     if not sender or sender.get("is_bot"):
         return f"{kind} from a bot"
     return None
+
+
+def addressed(message: dict, bot_id: int, username: str | None) -> bool:
+    """Whether a group message is for the bot: it mentions the bot, replies to one of
+    its messages, or is a command (to the bot by name, or to any bot: a group's members
+    type /new without a name)."""
+    reply = message.get("reply_to_message") or {}
+    if (reply.get("from") or {}).get("id") == bot_id and not message.get("is_topic_message"):
+        return True
+    text = message.get("text") or message.get("caption") or ""
+    name = (username or "").lower()
+    for entity in message.get("entities") or message.get("caption_entities") or []:
+        part = _utf16_slice(text, entity.get("offset", 0), entity.get("length", 0)).lower()
+        if entity.get("type") == "mention" and name and part == f"@{name}":
+            return True
+        if entity.get("type") == "text_mention" and (entity.get("user") or {}).get("id") \
+                == bot_id:
+            return True
+        if entity.get("type") == "bot_command" and entity.get("offset") == 0:
+            return "@" not in part or part.endswith(f"@{name}")
+    return False
+
+
+def _utf16_slice(text: str, offset: int, length: int) -> str:
+    # Telegram counts entity offsets in UTF-16 code units.
+    units = text.encode("utf-16-le")
+    return units[offset * 2:(offset + length) * 2].decode("utf-16-le", errors="replace")
+
+
+def _without_mention(text: str, username: str | None) -> str:
+    if not username:
+        return text
+    return re.sub(rf"(?i)(^|\s)@{re.escape(username)}\b[,:]?", r"\1", text).strip()
 
 
 def command(message: dict) -> tuple[str | None, str]:
@@ -125,14 +172,25 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
     if reason is not None:
         return InboundMessage(channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
                               problem=f"telegram update of kind {reason} is not handled yet")
+    if kind == "callback_query":
+        return _button(update[kind], raw, key, received_at)
     message = update[kind]
     sender = message["from"]
-    name = " ".join(part for part in (sender.get("first_name"), sender.get("last_name"))
-                    if part) or None
+    name = _name(sender)
+    chat = message["chat"]
+    group = str(chat["id"]) if chat.get("type") in GROUPS else None
     # /new: the words after it open a ticket of their own (no chat to continue).
     asked, rest = command(message)
     fresh = asked == "new"
+    if asked == "close":
+        number = rest.lstrip("#№ ").split(" ", 1)[0]
+        return InboundMessage(
+            channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
+            sender_id=str(sender["id"]), sender_name=name, chat_id=group,
+            action=ChatAction("close", int(number) if number.isdigit() else None))
     text = (rest or "/new" if fresh else message.get("text")) or message.get("caption") or ""
+    if group:
+        text = _without_mention(text, record.get("bot"))
     attachments, notes = [], []
     for ref in files_of(message):
         entry = files.get(ref.get("file_unique_id")) or {}
@@ -170,4 +228,20 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
         headers={"x-telegram-edited": "1"} if edited else {},
         # A private chat is one conversation: the rule `conversation` continues the
         # sender's latest ticket, unless the customer asked for a new one.
-        chat=not fresh)
+        chat=not fresh, chat_id=group)
+
+
+def _name(sender: dict) -> str | None:
+    return " ".join(part for part in (sender.get("first_name"), sender.get("last_name"))
+                    if part) or None
+
+
+def _button(query: dict, raw: bytes, key: str, received_at: datetime) -> InboundMessage:
+    """A pressed inline button: the action its data names, by whoever pressed it."""
+    sender = query["from"]
+    chat = (query.get("message") or {}).get("chat") or {}
+    return InboundMessage(
+        channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
+        sender_id=str(sender["id"]), sender_name=_name(sender),
+        chat_id=str(chat["id"]) if chat.get("type") in GROUPS else None,
+        action=ChatAction.from_data(query["data"]))

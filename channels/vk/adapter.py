@@ -17,10 +17,11 @@ Callback API: VK POSTs each event to our server and re-sends it until it gets "o
 secret is checked first (a mismatch stores nothing), the event is stored, and only then
 "ok" is answered; a failure answers 500, so VK sends it again.
 
-Only a user's messages in a dialog with the community (message_new, message_edit) are
-stored. Other events (typing, allow/deny, button presses, the community's own messages)
-and group chats are skipped without storing: they carry no customer's words, and keeping
-each as a quarantined record would bury the real problems an admin must look at.
+Only a user's messages in a dialog with the community (message_new, message_edit) and
+their presses of the bot's buttons (message_event with our payload) are stored. Other
+events (typing, allow/deny, the community's own messages) and group chats are skipped
+without storing: they carry no customer's words, and keeping each as a quarantined
+record would bury the real problems an admin must look at.
 """
 
 from __future__ import annotations
@@ -268,10 +269,26 @@ class VkAdapter:
                       len(events) - len(wanted))
         if not wanted:
             return []
-        names = await self._sender_names(wanted)
-        raws = [envelope(event, await self._files(event), names) for event in wanted]
+        words = [event for event in wanted if event.get("type") != "message_event"]
+        names = await self._sender_names(words) if words else {}
+        raws = [envelope(event, await self._files(event), names) if event in words
+                else envelope(event) for event in wanted]
         messages = await self.services.parse_many(CHANNEL, raws)
-        return await self.services.ingest(messages, self.config.ticket_type)
+        results = await self.services.ingest(messages, self.config.ticket_type)
+        for event in wanted:
+            if event.get("type") == "message_event":
+                await self._answer_press(event["object"])
+        return results
+
+    async def _answer_press(self, press: dict) -> None:
+        """Stop the pressed button's spinner once the press is stored (the bot's answer
+        follows as a message); a failure here loses nothing."""
+        try:
+            await self._call("messages.sendMessageEventAnswer", event_id=press["event_id"],
+                             user_id=press["user_id"], peer_id=press["peer_id"])
+        except Exception as exc:
+            log.debug("%s: button press %s not answered: %s", self.name,
+                      press.get("event_id"), exc)
 
     async def _sender_names(self, events: list[dict]) -> dict[str, str]:
         """"First Last" of the senders (the contact's name); none when VK will not say:

@@ -22,8 +22,9 @@ from helpgate.channels.vk import api
 from helpgate.channels.vk.adapter import START_FIXES
 from helpgate.config.schema import Config, VkConfig
 
-# The events the adapter reads; the Long Poll API must deliver both.
-EVENTS = ("message_new", "message_edit")
+# The events the adapter reads; the Long Poll API must deliver all three (message_event:
+# a customer's press of the bot's buttons).
+EVENTS = ("message_new", "message_edit", "message_event")
 SETTINGS_PLACE = "the community's settings (Manage → API usage"
 NOT_CONFIGURED = Finding(
     "config", False, "vk is not configured: set [vk] token and group_id",

@@ -10,6 +10,10 @@ fetched for it, so a replay needs no network:
 
 `parse` never raises: a record it cannot read becomes a message with `problem` set, which
 the pipeline quarantines.
+
+Besides words, a customer may ask the bot for something (threading/message.py ChatAction):
+"/close", "/new …", or a pressed callback button (a message_event whose payload
+{"a": <action data>} names the action; outbound/vk.py makes those buttons).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import binascii
 import json
 from datetime import datetime, timezone
 
-from helpgate.channels.base import InboundAttachment, InboundMessage
+from helpgate.channels.base import ChatAction, InboundAttachment, InboundMessage
 
 CHANNEL = "vk"
 # The events that carry a customer's words; the adapter stores no other.
@@ -48,9 +52,27 @@ def message_of(event: dict) -> dict | None:
     return message if "from_id" in message else None
 
 
+def button_action(event: dict) -> ChatAction | None:
+    """The action a pressed callback button (message_event) asks for, if it is ours."""
+    obj = event.get("object") if isinstance(event.get("object"), dict) else {}
+    payload = obj.get("payload")
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return None
+    data = payload.get("a") if isinstance(payload, dict) else None
+    return ChatAction.from_data(data) if isinstance(data, str) else None
+
+
 def is_customer_message(event: dict) -> bool:
-    """A user's message in a dialog with the community: what becomes a ticket or comment.
-    Not: other event types, the community's own messages (from_id < 0), group chats."""
+    """A user's message in a dialog with the community, or their press of one of our
+    buttons: what becomes a ticket, a comment or an action. Not: other event types, the
+    community's own messages (from_id < 0), group chats."""
+    if event.get("type") == "message_event":
+        obj = event.get("object") or {}
+        return button_action(event) is not None and int(obj.get("user_id") or 0) > 0 \
+            and int(obj.get("peer_id") or 0) < CHAT_PEER_BASE
     if event.get("type") not in MESSAGE_EVENTS:
         return False
     message = message_of(event)
@@ -96,6 +118,13 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
     if not isinstance(event, dict):
         return _problem(raw, received_at, "VK record has no event")
     key = dedupe_key(event)
+    if event.get("type") == "message_event":
+        action = button_action(event)
+        user = int(event["object"].get("user_id") or 0)
+        if action is None or user <= 0:
+            return _problem(raw, received_at, "VK button press that is none of ours", key)
+        return InboundMessage(channel=CHANNEL, raw=raw, dedupe_key=key,
+                              received_at=received_at, sender_id=str(user), action=action)
     if event.get("type") not in MESSAGE_EVENTS:
         return _problem(raw, received_at, f"VK event {event.get('type')!r} is not a "
                         "customer's message", key)
@@ -106,6 +135,18 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
     if from_id <= 0:
         return _problem(raw, received_at, f"VK message from {from_id} is not from a user", key)
     text = str(message.get("text") or "")
+    command, _, rest = text.strip().partition(" ")
+    command = command.lower()
+    if command == "/close" and event.get("type") == "message_new":
+        number = rest.strip().lstrip("#№ ").split(" ", 1)[0]
+        return InboundMessage(
+            channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
+            sender_id=str(from_id), sender_name=(record.get("names") or {}).get(str(from_id)),
+            action=ChatAction("close", int(number) if number.isdigit() else None))
+    # /new: the words after it open a ticket of their own (no chat to continue).
+    fresh = command == "/new" and event.get("type") == "message_new"
+    if fresh:
+        text = rest.strip() or "/new"
     attachments, notes = _attachments(message.get("attachments") or [],
                                       record.get("files") or {})
     if notes:
@@ -122,7 +163,7 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
         channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
         sender_id=str(from_id), sender_name=names.get(str(from_id)) or None,
         date=datetime.fromtimestamp(int(date), timezone.utc).isoformat() if date else None,
-        text=text, attachments=tuple(attachments), headers=headers, chat=True,
+        text=text, attachments=tuple(attachments), headers=headers, chat=not fresh,
         message_id=own_id, edit_of=own_id if edited else None)
 
 

@@ -287,8 +287,8 @@ async def test_a_webhook_port_in_use_stops_the_start_with_a_fix(tg, pipeline):
 
 
 def envelope(message: dict, update_id: int = 7, kind: str = "message",
-             files: dict | None = None) -> bytes:
-    return tgparse.envelope({"update_id": update_id, kind: message}, files)
+             files: dict | None = None, bot: str | None = None) -> bytes:
+    return tgparse.envelope({"update_id": update_id, kind: message}, files, bot)
 
 
 def private(text: str | None = None, **content) -> dict:
@@ -320,9 +320,15 @@ def test_parse_reads_edits_contacts_and_files_and_never_raises():
     assert lost.text.startswith('[The file "a.txt" could not be received')
     sticker = tgparse.parse(envelope(private(sticker={"file_id": "S"})), NOW)
     assert sticker.problem == "telegram message of kind sticker is not handled yet"
-    group = tgparse.parse(envelope({**private("hi"), "chat": {"id": -5, "type": "group"}}),
+    group = tgparse.parse(envelope({**private("@helpgate_bot, hi"),
+                                    "chat": {"id": -5, "type": "group"}}, bot="helpgate_bot"),
                           NOW)
-    assert group.problem == "telegram update of kind message in a group chat is not handled yet"
+    # A group's message (the adapter keeps only those to the bot): the group is the chat,
+    # the mention is not part of the words.
+    assert (group.chat_id, group.text, group.problem) == ("-5", "hi", None)
+    channel = tgparse.parse(envelope({**private("hi"), "chat": {"id": -7, "type": "channel"}}),
+                            NOW)
+    assert channel.problem == "telegram update of kind message in a channel chat is not handled yet"
     assert tgparse.parse(b"\x00not json", NOW).problem.startswith("unreadable telegram record")
     assert json.loads(envelope(private("x")))["files"] == {}
 

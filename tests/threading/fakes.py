@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from helpgate.channels.base import InboundMessage
 from helpgate.config.schema import Config
 from helpgate.threading.context import Context, Person, TicketView
-from helpgate.threading.directory import ReplyToken
+from helpgate.threading.directory import ChatTickets, ReplyToken
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 
@@ -24,6 +24,8 @@ class FakeDirectory:
     sent: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, ReplyToken] = field(default_factory=dict)
     history: dict[int, list[str]] = field(default_factory=dict)  # ticket id -> texts
+    chosen: dict[str, int] = field(default_factory=dict)  # "channel:sender" -> number
+    chats: dict[str, int] = field(default_factory=dict)   # "channel:chat" -> company id
 
     def ticket_by_number(self, number):
         return self.tickets.get(number)
@@ -46,11 +48,19 @@ class FakeDirectory:
             return self.person_by_email(external_id)
         return self.people.get(f"{channel}:{external_id}")
 
-    def latest_ticket(self, contact_id, channel):
-        # The highest-numbered ticket of the contact from the channel.
-        mine = [t for t in self.tickets.values()
-                if t.contact_id == contact_id and t.channel == channel]
-        return max(mine, key=lambda t: t.number, default=None)
+    def chat_tickets(self, contact_id, channel, sender_id, chat, open_statuses):
+        # The contact's tickets from the channel (all in one chat); the chosen one by
+        # "channel:sender" in `chosen`; open ones the highest-numbered first.
+        mine = sorted((t for t in self.tickets.values()
+                       if t.contact_id == contact_id and t.channel == channel),
+                      key=lambda t: -t.number)
+        chosen = self.chosen.get(f"{channel}:{sender_id}")
+        return ChatTickets(chosen=self.tickets.get(chosen) if chosen else None,
+                           latest=mine[0] if mine else None,
+                           open=tuple(t for t in mine if t.status in open_statuses))
+
+    def company_by_chat(self, channel, chat):
+        return self.chats.get(f"{channel}:{chat}")
 
     def company_by_domain(self, domain):
         return self.domains.get(domain)

@@ -485,3 +485,54 @@ def test_a_chat_message_continues_the_senders_latest_ticket_on_that_channel():
         other.decision.ticket, other.decision.contact = found, contact
         conversation.apply(other, directory)
         assert other.decision.ticket is found and other.fired == []
+
+
+def test_a_chat_message_with_several_open_tickets_is_held_and_the_customer_asked():
+    from dataclasses import replace
+
+    from helpgate.threading.rules import conversation
+    chat = {"channel": "telegram", "chat": True, "sender_id": "42", "sender_email": None}
+    on_telegram = {n: replace(ticket(number=n, contact_id=IVAN.id), channel="telegram")
+                   for n in (4, 6)}
+    directory = FakeDirectory(tickets=dict(on_telegram))
+    ctx = context(**chat)
+    ctx.decision.contact = IVAN
+    conversation.apply(ctx, directory)
+    assert ctx.decision.action == Action.HELD and ctx.stopped
+    assert [t.number for t in ctx.decision.choices] == [6, 4]
+    assert ctx.decision.ticket is None
+    # The customer's answer is remembered: their messages go to the chosen ticket.
+    directory.chosen["telegram:42"] = 4
+    chosen = context(**chat)
+    chosen.decision.contact = IVAN
+    conversation.apply(chosen, directory)
+    assert chosen.decision.ticket.number == 4 and not chosen.stopped
+    # Unanswered in time: the most recently active open ticket, no question again.
+    directory.chosen.clear()
+    late = context(**chat)
+    late.decision.contact, late.no_asking = IVAN, True
+    conversation.apply(late, directory)
+    assert late.decision.ticket.number == 6 and not late.stopped
+
+
+def test_a_closed_chosen_ticket_no_longer_takes_the_chat():
+    from dataclasses import replace
+
+    from helpgate.threading.rules import conversation
+    directory = FakeDirectory(tickets={
+        4: replace(ticket(number=4, status="closed", contact_id=IVAN.id), channel="telegram"),
+        6: replace(ticket(number=6, contact_id=IVAN.id), channel="telegram")},
+        chosen={"telegram:42": 4})
+    ctx = context(channel="telegram", chat=True, sender_id="42", sender_email=None)
+    ctx.decision.contact = IVAN
+    conversation.apply(ctx, directory)
+    assert ctx.decision.ticket.number == 6
+
+
+def test_a_group_chat_bound_to_a_company_gives_its_tickets_that_company():
+    from helpgate.threading.rules import conversation
+    directory = FakeDirectory(chats={"telegram:-1001": 12})
+    ctx = context(channel="telegram", chat=True, sender_id="42", sender_email=None,
+                  chat_id="-1001")
+    conversation.apply(ctx, directory)
+    assert ctx.decision.company_id == 12 and ctx.decision.ticket is None
