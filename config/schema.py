@@ -563,8 +563,14 @@ class Texts(Section):
     chat_rated: str
     chat_button_stale: str
     chat_share_contact: str
+    chat_share_phone: str
     chat_share_contact_button: str
-    chat_contact_bound: str
+    chat_phone_bound: str
+    chat_email_code_sent: str
+    chat_email_code_wrong: str
+    chat_email_bound: str
+    email_code_subject: str
+    email_code_text: str
 
 
 TEXTS = {
@@ -623,10 +629,20 @@ TEXTS = {
                          "от 1 (плохо) до 5 (отлично).",
         chat_rated="Спасибо за оценку {rating} из 5!",
         chat_button_stale="Эта кнопка больше не действует.",
-        chat_share_contact=("Чтобы мы узнали вас и по другим каналам, поделитесь номером "
-                            "телефона (кнопка ниже) или напишите ваш адрес электронной почты."),
+        chat_share_contact=("Чтобы мы узнавали вас и в других каналах, напишите сюда ваш "
+                            "адрес электронной почты."),
+        chat_share_phone="Или поделитесь номером телефона кнопкой ниже.",
         chat_share_contact_button="Поделиться номером телефона",
-        chat_contact_bound="Спасибо! Теперь мы знаем вас и по {what}.",
+        chat_phone_bound="Спасибо! Теперь мы узнаем вас и по номеру телефона.",
+        chat_email_code_sent=("Мы отправили код на {email}: напишите его сюда, чтобы "
+                              "подтвердить, что это ваш адрес."),
+        chat_email_code_wrong=("Код не подходит. Напишите код из письма или ещё раз ваш "
+                               "адрес электронной почты."),
+        chat_email_bound="Спасибо! Теперь мы узнаем вас и по адресу {email}.",
+        email_code_subject="Код подтверждения: {code}",
+        email_code_text=("Здравствуйте!\n\nВ чате с ботом нашей поддержки ({channel}) этот "
+                         "адрес назвали своим. Если это были вы, напишите в чат код: {code}\n\n"
+                         "Если это были не вы, просто не отвечайте на это письмо."),
     ),
     "en": Texts(
         separator="##- Please type your reply above this line -##",
@@ -682,10 +698,20 @@ TEXTS = {
                          "to 5 (excellent).",
         chat_rated="Thank you for your rating of {rating} out of 5!",
         chat_button_stale="This button no longer applies.",
-        chat_share_contact=("So that we know you on our other channels too, share your phone "
-                            "number (the button below) or write your email address."),
+        chat_share_contact=("So that we know you on our other channels too, write your "
+                            "email address here."),
+        chat_share_phone="Or share your phone number with the button below.",
         chat_share_contact_button="Share my phone number",
-        chat_contact_bound="Thank you! We now know you by your {what} too.",
+        chat_phone_bound="Thank you! We now know you by your phone number too.",
+        chat_email_code_sent=("We have sent a code to {email}: type it here to confirm the "
+                              "address is yours."),
+        chat_email_code_wrong=("That code does not match. Type the code from the mail, or "
+                               "your email address again."),
+        chat_email_bound="Thank you! We now know you by {email} too.",
+        email_code_subject="Your confirmation code: {code}",
+        email_code_text=("Hello,\n\nin a chat with our support bot ({channel}) someone gave "
+                         "this address as theirs. If it was you, type this code in the chat: "
+                         "{code}\n\nIf it was not you, simply ignore this mail."),
     ),
 }
 

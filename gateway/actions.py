@@ -8,30 +8,49 @@ outbox row like any notification (durable, retried, never twice), with buttons w
 answer offers a choice. A button is only a request: the ticket it names must be the
 customer's own, in a state where the action makes sense, or nothing changes and the
 customer is told the button no longer applies.
+
+One customer across channels (R-TH-10): a shared phone number is Telegram's own word
+(the contact card of the sender's account) and binds at once; an email address typed in
+the chat is only a claim, so a code is mailed there and the address binds when the
+customer types it back (the code's digest kept, a few tries, half an hour).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from helpgate.config.schema import Config, Texts
+from helpgate.config.schema import Config, Texts, judge_language
 from helpgate.outbound.notify import Notifier, rating_buttons
 from helpgate.outbound.targets import Target
 from helpgate.threading.context import Decision, Person, TicketView
 from helpgate.threading.markers import format_marker
 from helpgate.threading.message import ChatAction, InboundMessage
-from helpgate.ticketstore import chats
-from helpgate.ticketstore.models import Ticket
-from helpgate.ticketstore.repository import SessionDirectory, ticket_view
+from helpgate.ticketstore import chats, people
+from helpgate.ticketstore.models import Comment, Ticket
+from helpgate.ticketstore.repository import SessionDirectory, identity_key, ticket_view
 from helpgate.ticketstore.statuses import StatusService
 
 RATING_SCALE = range(1, 6)
+# A message that is an email address alone, or a confirmation code alone.
+ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"]+")
+CODE = re.compile(r"\d{6}")
+CODE_VALID = timedelta(minutes=30)
+CODE_TRIES = 3
+_COMMENTS = Comment.__table__
+# The customer's latest words, for the language of the bot's answer.
+_LATEST_WORDS = select(_COMMENTS.c.text).where(
+    _COMMENTS.c.contact_id == bindparam("contact_id"), _COMMENTS.c.author_kind == "contact"
+).order_by(_COMMENTS.c.id.desc()).limit(1)
 # Decides held messages again: (session, inbound ids, fresh_first, chosen=ticket id) ->
 # their results.
 DecideHeld = Callable[..., list]
@@ -64,7 +83,7 @@ class CustomerActions:
         if message.sender_key in asked or chats.held_count(session, message.sender_key):
             return
         asked.add(message.sender_key)
-        texts = self._texts(message.text)
+        texts = self._texts(session, message, decision.contact)
         buttons = [[[self._label(t), ChatAction("choose", t.number).data()]]
                    for t in decision.choices]
         buttons.append([[texts.chat_new_ticket_button, ChatAction("new").data()]])
@@ -82,7 +101,8 @@ class CustomerActions:
         key = f"action{inbound_id}"
         if person is None or person.kind != "contact":
             # Someone who never wrote (or staff): no ticket of theirs to act on.
-            self._answer(session, message, None, self._texts("").chat_nothing_open, key, now)
+            self._answer(session, message, None, self._texts(session, message).chat_nothing_open,
+                         key, now)
             return Done(None, f"/{action.name} from someone who has no tickets")
         handler = getattr(self, f"_{action.name}")
         return handler(session, message, person, directory, key, now, decide_held)
@@ -100,11 +120,12 @@ class CustomerActions:
             if found.chosen is not None and found.chosen.status not in self.closed:
                 candidates = [found.chosen]
             if not candidates:
-                self._answer(session, message, person, self._texts("").chat_nothing_open,
+                self._answer(session, message, person,
+                             self._texts(session, message, person).chat_nothing_open,
                              key, now)
                 return Done(None, "/close: the customer has no open ticket")
             if len(candidates) > 1:
-                texts = self._texts("")
+                texts = self._texts(session, message, person)
                 self._answer(session, message, person, texts.chat_close_which, key, now,
                              [[[self._label(t), ChatAction("close", t.number).data()]]
                               for t in candidates])
@@ -171,6 +192,72 @@ class CustomerActions:
         return Done(number, f"the customer started a new ticket with {len(held)} waiting "
                             "messages", held)
 
+    # ---- one customer across channels ---------------------------------------------------
+
+    def intercept(self, session: Session, message: InboundMessage, inbound_id: int,
+                  now: datetime) -> Done | None:
+        """A confirmation code the customer types back binds the address it confirms
+        (and is no comment); an address typed alone starts its confirmation (and stays a
+        comment: it may be meant for staff). None: a message like any."""
+        if not (message.sender_id and message.chat and message.channel != "email"
+                and not message.attachments and not message.edit_of):
+            return None
+        text = message.text.strip()
+        if CODE.fullmatch(text):
+            return self._code(session, message, text, inbound_id, now)
+        if ADDRESS.fullmatch(text):
+            self._confirm_address(session, message, text.lower(), inbound_id, now)
+        return None
+
+    def _code(self, session, message, code, inbound_id, now) -> Done | None:
+        pending = chats.pending_email(session, message.channel, message.sender_id)
+        if pending is None:
+            return None
+        email, kept, until = pending
+        tries, _, digest = (kept or "").partition(":")
+        if until is None or until < now:
+            chats.set_pending_email(session, message.channel, message.sender_id, None)
+            return None
+        key = f"action{inbound_id}"
+        if hmac.compare_digest(digest, _digest(message, email, code)):
+            chats.set_pending_email(session, message.channel, message.sender_id, None)
+            people.bind(session, message.channel, message.sender_id, now, email=email,
+                        digits=self.config.threading.phone_match_digits)
+            session.info.get("people", {}).pop(
+                identity_key(message.channel, message.sender_id), None)
+            bound = self._texts(session, message).chat_email_bound.format(email=email)
+            self._answer(session, message, None, bound, key, now)
+            return Done(None, f"the customer confirmed {email}: bound to them")
+        left = CODE_TRIES - int(tries or 0) - 1
+        chats.set_pending_email(session, message.channel, message.sender_id,
+                                email if left > 0 else None,
+                                f"{CODE_TRIES - left}:{digest}" if left > 0 else None,
+                                until if left > 0 else None)
+        self._answer(session, message, None, self._texts(session, message).chat_email_code_wrong,
+                     key, now)
+        return Done(None, f"a wrong confirmation code for {email}"
+                          + ("" if left > 0 else "; no tries left"))
+
+    def _confirm_address(self, session, message, email, inbound_id, now) -> None:
+        person = SessionDirectory(session).person_by_identity(message.channel,
+                                                              message.sender_id)
+        if person is None or person.kind != "contact" or person.email:
+            return   # a first message (a ticket like any), or the address is known
+        code = f"{secrets.randbelow(10 ** 6):06d}"
+        chats.set_pending_email(session, message.channel, message.sender_id, email,
+                                f"0:{_digest(message, email, code)}", now + CODE_VALID)
+        texts = self._texts(session, message, person)
+        self.notifier.confirmation_code(session, email, texts, code, message.channel,
+                                        f"verify{inbound_id}", now)
+        self._answer(session, message, None, texts.chat_email_code_sent.format(email=email),
+                     f"verify{inbound_id}", now)
+
+    def phone_shared(self, session: Session, message: InboundMessage, inbound_id: int,
+                     now: datetime) -> None:
+        """Say thanks for a shared phone number (bound by the pipeline)."""
+        self._answer(session, message, None, self._texts(session, message).chat_phone_bound,
+                     f"phone{inbound_id}", now)
+
     # ---- helpers -------------------------------------------------------------------------
 
     def closing_state(self, status: str) -> str | None:
@@ -192,7 +279,8 @@ class CustomerActions:
         return ticket_view(row)
 
     def _stale(self, session, message, person, key, now) -> Done:
-        self._answer(session, message, person, self._texts("").chat_button_stale, key, now)
+        self._answer(session, message, person,
+                     self._texts(session, message, person).chat_button_stale, key, now)
         return Done(message.action.ticket,
                     f"{message.action.data()}: not possible now, nothing changed")
 
@@ -200,8 +288,30 @@ class CustomerActions:
         marker = format_marker(self.config.threading.marker, ticket.number)
         return f"{marker} {ticket.subject}".strip()[:60]
 
-    def _texts(self, words: str) -> Texts:
-        return self.config.text(self.config.customer_language(words))
+    def _texts(self, session: Session, message: InboundMessage,
+               person: Person | None = None) -> Texts:
+        """The bot's texts in the customer's language, by the email texts' rule (their
+        own words): these words when they are words (not an address or a code), else
+        their latest message, else the language their messenger reports, else the
+        fallback."""
+        config = self.config
+        if config.language != "auto":
+            return config.text(config.language)
+        words = message.text.strip()
+        judged = judge_language(words) if words and not (
+            ADDRESS.fullmatch(words) or CODE.fullmatch(words)) else None
+        if judged is None:
+            if person is None and message.sender_id:
+                person = SessionDirectory(session).person_by_identity(message.channel,
+                                                                      message.sender_id)
+            if person is not None and person.kind == "contact":
+                judged = judge_language(session.connection().scalar(
+                    _LATEST_WORDS, {"contact_id": person.id}))
+        if judged is None and message.sender_language:
+            code = message.sender_language.lower()
+            judged = "ru" if code.startswith(("ru", "uk", "be")) else \
+                "en" if code.startswith("en") else None
+        return config.text(judged or config.fallback_language)
 
     def _answer(self, session: Session, message: InboundMessage, person: Person | None,
                 content: str, key: str, now: datetime, buttons: list | None = None,
@@ -212,3 +322,8 @@ class CustomerActions:
         self.notifier.to_chat(session, target, content, key, now, buttons=buttons,
                               ticket_id=ticket.id if ticket else None)
 
+
+def _digest(message: InboundMessage, email: str, code: str) -> str:
+    """What is kept of a code: it names the person and the address it confirms."""
+    return hashlib.sha256(f"{message.channel}:{message.sender_id}:{email}:{code}".encode()
+                          ).hexdigest()[:48]

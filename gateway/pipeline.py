@@ -291,6 +291,15 @@ class Pipeline:
                         digits=self.config.threading.phone_match_digits)
             session.info.get("people", {}).pop(
                 identity_key(message.channel, message.sender_id), None)
+            if message.sender_phone and not self.quiet:
+                self.actions.phone_shared(session, message, inbound_id, now)
+        if message.chat and not self.quiet:
+            # A confirmation code typed back, or an address to confirm (gateway/actions.py).
+            done = self.actions.intercept(session, message, inbound_id, now)
+            if done is not None:
+                result = Result(action=Action.ACTION, rules=["action:confirm_email"],
+                                reason=done.reason, inbound=inbound_id)
+                return _finish(session, inbound_id, "processed", result, now, meta, finishing)
         ctx = Context(message=message, config=self.config, now=now, replay=replay,
                       history=self.quiet, no_asking=no_asking, just_chosen=chosen,
                       ticket_type=ticket_type or self.config.tickets.default_type)

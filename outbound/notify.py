@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from email.utils import formataddr
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
@@ -65,16 +66,34 @@ class Notifier:
                 and comment.author_kind != "employee" and _ack_allowed(
                     session, ack_to.recipient,
                     self.config.notifications.max_acknowledgements_per_hour, now):
+            # On a messenger one adds to a request by writing on, not by replying.
+            content = (texts.ack_text if ack_to.channel == "email" else texts.ack_text_chat
+                       ).format(number=ticket.number, marker=self.compose.marker(ticket))
+            ask, buttons = self._ask_for_contact(session, ack_to, texts)
             drafts.append(self.compose.draft(
                 kind="ack", ticket=ticket, to=ack_to, texts=texts,
                 subject=self.compose.subject(texts.ack_subject, ticket),
-                # On a messenger one adds to a request by writing on, not by replying.
-                content=(texts.ack_text if ack_to.channel == "email" else texts.ack_text_chat
-                         ).format(number=ticket.number, marker=self.compose.marker(ticket)),
+                content="\n\n".join([content, *ask]), buttons=buttons,
                 event_key=f"ticket{ticket.id}", comment=comment, quoted=comment.text,
                 reply_to_ids=[inbound_id] if inbound_id else None, auto="auto-replied"))
         drafts += self._staff(session, ticket, comment, "staff_new_subject", now, new=True)
         return self._queue(session, drafts, now)
+
+    def _ask_for_contact(self, session: Session, to: Target, texts: Texts
+                         ) -> tuple[list[str], list | None]:
+        """A messenger customer we know by no email and no phone is asked for them, so
+        that one customer has one history (R-TH-10): lines for the words, and Telegram's
+        button that shares the account's phone number."""
+        if to.channel == "email" or to.contact_id is None:
+            return [], None
+        contact = session.get(Contact, to.contact_id)
+        if contact is None or contact.email or contact.phone:
+            return [], None
+        if to.channel != "telegram" or to.recipient.startswith("-"):
+            # (A group's chat is no place to share one's phone.)
+            return [texts.chat_share_contact], None
+        return [texts.chat_share_contact, texts.chat_share_phone], [
+            [[texts.chat_share_contact_button, SHARE_CONTACT]]]
 
     def comment(self, session: Session, ticket: Ticket, comment: Comment,
                 now: datetime, from_staff: bool = True, via: str | None = None) -> list[Draft]:
@@ -156,6 +175,20 @@ class Notifier:
         draft = Draft(kind="bot", channel=to.channel, recipient=to.recipient, subject="",
                       text=content.strip() + "\n", dedupe_key=f"bot:{key}", ticket_id=ticket_id,
                       content=content.strip(), contact_id=to.contact_id, buttons=buttons)
+        return self._queue(session, [draft], now)
+
+    def confirmation_code(self, session: Session, email: str, texts: Texts, code: str,
+                          channel: str, key: str, now: datetime) -> list[Draft]:
+        """The mail that proves an address typed in a chat is the customer's."""
+        mail = self.config.mail
+        draft = Draft(kind="verify", channel="email", recipient=email,
+                      subject=texts.email_code_subject.format(code=code),
+                      text=texts.email_code_text.format(code=code, channel=channel) + "\n",
+                      dedupe_key=f"verify:{key}", ticket_id=None,
+                      headers={"Auto-Submitted": "auto-generated",
+                               "From": formataddr((mail.display_name, mail.address))
+                               if mail.display_name else mail.address},
+                      content=texts.email_code_text.format(code=code, channel=channel))
         return self._queue(session, [draft], now)
 
     def texts_for_ticket(self, session: Session, ticket: Ticket | TicketView) -> Texts:
@@ -278,6 +311,12 @@ _ACKS_PER_RECIPIENT = select(_OUTBOX.c.recipient, func.count()).where(
 ).group_by(_OUTBOX.c.recipient)
 # Per transaction: acknowledgements to each address within the hour, this one's included.
 _ACK_COUNTS = "acknowledgements"
+
+
+# The data of a button asking for the phone number of the account (Telegram's
+# request_contact keyboard button, outbound/telegram.py): no ChatAction, the customer's
+# answer is a message with their contact card.
+SHARE_CONTACT = "share_contact"
 
 
 def rating_buttons(number: int) -> list:

@@ -28,10 +28,17 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.types import (
+    BufferedInputFile,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    ReplyKeyboardMarkup,
+)
 
 from helpgate.config.schema import Config, TelegramConfig
 from helpgate.outbound.base import DeliveryResult, Outgoing
+from helpgate.outbound.notify import SHARE_CONTACT
 
 log = logging.getLogger("helpgate.telegram")
 # sendMessage takes at most 4096 characters, counted as Telegram counts (UTF-16 units).
@@ -72,11 +79,18 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     return [part.rstrip("\n") for part in parts if part.strip()]
 
 
-def keyboard(buttons) -> InlineKeyboardMarkup | None:
+def keyboard(buttons) -> InlineKeyboardMarkup | ReplyKeyboardMarkup | None:
     """Rows of (label, data) -> inline buttons; pressing one sends us a callback query
-    with the data (channels/telegram/parse.py reads it as a ChatAction)."""
+    with the data (channels/telegram/parse.py reads it as a ChatAction). The button that
+    asks for the phone number is a keyboard button instead (Telegram allows
+    request_contact only there): pressing it sends the account's contact card."""
     if not buttons:
         return None
+    if any(data == SHARE_CONTACT for row in buttons for _, data in row):
+        return ReplyKeyboardMarkup(keyboard=[
+            [KeyboardButton(text=label, request_contact=True) for label, data in row
+             if data == SHARE_CONTACT] for row in buttons], resize_keyboard=True,
+            one_time_keyboard=True)
     return InlineKeyboardMarkup(inline_keyboard=[
         [InlineKeyboardButton(text=label[:64], callback_data=data[:64]) for label, data in row]
         for row in buttons])

@@ -30,6 +30,7 @@ from helpgate.channels.vk.api import session
 from helpgate.config.schema import Config, VkConfig
 from helpgate.outbound.attachments import safe_filename
 from helpgate.outbound.base import DeliveryResult, Outgoing, OutgoingFile
+from helpgate.threading.message import ChatAction
 
 MAX_LENGTH = 4096
 # VK attaches at most 10 items to one message.
@@ -74,10 +75,12 @@ def split(text: str, limit: int = MAX_LENGTH) -> list[str]:
 def keyboard(buttons) -> str:
     """Rows of (label, data) -> an inline keyboard of callback buttons (VK allows at
     most 6 rows of 5 in an inline keyboard; labels up to 40 characters)."""
+    rows = [[(label, data) for label, data in row if ChatAction.from_data(data)]
+            for row in buttons]
     return json.dumps({"inline": True, "buttons": [
         [{"action": {"type": "callback", "label": label[:40],
                      "payload": json.dumps({"a": data})}}
-         for label, data in row[:5]] for row in buttons[:6]]}, ensure_ascii=False)
+         for label, data in row[:5]] for row in rows[:6] if row]}, ensure_ascii=False)
 
 
 class Refused(Exception):
@@ -120,7 +123,7 @@ class VkTransport:
         if not parts and not groups:
             raise _Empty("nothing to send: the message has no text and no files")
         calls: list[dict] = [{"message": part} for part in parts] or [{}]
-        if message.buttons:
+        if any(ChatAction.from_data(d) for row in message.buttons for _, d in row):
             # Under the last part, where the question is (callback buttons: a press
             # comes back as a message_event with the payload).
             calls[-1]["keyboard"] = keyboard(message.buttons)

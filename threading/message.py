@@ -81,6 +81,9 @@ class InboundMessage:
     # gives one (a shared Telegram contact, an SMS).
     sender_id: str | None = None
     sender_phone: str | None = None
+    # The language the channel says the sender uses (Telegram's language_code), for a
+    # bot's answer when their words do not tell.
+    sender_language: str | None = None
     reply_to: str | None = None
     to: tuple[str, ...] = ()
     cc: tuple[str, ...] = ()

@@ -57,3 +57,31 @@ def held_before(session: Session, before: datetime) -> list[int]:
 
 def rate(session: Session, ticket_id: int, rating: int, at: datetime) -> None:
     session.connection().execute(_RATE, {"b_ticket_id": ticket_id, "b_rating": rating, "b_at": at})
+
+
+_PENDING = select(_IDENTITIES.c.pending_email, _IDENTITIES.c.pending_code,
+                  _IDENTITIES.c.pending_until).where(
+    _IDENTITIES.c.kind == "contact", _IDENTITIES.c.channel == bindparam("channel"),
+    _IDENTITIES.c.external_id == bindparam("external_id"),
+    _IDENTITIES.c.pending_email.is_not(None))
+_SET_PENDING = update(_IDENTITIES).where(
+    _IDENTITIES.c.kind == "contact", _IDENTITIES.c.channel == bindparam("b_channel"),
+    _IDENTITIES.c.external_id == bindparam("b_external_id")
+).values(pending_email=bindparam("b_email"), pending_code=bindparam("b_code"),
+         pending_until=bindparam("b_until"))
+
+
+def pending_email(session: Session, channel: str, external_id: str
+                  ) -> tuple[str, str, datetime] | None:
+    """(address, code digest, valid until) of an address the person is confirming."""
+    row = session.connection().execute(_PENDING, {"channel": channel,
+                                                  "external_id": external_id}).first()
+    return tuple(row) if row is not None else None
+
+
+def set_pending_email(session: Session, channel: str, external_id: str, email: str | None,
+                      code: str | None = None, until: datetime | None = None) -> None:
+    """Start (or, with None, end) the confirmation of an address the person typed."""
+    session.connection().execute(_SET_PENDING, {
+        "b_channel": channel, "b_external_id": external_id, "b_email": email,
+        "b_code": code, "b_until": until})

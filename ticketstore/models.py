@@ -198,6 +198,11 @@ class Identity(Base):
     # The ticket the person chose for their chat messages when several are open (a
     # button the bot offered, or /new): their next messages go there while it is open.
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
+    # An email address the person typed in the chat: bound to them once they type back
+    # the code mailed there (its digest here), before pending_until.
+    pending_email: Mapped[str | None] = mapped_column(Bounded(320))
+    pending_code: Mapped[str | None] = mapped_column(Bounded(64))
+    pending_until: Mapped[datetime | None]
     created_at: Mapped[datetime]
     # The channel refused to deliver to them (they blocked the bot): passed over when a
     # channel is chosen for them, until they write from it again.

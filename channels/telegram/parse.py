@@ -187,6 +187,7 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
         return InboundMessage(
             channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
             sender_id=str(sender["id"]), sender_name=name, chat_id=group,
+            sender_language=sender.get("language_code"),
             action=ChatAction("close", int(number) if number.isdigit() else None))
     text = (rest or "/new" if fresh else message.get("text")) or message.get("caption") or ""
     if group:
@@ -222,6 +223,7 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
     return InboundMessage(
         channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
         sender_id=str(sender["id"]), sender_name=name, sender_phone=phone,
+        sender_language=sender.get("language_code"),
         date=datetime.fromtimestamp(int(date), timezone.utc).isoformat() if date else None,
         text=body, attachments=tuple(attachments), message_id=own_id,
         edit_of=own_id if edited else None,
@@ -243,5 +245,6 @@ def _button(query: dict, raw: bytes, key: str, received_at: datetime) -> Inbound
     return InboundMessage(
         channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
         sender_id=str(sender["id"]), sender_name=_name(sender),
+        sender_language=sender.get("language_code"),
         chat_id=str(chat["id"]) if chat.get("type") in GROUPS else None,
         action=ChatAction.from_data(query["data"]))

@@ -24,7 +24,13 @@ from helpgate.gateway.replies import staff_reply
 from helpgate.outbound.outbox import OutboxWorker
 from helpgate.outbound.telegram import transport
 from helpgate.ticketstore import people
-from helpgate.ticketstore.models import Comment, Company, InboundMessage, Ticket
+from helpgate.ticketstore.models import (
+    Comment,
+    Company,
+    InboundMessage,
+    OutboxMessage,
+    Ticket,
+)
 from helpgate.ticketstore.queries import ticket_detail
 from tests.fakes.telegram import FakeTelegram
 from tests.services import services_for
@@ -277,3 +283,96 @@ async def test_a_company_group_chat_opens_the_companys_ticket_and_is_answered_th
         await bot.deliver(tg.send_text(ann, "Thank you!", chat=group, reply_to=answer))
         assert await comments_of(store, 1) == ["the printer on floor 2 is broken",
                                                "Thank you!"]
+
+
+async def test_the_bot_asks_for_a_phone_and_a_shared_one_binds_the_known_customer(
+        tg, config, pipeline, store, clock):
+    await store.run(people.import_directory, people.DirectoryFile.model_validate({
+        "contacts": [{"name": "Ann Lee", "email": "ann@corp.example",
+                      "phone": "+7 (916) 123-45-67"}]}), clock.now)
+    ann = tg.user(1001, "Ann")
+    en = Config().text("en")
+    async with desk(tg, config, pipeline, store, clock, "polling") as bot:
+        await bot.deliver(tg.send_text(ann, "The printer is broken"))
+        ack = bot.said(1001)[-1]
+        assert en.chat_share_contact in ack["text"] and en.chat_share_phone in ack["text"]
+        [[button]] = ack["reply_markup"]["keyboard"]
+        assert (button["text"], button["request_contact"]) == (
+            en.chat_share_contact_button, True)
+        await bot.deliver(tg.share_contact(ann, "89161234567"))
+        assert bot.said(1001)[-1]["text"] == en.chat_phone_bound
+        # One customer: the Telegram identity and its ticket are the known contact's.
+        owners = await store.run(lambda s: s.execute(select(
+            Ticket.number, people.Contact.email).join(
+            people.Contact, people.Contact.id == Ticket.contact_id)).all())
+        assert [tuple(o) for o in owners] == [(1, "ann@corp.example")]
+
+
+async def test_a_typed_address_binds_only_with_the_code_mailed_to_it(
+        tg, config, pipeline, store, clock):
+    bob = tg.user(1002, "Bob")
+    en = Config().text("en")
+    async with desk(tg, config, pipeline, store, clock, "polling") as bot:
+        await bot.deliver(tg.send_text(bob, "My mouse is gone"))
+        await bot.deliver(tg.send_text(bob, "Bob@Example.com"))
+        assert bot.said(1002)[-1]["text"] == en.chat_email_code_sent.format(
+            email="bob@example.com")
+        mail = await store.run(lambda s: s.execute(select(
+            OutboxMessage.recipient, OutboxMessage.subject, OutboxMessage.text)
+            .where(OutboxMessage.kind == "verify")).one())
+        code = mail.subject.rsplit(" ", 1)[-1]
+        assert mail.recipient == "bob@example.com" and code in mail.text
+        # The address stays a comment (it may be meant for staff); no binding yet.
+        assert await comments_of(store, 1) == ["My mouse is gone", "Bob@Example.com"]
+        assert await contact_emails(store) == [None]
+        wrong = "000000" if code != "000000" else "111111"
+        await bot.deliver(tg.send_text(bob, wrong))
+        assert bot.said(1002)[-1]["text"] == en.chat_email_code_wrong
+        await bot.deliver(tg.send_text(bob, code))
+        assert bot.said(1002)[-1]["text"] == en.chat_email_bound.format(
+            email="bob@example.com")
+        assert await contact_emails(store) == ["bob@example.com"]
+        # Codes are no comments.
+        assert await comments_of(store, 1) == ["My mouse is gone", "Bob@Example.com"]
+
+
+async def test_someone_typing_another_customers_address_cannot_bind_it(
+        tg, config, pipeline, store, clock):
+    carol = tg.user(1003, "Carol")
+    async with desk(tg, config, pipeline, store, clock, "polling") as bot:
+        await bot.deliver(tg.send_text(carol, "Hello"))
+        await bot.deliver(tg.send_text(carol, "victim@example.com"))
+        code = await store.run(lambda s: s.scalar(select(OutboxMessage.subject).where(
+            OutboxMessage.kind == "verify")))
+        guesses = [f"{n:06d}" for n in range(3) if f"{n:06d}" not in code]
+        for guess in guesses[:3]:
+            await bot.deliver(tg.send_text(carol, guess))
+        assert await contact_emails(store) == [None]
+        # Out of tries: the right code is now only words.
+        await bot.deliver(tg.send_text(carol, code.rsplit(" ", 1)[-1]))
+        assert await contact_emails(store) == [None]
+
+
+async def contact_emails(store) -> list:
+    return list(await store.run(lambda s: s.scalars(
+        select(people.Contact.email).order_by(people.Contact.id)).all()))
+
+
+async def test_the_bot_answers_in_the_customers_language(tg, config, pipeline, store, clock):
+    """The email texts' rule: their own words; for a button, their latest words; before
+    any, the language their Telegram reports."""
+    ru = Config().text("ru")
+    vera = tg.user(1004, "Вера", language_code="ru")
+    async with desk(tg, config, pipeline, store, clock, "polling") as bot:
+        await bot.deliver(tg.send_text(vera, "/close"))
+        assert bot.said(1004)[-1]["text"] == ru.chat_nothing_open
+        await bot.deliver(tg.send_text(vera, "Не работает почта"))
+        assert ru.chat_share_contact in bot.said(1004)[-1]["text"]
+        await bot.deliver(tg.press_button(vera, bot.said(1004)[-1]["message"], "rate:1:5"))
+        assert bot.said(1004)[-1]["text"] == ru.chat_button_stale
+        await bot.deliver(tg.send_text(vera, "vera@example.ru"))
+        assert bot.said(1004)[-1]["text"] == ru.chat_email_code_sent.format(
+            email="vera@example.ru")
+        body = await store.run(lambda s: s.scalar(select(OutboxMessage.text).where(
+            OutboxMessage.kind == "verify")))
+        assert body.startswith("Здравствуйте")

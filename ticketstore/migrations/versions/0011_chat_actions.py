@@ -27,6 +27,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column('company_id', BigId, nullable=True))
         batch.create_foreign_key('fk_identities_company_id_companies', 'companies',
                                  ['company_id'], ['id'], ondelete='CASCADE')
+        # An email address the person typed in the chat, bound once they type the code
+        # mailed to it (a digest of it), before the time given.
+        batch.add_column(sa.Column('pending_email', sa.String(320), nullable=True))
+        batch.add_column(sa.Column('pending_code', sa.String(64), nullable=True))
+        batch.add_column(sa.Column('pending_until', sa.DateTime(timezone=True),
+                                   nullable=True))
     with op.batch_alter_table('tickets') as batch:
         batch.add_column(sa.Column('rating', sa.Integer(), nullable=True))
         batch.add_column(sa.Column('rated_at', sa.DateTime(timezone=True), nullable=True))
@@ -44,6 +50,9 @@ def downgrade() -> None:
         batch.drop_column('rated_at')
         batch.drop_column('rating')
     with op.batch_alter_table('identities') as batch:
+        batch.drop_column('pending_until')
+        batch.drop_column('pending_code')
+        batch.drop_column('pending_email')
         batch.drop_constraint('fk_identities_company_id_companies', type_='foreignkey')
         batch.drop_column('company_id')
         batch.drop_constraint('fk_identities_ticket_id_tickets', type_='foreignkey')
