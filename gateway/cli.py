@@ -320,6 +320,8 @@ def _ticket_text(data: dict) -> str:
              f"company: {(data['company'] or {}).get('name') or '-'}"]
     if data["linked_tickets"]:
         lines.append("linked: " + ", ".join(f"#{n}" for n in data["linked_tickets"]))
+    if data.get("rating"):
+        lines.append(f"rated by the customer: {data['rating']} of 5")
     for comment in data["comments"]:
         author = comment["author"]
         visibility = "public" if comment["public"] else "private"

@@ -48,6 +48,7 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # After a failure (network, Telegram down, the database away) the loop waits this long,
 # doubling up to the most.
 MIN_BACKOFF, MAX_BACKOFF = 0.5, 30.0
+DOWNLOADS = 8
 # Errors of Telegram or the way to it that pass: the batch is fetched again later.
 PASSING = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter, aiohttp.ClientError,
            TimeoutError)
@@ -100,6 +101,8 @@ class TelegramAdapter:
         self._loop: asyncio.Task | None = None
         self._runner: web.AppRunner | None = None
         self._ready = False
+        # At most this many files are fetched at once.
+        self._downloads = asyncio.Semaphore(DOWNLOADS)
 
     @property
     def name(self) -> str:
@@ -230,7 +233,7 @@ class TelegramAdapter:
 
     async def _store(self, updates: list[dict]) -> None:
         """Updates -> envelopes -> the pipeline; returns once they are committed."""
-        raws = []
+        kept = []
         queries = []
         for update in updates:
             kind = parse.update_kind(update)
@@ -248,7 +251,17 @@ class TelegramAdapter:
             if parse.command(message) == ("start", "") and "message" in update:
                 await self._greet(message)  # pressing Start asks nothing yet
                 continue
-            raws.append(parse.envelope(update, await self._files(update), self.username))
+            kept.append(update)
+        # The batch's files are fetched side by side (a few at a time), not one by one.
+        # (A task group: when one fails, the rest are cancelled and the batch is fetched
+        # again.)
+        try:
+            async with asyncio.TaskGroup() as group:
+                fetching = [group.create_task(self._files(update)) for update in kept]
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        raws = [parse.envelope(update, task.result(), self.username)
+                for update, task in zip(kept, fetching, strict=True)]
         if raws:
             messages = await self.services.parse_many(parse.CHANNEL, raws)
             await self.services.ingest(messages, self.config.ticket_type)
@@ -305,9 +318,10 @@ class TelegramAdapter:
         return files
 
     async def _download(self, file_id: str) -> bytes:
-        file = await self.bot.get_file(file_id)
-        data = await self.bot.download_file(file.file_path, timeout=120)
-        return data.read()
+        async with self._downloads:
+            file = await self.bot.get_file(file_id)
+            data = await self.bot.download_file(file.file_path, timeout=120)
+            return data.read()
 
     # ---- webhook ---------------------------------------------------------------------
 

@@ -188,9 +188,10 @@ async def test_several_open_tickets_the_bot_asks_which_and_remembers_and_ratings
         assert "/close" not in await comments_of(store, 1)
 
 
-async def test_someone_elses_button_changes_nothing(tg, config, pipeline, store, clock):
+async def test_someone_elses_button_changes_nothing(
+        tg, config, pipeline, store, clock, mode):
     ann, bob = tg.user(1001, "Ann"), tg.user(1002, "Bob")
-    async with desk(tg, config, pipeline, store, clock, "polling") as bot:
+    async with desk(tg, config, pipeline, store, clock, mode) as bot:
         await bot.deliver(tg.send_text(ann, "The printer is broken"))
         await bot.deliver(tg.send_text(bob, "My mouse is gone"))
         await resolve(pipeline, store, 1, clock)
@@ -205,15 +206,19 @@ async def test_someone_elses_button_changes_nothing(tg, config, pipeline, store,
             Config().text("en").chat_button_stale] * 3
         # Data that is no action of ours is not stored at all.
         before = await bot.decided()
-        tg.press_button(ann, resolved["message"], "something-else")
-        await eventually(lambda: not tg.pending, what="the update confirmed")
+        foreign = tg.press_button(ann, resolved["message"], "something-else")
+        if mode == "polling":
+            await eventually(lambda: not tg.pending, what="the update confirmed")
+        else:
+            url = f"http://127.0.0.1:{bot.adapter.port}/telegram"
+            assert await tg.deliver_webhook(foreign, url=url) == 200
         assert await bot.decided() == before
 
 
 async def test_an_unanswered_question_places_the_message_in_the_latest_ticket(
-        tg, config, pipeline, store, clock):
+        tg, config, pipeline, store, clock, mode):
     ann = tg.user(1001, "Ann")
-    async with desk(tg, config, pipeline, store, clock, "polling") as bot:
+    async with desk(tg, config, pipeline, store, clock, mode) as bot:
         await bot.deliver(tg.send_text(ann, "The printer is broken"))
         await bot.deliver(tg.send_text(ann, "/new VPN please"))
         await resolve(pipeline, store, 2, clock)
@@ -228,9 +233,9 @@ async def test_an_unanswered_question_places_the_message_in_the_latest_ticket(
 
 
 async def test_close_with_several_open_asks_which_and_without_any_says_so(
-        tg, config, pipeline, store, clock):
+        tg, config, pipeline, store, clock, mode):
     ann = tg.user(1001, "Ann")
-    async with desk(tg, config, pipeline, store, clock, "polling") as bot:
+    async with desk(tg, config, pipeline, store, clock, mode) as bot:
         await bot.deliver(tg.send_text(ann, "/close"))
         assert bot.said(1001)[-1]["text"] == Config().text("en").chat_nothing_open
         assert await tickets(store) == []
@@ -286,13 +291,13 @@ async def test_a_company_group_chat_opens_the_companys_ticket_and_is_answered_th
 
 
 async def test_the_bot_asks_for_a_phone_and_a_shared_one_binds_the_known_customer(
-        tg, config, pipeline, store, clock):
+        tg, config, pipeline, store, clock, mode):
     await store.run(people.import_directory, people.DirectoryFile.model_validate({
         "contacts": [{"name": "Ann Lee", "email": "ann@corp.example",
                       "phone": "+7 (916) 123-45-67"}]}), clock.now)
     ann = tg.user(1001, "Ann")
     en = Config().text("en")
-    async with desk(tg, config, pipeline, store, clock, "polling") as bot:
+    async with desk(tg, config, pipeline, store, clock, mode) as bot:
         await bot.deliver(tg.send_text(ann, "The printer is broken"))
         ack = bot.said(1001)[-1]
         assert en.chat_share_contact in ack["text"] and en.chat_share_phone in ack["text"]
@@ -309,10 +314,10 @@ async def test_the_bot_asks_for_a_phone_and_a_shared_one_binds_the_known_custome
 
 
 async def test_a_typed_address_binds_only_with_the_code_mailed_to_it(
-        tg, config, pipeline, store, clock):
+        tg, config, pipeline, store, clock, mode):
     bob = tg.user(1002, "Bob")
     en = Config().text("en")
-    async with desk(tg, config, pipeline, store, clock, "polling") as bot:
+    async with desk(tg, config, pipeline, store, clock, mode) as bot:
         await bot.deliver(tg.send_text(bob, "My mouse is gone"))
         await bot.deliver(tg.send_text(bob, "Bob@Example.com"))
         assert bot.said(1002)[-1]["text"] == en.chat_email_code_sent.format(
@@ -337,9 +342,9 @@ async def test_a_typed_address_binds_only_with_the_code_mailed_to_it(
 
 
 async def test_someone_typing_another_customers_address_cannot_bind_it(
-        tg, config, pipeline, store, clock):
+        tg, config, pipeline, store, clock, mode):
     carol = tg.user(1003, "Carol")
-    async with desk(tg, config, pipeline, store, clock, "polling") as bot:
+    async with desk(tg, config, pipeline, store, clock, mode) as bot:
         await bot.deliver(tg.send_text(carol, "Hello"))
         await bot.deliver(tg.send_text(carol, "victim@example.com"))
         code = await store.run(lambda s: s.scalar(select(OutboxMessage.subject).where(
@@ -358,12 +363,13 @@ async def contact_emails(store) -> list:
         select(people.Contact.email).order_by(people.Contact.id)).all()))
 
 
-async def test_the_bot_answers_in_the_customers_language(tg, config, pipeline, store, clock):
+async def test_the_bot_answers_in_the_customers_language(
+        tg, config, pipeline, store, clock, mode):
     """The email texts' rule: their own words; for a button, their latest words; before
     any, the language their Telegram reports."""
     ru = Config().text("ru")
     vera = tg.user(1004, "Вера", language_code="ru")
-    async with desk(tg, config, pipeline, store, clock, "polling") as bot:
+    async with desk(tg, config, pipeline, store, clock, mode) as bot:
         await bot.deliver(tg.send_text(vera, "/close"))
         assert bot.said(1004)[-1]["text"] == ru.chat_nothing_open
         await bot.deliver(tg.send_text(vera, "Не работает почта"))
@@ -376,3 +382,24 @@ async def test_the_bot_answers_in_the_customers_language(tg, config, pipeline, s
         body = await store.run(lambda s: s.scalar(select(OutboxMessage.text).where(
             OutboxMessage.kind == "verify")))
         assert body.startswith("Здравствуйте")
+
+
+async def test_the_new_request_button_opens_a_ticket_with_the_waiting_messages(
+        tg, config, pipeline, store, clock, mode):
+    ann = tg.user(1001, "Ann")
+    async with desk(tg, config, pipeline, store, clock, mode) as bot:
+        await bot.deliver(tg.send_text(ann, "The printer is broken"))
+        await bot.deliver(tg.send_text(ann, "/new VPN please"))
+        await resolve(pipeline, store, 2, clock)
+        await bot.deliver(tg.send_text(ann, "The scanner too"))
+        await bot.deliver(tg.send_text(ann, "Floor 3"))
+        question = next(m for m in reversed(bot.said(1001)) if bot.buttons(m)[-1:] == ["new"])
+        await bot.deliver(tg.press_button(ann, question["message"], "new"))
+        assert [t[:2] for t in await tickets(store)] == [(1, "open"), (2, "resolved"),
+                                                         (3, "open")]
+        assert await comments_of(store, 3) == ["The scanner too", "Floor 3"]
+        assert bot.said(1001)[-1]["text"] == Config().text("en").chat_chosen_new.format(
+            number=3)
+        # The new ticket is the chat's from now on.
+        await bot.deliver(tg.send_text(ann, "Model X"))
+        assert (await comments_of(store, 3))[-1] == "Model X"

@@ -128,3 +128,16 @@ def test_quarantine_show_also_shows_a_message_stuck_undecided(hg):
     # Dropping is for quarantined messages only: a stuck one is retried by the gateway.
     code, _, err = hg.run("quarantine", "drop", str(inbound), "--reason", "stuck")
     assert code == 1 and "is received, not quarantined" in err
+
+
+def test_a_customers_rating_is_shown_on_the_ticket(hg):
+    number = hg.ingest(mail())["ticket"]
+    code, out, _ = hg.run("ticket", str(number))
+    assert code == 0 and "rated" not in out
+    with sqlite3.connect(hg.tmp / "helpgate.db") as connection:
+        connection.execute("UPDATE tickets SET rating = 4, rated_at = '2026-11-30 10:00:00' "
+                           "WHERE number = ?", (number,))
+    code, out, _ = hg.run("ticket", str(number))
+    assert code == 0 and "rated by the customer: 4 of 5" in out
+    shown = hg.json("ticket", str(number), "--json")
+    assert (shown["rating"], shown["rated_at"][:10]) == (4, "2026-11-30")
