@@ -77,6 +77,9 @@ class ChannelKind:
     # `helpgate <name> check`: the channel's set-up as the outside service sees it (the
     # token, the mode, what the service will deliver), one Finding per thing checked.
     check: Callable[[Any], Awaitable[list[Finding]]] | None = None
+    # Parsing a record costs enough (MIME, charsets, HTML) that a large batch is worth
+    # parsing in worker processes; a messenger's JSON record is not.
+    heavy_parse: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,9 +95,11 @@ class Gateway:
         """A channel's raw records -> messages. A large batch (an IMAP backlog, a first
         run) parses in worker processes, overlapping the store's work on the previous
         batch; they start at the first large batch, which parses here meanwhile, as does
-        a record or two (sooner than a round trip to a worker)."""
-        parse = CHANNELS[channel].kind.parse
-        if len(raws) >= POOL_FROM and self.config.mail.parser_workers != 0:
+        a record or two (sooner than a round trip to a worker), and a messenger's records
+        (cheap JSON)."""
+        kind = CHANNELS[channel].kind
+        parse = kind.parse
+        if kind.heavy_parse and len(raws) >= POOL_FROM and self.config.mail.parser_workers != 0:
             if self._parsers is not None:
                 return await self._parsers.parse(raws, self.clock(), parse)
             if self._parsers_starting is None:

@@ -22,4 +22,4 @@ def adapters(config: Config, services: Services) -> list[Adapter]:
     return found
 
 
-EMAIL = ChannelKind(name="email", parse=parse_safely, adapters=adapters)
+EMAIL = ChannelKind(name="email", parse=parse_safely, adapters=adapters, heavy_parse=True)
