@@ -19,10 +19,15 @@ from typing import Any, Protocol
 
 # The record itself lives with the rules that read it (threading/ imports no channel);
 # adapters take it from here.
-from helpgate.threading.message import DeliveryStatus, InboundAttachment, InboundMessage
+from helpgate.threading.message import (
+    DeliveryStatus,
+    InboundAttachment,
+    InboundMessage,
+    StaffAction,
+)
 
 __all__ = ["Adapter", "ChannelKind", "ChannelStartError", "CursorStore", "DeliveryStatus",
-           "Finding", "InboundAttachment", "InboundMessage", "Services"]
+           "Finding", "InboundAttachment", "InboundMessage", "Services", "StaffAction"]
 
 
 class Adapter(Protocol):

@@ -25,6 +25,7 @@ from helpgate.channels.base import InboundMessage
 from helpgate.channels.mail.parse import parse_safely
 from helpgate.config.schema import Config
 from helpgate.gateway.channels import parse_kept
+from helpgate.gateway.staff_actions import StaffActions
 from helpgate.gateway.status_service import status_service
 from helpgate.outbound.notify import Notifier, prefetch_acknowledgements
 from helpgate.outbound.targets import Target
@@ -102,6 +103,7 @@ class Pipeline:
         self.quiet = quiet
         self.notifier = Notifier(config)
         self.statuses = status_service(config, self.notifier, quiet)
+        self.staff_actions = StaffActions(self)
         # Called after messages were committed, e.g. to wake the outbox worker at once.
         self.on_commit: list[Callable[[], None]] = []
 
@@ -268,6 +270,12 @@ class Pipeline:
             result = Result(action=Action.QUARANTINED, reason=message.problem,
                             inbound=inbound_id)
             return _finish(session, inbound_id, "quarantined", result, now, meta, finishing)
+        if message.staff_action is not None:
+            # Staff in a ticket's topic of the staff group: no rule, no customer.
+            done = Result(**self.staff_actions.act(session, inbound_id, message, now),
+                          inbound=inbound_id)
+            state = "ignored" if done.action == Action.IGNORED else "processed"
+            return _finish(session, inbound_id, state, done, now, meta, finishing)
         if message.edit_of:
             edited = _edit(session, inbound_id, message, now)
             if edited is not None:

@@ -34,6 +34,19 @@ class DeliveryStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class StaffAction:
+    """A message written in a ticket's topic of the staff group (a Telegram forum topic):
+    not a customer's request but staff acting on the ticket the topic belongs to, if the
+    author is an employee (gateway/staff_actions.py). The topic is named by its chat and
+    thread id; `command` is the bot command it began with ("note", "close", …; the
+    message's text is then the words after it), None for plain words."""
+
+    chat_id: int
+    thread_id: int
+    command: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMessage:
     channel: str
     raw: bytes
@@ -71,6 +84,8 @@ class InboundMessage:
     # A messenger's edit: the `message_id` of the message it rewrites. The comment that
     # message made takes the new text and keeps the old one in its history.
     edit_of: str | None = None
+    # Written in a ticket's staff topic: a staff action, never a customer's message.
+    staff_action: StaffAction | None = None
 
     @property
     def sender_key(self) -> str | None:

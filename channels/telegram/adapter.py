@@ -40,7 +40,7 @@ from aiogram.types import Update
 from aiohttp import web
 
 from helpgate.channels.base import ChannelStartError, Services
-from helpgate.channels.telegram import parse
+from helpgate.channels.telegram import parse, staff
 from helpgate.config.schema import Config, TelegramConfig, Texts
 
 log = logging.getLogger("helpgate.telegram")
@@ -161,6 +161,16 @@ class TelegramAdapter:
         else:
             await self.bot.delete_webhook(drop_pending_updates=False)
         self._ready = True
+        await self._staff_hello(me)
+
+    async def _staff_hello(self, me) -> None:
+        """What the bot may do in the staff group, in the log; it never stops the start
+        (the bot serves customers without it)."""
+        try:
+            await staff.report(self.bot, me, self.config.staff_chat_id)
+        except (TelegramAPIError, *PASSING) as exc:
+            log.warning("telegram: cannot look at the staff group %s: %s",
+                        self.config.staff_chat_id, exc)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -232,6 +242,9 @@ class TelegramAdapter:
         """Updates -> envelopes -> the pipeline; returns once they are committed."""
         raws = []
         for update in updates:
+            if staff.in_staff_chat(update, self.config.staff_chat_id):
+                raws += await self._staff_update(update)
+                continue
             reason = parse.unhandled(update)
             if reason is not None:
                 log.info("telegram: update %s skipped: %s is not handled yet",
@@ -245,6 +258,15 @@ class TelegramAdapter:
         if raws:
             messages = await self.services.parse_many(parse.CHANNEL, raws)
             await self.services.ingest(messages, self.config.ticket_type)
+
+    async def _staff_update(self, update: dict) -> list[bytes]:
+        """A message in the staff group: the record of a staff action, or nothing."""
+        reason = staff.unhandled(update)
+        if reason is not None:
+            log.info("telegram: update %s of the staff group skipped: %s",
+                     update.get("update_id"), reason)
+            return []
+        return [staff.envelope(update, await self._files(update))]
 
     async def _greet(self, message: dict) -> None:
         """Answer /start with what to do; a greeting that fails is only logged (the

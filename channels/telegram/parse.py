@@ -7,7 +7,12 @@ downloadable when the record is read again):
     {"update": <the Update as Telegram sent it>,
      "files": {file_unique_id: {"name", "mime", "data_b64"}
                              | {"name", "mime", "too_big": size, "note"?}
-                             | {"name", "mime", "failed": reason, "note"?}}}
+                             | {"name", "mime", "failed": reason, "note"?}},
+     "staff": true?}
+
+`staff` marks a message written in a topic of the staff group (channels/telegram/
+staff.py reads it): the adapter knew the configured group when it kept the record, and
+the mark keeps the record meaning the same when it is read again.
 
 `note` is the line for the ticket, written by the adapter in the customer's language
 with the admin's texts; a record without one gets the English built-in text. `parse`
@@ -36,10 +41,11 @@ CONTENT_KINDS = ("sticker", "voice", "video_note", "video", "audio", "animation"
                  "venue", "poll", "dice", "game", "story", "contact", "photo", "document")
 
 
-def envelope(update: dict, files: dict[str, dict] | None = None) -> bytes:
-    """The raw record kept for one update."""
-    return json.dumps({"update": update, "files": files or {}}, ensure_ascii=False,
-                      separators=(",", ":")).encode()
+def envelope(update: dict, files: dict[str, dict] | None = None, **marks: bool) -> bytes:
+    """The raw record kept for one update; `marks` say what the adapter knew of it
+    (staff=True: written in the staff group, channels/telegram/staff.py)."""
+    return json.dumps({"update": update, "files": files or {}, **marks},
+                      ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def update_kind(update: dict) -> str:
@@ -103,6 +109,31 @@ def failed_note(name: str, reason: str, texts=None) -> str:
     return texts.file_not_received.format(filename=name, reason=reason)
 
 
+def sender_name(sender: dict) -> str | None:
+    return " ".join(part for part in (sender.get("first_name"), sender.get("last_name"))
+                    if part) or None
+
+
+def received_files(message: dict, files: dict[str, dict]
+                   ) -> tuple[list[InboundAttachment], list[str]]:
+    """The message's files as the envelope kept them: the attachments, and a line for
+    each file that could not be received."""
+    attachments, notes = [], []
+    for ref in files_of(message):
+        entry = files.get(ref.get("file_unique_id")) or {}
+        filename = entry.get("name") or ref["name"]
+        if "data_b64" in entry:
+            attachments.append(InboundAttachment(
+                filename=filename, content_type=entry.get("mime") or ref["mime"],
+                data=base64.b64decode(entry["data_b64"])))
+        elif "too_big" in entry:
+            notes.append(entry.get("note") or too_big_note(filename, int(entry["too_big"])))
+        else:
+            notes.append(entry.get("note") or failed_note(
+                filename, entry.get("failed") or "not in the record"))
+    return attachments, notes
+
+
 def parse(raw: bytes, received_at: datetime) -> InboundMessage:
     """A kept envelope -> its message; never raises."""
     try:
@@ -121,31 +152,21 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
     kind = update_kind(update)
     edited = kind == "edited_message"
     key = f"{'edit' if edited else 'update'}:{update_id}"
+    if record.get("staff"):  # written in the staff group (the adapter said so)
+        from helpgate.channels.telegram import staff
+        return staff.parse(record, raw, key, received_at)
     reason = unhandled(update)
     if reason is not None:
         return InboundMessage(channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
                               problem=f"telegram update of kind {reason} is not handled yet")
     message = update[kind]
     sender = message["from"]
-    name = " ".join(part for part in (sender.get("first_name"), sender.get("last_name"))
-                    if part) or None
+    name = sender_name(sender)
     # /new: the words after it open a ticket of their own (no chat to continue).
     asked, rest = command(message)
     fresh = asked == "new"
     text = (rest or "/new" if fresh else message.get("text")) or message.get("caption") or ""
-    attachments, notes = [], []
-    for ref in files_of(message):
-        entry = files.get(ref.get("file_unique_id")) or {}
-        filename = entry.get("name") or ref["name"]
-        if "data_b64" in entry:
-            attachments.append(InboundAttachment(
-                filename=filename, content_type=entry.get("mime") or ref["mime"],
-                data=base64.b64decode(entry["data_b64"])))
-        elif "too_big" in entry:
-            notes.append(entry.get("note") or too_big_note(filename, int(entry["too_big"])))
-        else:
-            notes.append(entry.get("note") or failed_note(
-                filename, entry.get("failed") or "not in the record"))
+    attachments, notes = received_files(message, files)
     phone = None
     contact = message.get("contact")
     # A shared contact is the sender's phone only when it is their own card.
