@@ -109,11 +109,6 @@ def failed_note(name: str, reason: str, texts=None) -> str:
     return texts.file_not_received.format(filename=name, reason=reason)
 
 
-def sender_name(sender: dict) -> str | None:
-    return " ".join(part for part in (sender.get("first_name"), sender.get("last_name"))
-                    if part) or None
-
-
 def received_files(message: dict, files: dict[str, dict]
                    ) -> tuple[list[InboundAttachment], list[str]]:
     """The message's files as the envelope kept them: the attachments, and a line for
@@ -161,7 +156,8 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
                               problem=f"telegram update of kind {reason} is not handled yet")
     message = update[kind]
     sender = message["from"]
-    name = sender_name(sender)
+    name = " ".join(part for part in (sender.get("first_name"), sender.get("last_name"))
+                    if part) or None
     # /new: the words after it open a ticket of their own (no chat to continue).
     asked, rest = command(message)
     fresh = asked == "new"

@@ -71,6 +71,8 @@ def parse(record: dict, raw: bytes, key: str, received_at: datetime) -> InboundM
                               problem=f"telegram staff group update of kind {reason}")
     message = update[kind]
     sender = message["from"]
+    name = " ".join(part for part in (sender.get("first_name"), sender.get("last_name"))
+                    if part) or None
     words = message.get("text") or message.get("caption") or ""
     asked, rest = tgparse.command({"text": words})
     attachments, notes = tgparse.received_files(message, record.get("files") or {})
@@ -81,7 +83,7 @@ def parse(record: dict, raw: bytes, key: str, received_at: datetime) -> InboundM
     own_id = f"telegram:{chat_id}:{message['message_id']}"
     return InboundMessage(
         channel=tgparse.CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
-        sender_id=str(sender["id"]), sender_name=tgparse.sender_name(sender),
+        sender_id=str(sender["id"]), sender_name=name,
         date=datetime.fromtimestamp(int(date), timezone.utc).isoformat() if date else None,
         text=body, attachments=tuple(attachments), message_id=own_id,
         edit_of=own_id if edited else None,
