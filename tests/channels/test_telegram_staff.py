@@ -387,3 +387,44 @@ async def test_without_a_staff_group_nothing_is_posted(tg, store, clock, desk):
     assert await store.run(lambda s: s.scalar(
         select(func.count()).select_from(OutboxMessage).where(
             OutboxMessage.kind == "topic"))) == 0
+
+
+# ---- the record ------------------------------------------------------------------------
+
+
+def test_a_staff_record_reads_again_as_the_same_staff_action():
+    """The topic is the thread id, whatever the message replies to; a command leads its
+    words; the record's mark, not today's config, makes it staff's (replay, recovery)."""
+    from datetime import datetime, timezone
+
+    from helpgate.channels.base import StaffAction
+    from helpgate.channels.telegram import parse as tgparse
+    from helpgate.channels.telegram import staff
+    from helpgate.gateway.channels import parse_kept
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+    message = {"message_id": 40, "date": 1790000000, "message_thread_id": 17,
+               "is_topic_message": True,
+               "chat": {"id": STAFF, "type": "supergroup", "is_forum": True},
+               "from": {"id": ANNA, "is_bot": False, "first_name": "Anna"},
+               # A reply to another post of the topic, not to the topic's first message.
+               "reply_to_message": {"message_id": 33, "message_thread_id": 17},
+               "text": "/note@helpgate_bot called him back"}
+    update = {"update_id": 9, "message": message}
+    assert staff.in_staff_chat(update, STAFF) and not staff.in_staff_chat(update, 0)
+    assert staff.unhandled(update) is None
+    again = parse_kept("telegram", staff.envelope(update), now)
+    assert again.staff_action == StaffAction(chat_id=STAFF, thread_id=17, command="note")
+    assert (again.text, again.sender, again.message_id, again.problem) == (
+        "called him back", ("telegram", str(ANNA)), f"telegram:{STAFF}:40", None)
+    # The same update kept without the mark is group chatter, never a customer's ticket.
+    plain = tgparse.parse(tgparse.envelope(update), now)
+    assert plain.staff_action is None and plain.problem
+    # Outside a topic, from a bot, a service message: no staff action.
+    general = {**message}
+    del general["message_thread_id"], general["is_topic_message"]
+    assert "outside a topic" in staff.unhandled({"update_id": 10, "message": general})
+    bot = {**message, "from": {"id": 1, "is_bot": True, "first_name": "GroupAnonymousBot"}}
+    assert "from a bot" in staff.unhandled({"update_id": 11, "message": bot})
+    service = {k: v for k, v in message.items() if k != "text"}
+    assert "service message" in staff.unhandled({"update_id": 12, "message": {
+        **service, "forum_topic_edited": {"name": "x"}}})
