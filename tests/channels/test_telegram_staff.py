@@ -252,6 +252,44 @@ async def test_a_ticket_gets_one_topic_and_its_posts_in_order(tg, pipeline, stor
         f"line {n}" for n in range(4)]
 
 
+async def test_a_post_that_must_wait_holds_the_ticket_s_later_posts_back(
+        tg, pipeline, store, desk, clock):
+    """Telegram asks to wait before the topic is made: the first post waits as asked and
+    the next one waits behind it, so the topic is made once and reads in order."""
+    tg.fail_next("createForumTopic", 429, retry_after=120)
+    async with running(tg, pipeline) as bot:
+        await bot.hand_over(tg.send_text(desk["customer"], "first"))
+        await bot.hand_over(tg.send_text(desk["customer"], "second"))
+        await bot.send_all()
+        assert in_staff(tg) == [] and len(to_customer(tg)) == 1   # the acknowledgement
+        states = await store.run(lambda s: s.execute(
+            select(OutboxMessage.state, OutboxMessage.last_error).where(
+                OutboxMessage.kind == "topic").order_by(OutboxMessage.id)).all())
+        assert [tuple(r) for r in states] == [
+            ("queued", "Telegram rate limit: retry after 120 s"), ("queued", None)]
+        clock.advance(minutes=5)
+        await bot.send_all()
+    assert tg.requests["createForumTopic"] == 2 and len(tg.topics) == 1
+    assert [m["text"].rsplit("\n", 1)[-1] for m in in_staff(tg)] == ["first", "second"]
+
+
+async def test_a_bot_that_may_not_make_topics_parks_the_post_with_the_fix(
+        tg, pipeline, store, clock):
+    customer = tg.user(CUSTOMER, "Ann")
+    tg.group("Support staff", forum=True, chat_id=STAFF, rights={"can_manage_topics": False})
+    async with running(tg, pipeline) as bot:
+        await bot.hand_over(tg.send_text(customer, "Printer"))
+        await bot.send_all()
+    state, error = await store.run(lambda s: tuple(s.execute(
+        select(OutboxMessage.state, OutboxMessage.last_error).where(
+            OutboxMessage.kind == "topic")).one()))
+    assert state == "parked"
+    assert "not enough rights to manage topics" in error
+    assert "the bot an administrator allowed to manage topics" in error
+    # The customer is served all the same.
+    assert len(to_customer(tg)) == 1
+
+
 async def test_staff_answers_from_elsewhere_are_posted_in_the_topic(tg, pipeline, store,
                                                                    desk, clock, config):
     async with running(tg, pipeline) as bot:
