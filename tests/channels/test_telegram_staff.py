@@ -214,8 +214,10 @@ async def test_messages_map_to_their_ticket_and_comment_both_ways(tg, pipeline, 
                                          ("telegram", CUSTOMER, relayed["message_id"])])
 
 
-async def test_a_deleted_topic_is_made_again_on_the_next_post(tg, pipeline, store, desk):
-    async with running(tg, pipeline) as bot:
+@pytest.mark.parametrize("mode", ["polling", "webhook"])
+async def test_a_deleted_topic_is_made_again_on_the_next_post(tg, pipeline, store, desk,
+                                                              mode):
+    async with running(tg, pipeline, mode) as bot:
         await bot.hand_over(tg.send_text(desk["customer"], "Printer"))
         await bot.send_all()
         first = topic_of(tg)
