@@ -93,6 +93,11 @@ async def _check(bot: Bot, settings: TelegramConfig) -> list[Finding]:
         findings += await staff.findings(bot, me, settings.staff_chat_id)
     except NETWORK as exc:
         findings.append(_unreachable(settings, exc))
+    except TelegramAPIError as exc:
+        findings.append(Finding("staff_group", False, f"looking at the staff group failed: "
+                                                      f"{exc.message}",
+                                "run the check again; if it persists, check the Bot API "
+                                "server at [telegram] api_base_url"))
     return findings
 
 
