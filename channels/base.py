@@ -24,10 +24,12 @@ from helpgate.threading.message import (
     DeliveryStatus,
     InboundAttachment,
     InboundMessage,
+    StaffAction,
 )
 
 __all__ = ["Adapter", "ChannelKind", "ChannelStartError", "CursorStore", "DeliveryStatus",
-           "ChatAction", "Finding", "InboundAttachment", "InboundMessage", "Services"]
+           "ChatAction", "Finding", "InboundAttachment", "InboundMessage", "Services",
+           "StaffAction"]
 
 
 class Adapter(Protocol):

@@ -263,6 +263,20 @@ class TelegramConfig(Section):
     webhook_secret: str = ""
     # Ticket type of the tickets Telegram messages open (default: tickets.default_type).
     ticket_type: str | None = None
+    # The staff group: a forum supergroup (Topics on) where each ticket gets a topic of
+    # its own; customer messages are posted there, and what an employee writes in a
+    # topic answers the customer (/note: a private note, /close: close the ticket).
+    # Its id is negative (-100...); 0 = no staff group.
+    staff_chat_id: int = 0
+
+    @field_validator("staff_chat_id")
+    @classmethod
+    def _staff_chat(cls, value):
+        if value > 0:
+            raise ValueError("a group's id is negative (a supergroup's starts with -100); "
+                             f"{value} is a user's: add the bot to the staff group and take "
+                             "the group's id")
+        return value
 
     @field_validator("token")
     @classmethod
@@ -550,7 +564,7 @@ class Texts(Section):
     attachment_not_attached: str
     file_too_big_to_receive: str
     file_not_received: str
-    # A messenger bot's answers to what a customer asks of it (gateway/actions.py).
+    # A messenger bot's answers to what a customer asks of it (gateway/customer_actions.py).
     chat_which_ticket: str
     chat_new_ticket_button: str
     chat_chosen: str
@@ -571,6 +585,14 @@ class Texts(Section):
     chat_email_bound: str
     email_code_subject: str
     email_code_text: str
+    # The staff group's topics (telegram.staff_chat_id), in the staff's language.
+    topic_answer: str
+    topic_note: str
+    topic_status: str
+    topic_not_employee: str
+    topic_unknown_command: str
+    topic_cannot_close: str
+    topic_edit_ignored: str
 
 
 TEXTS = {
@@ -643,6 +665,17 @@ TEXTS = {
         email_code_text=("Здравствуйте!\n\nВ чате с ботом нашей поддержки ({channel}) этот "
                          "адрес назвали своим. Если это были вы, напишите в чат код: {code}\n\n"
                          "Если это были не вы, просто не отвечайте на это письмо."),
+        topic_answer="{author} → клиенту ({channel}):",
+        topic_note="{author}, внутренняя заметка ({channel}):",
+        topic_status="Статус: {status}.",
+        topic_not_employee=("{name} не сотрудник в справочнике helpgate (Telegram id {id}): "
+                            "сообщение не передано клиенту, обращение не изменено."),
+        topic_unknown_command=("Неизвестная команда /{command}: ничего не сделано. Текст без "
+                               "команды уходит клиенту, /note текст — внутренняя заметка, "
+                               "/close — закрыть обращение."),
+        topic_cannot_close="Обращение {number} не закрыто: {reason}.",
+        topic_edit_ignored=("Правка не передана: клиент уже получил первый текст. Напишите "
+                            "исправление новым сообщением."),
     ),
     "en": Texts(
         separator="##- Please type your reply above this line -##",
@@ -712,6 +745,18 @@ TEXTS = {
         email_code_text=("Hello,\n\nin a chat with our support bot ({channel}) someone gave "
                          "this address as theirs. If it was you, type this code in the chat: "
                          "{code}\n\nIf it was not you, simply ignore this mail."),
+        topic_answer="{author} → customer ({channel}):",
+        topic_note="{author}, private note ({channel}):",
+        topic_status="Status: {status}.",
+        topic_not_employee=("{name} is not an employee in helpgate's directory (Telegram id "
+                            "{id}): nothing was sent to the customer and the ticket is "
+                            "unchanged."),
+        topic_unknown_command=("Unknown command /{command}: nothing was done. Text without a "
+                               "command goes to the customer, /note text is a private note, "
+                               "/close closes the ticket."),
+        topic_cannot_close="Ticket {number} was not closed: {reason}.",
+        topic_edit_ignored=("An edit is not relayed: the customer already has the first text. "
+                            "Write the correction as a new message."),
     ),
 }
 

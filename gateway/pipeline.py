@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session
 from helpgate.channels.base import InboundMessage
 from helpgate.channels.mail.parse import parse_safely
 from helpgate.config.schema import Config, parse_window
-from helpgate.gateway.actions import CustomerActions
 from helpgate.gateway.channels import parse_kept
+from helpgate.gateway.customer_actions import CustomerActions
+from helpgate.gateway.staff_actions import StaffActions
 from helpgate.gateway.status_service import status_service
 from helpgate.outbound.notify import Notifier, prefetch_acknowledgements
 from helpgate.outbound.targets import Target
@@ -104,6 +105,7 @@ class Pipeline:
         self.notifier = Notifier(config)
         self.statuses = status_service(config, self.notifier, quiet)
         self.actions = CustomerActions(config, self.notifier, self.statuses)
+        self.staff_actions = StaffActions(self)
         # Called after messages were committed, e.g. to wake the outbox worker at once.
         self.on_commit: list[Callable[[], None]] = []
 
@@ -272,6 +274,12 @@ class Pipeline:
             result = Result(action=Action.QUARANTINED, reason=message.problem,
                             inbound=inbound_id)
             return _finish(session, inbound_id, "quarantined", result, now, meta, finishing)
+        if message.staff_action is not None:
+            # Staff in a ticket's topic of the staff group: no rule, no customer.
+            done = Result(**self.staff_actions.act(session, inbound_id, message, now),
+                          inbound=inbound_id)
+            state = "ignored" if done.action == Action.IGNORED else "processed"
+            return _finish(session, inbound_id, state, done, now, meta, finishing)
         if message.edit_of:
             edited = _edit(session, inbound_id, message, now)
             if edited is not None:
@@ -294,7 +302,8 @@ class Pipeline:
             if message.sender_phone and not self.quiet:
                 self.actions.phone_shared(session, message, inbound_id, now)
         if message.chat and not self.quiet:
-            # A confirmation code typed back, or an address to confirm (gateway/actions.py).
+            # A confirmation code typed back, or an address to confirm
+            # (gateway/customer_actions.py).
             done = self.actions.intercept(session, message, inbound_id, now)
             if done is not None:
                 result = Result(action=Action.ACTION, rules=["action:confirm_email"],

@@ -41,6 +41,9 @@ class Outgoing:
     # Buttons a messenger shows under the words: rows of (label, data), the data a
     # ChatAction's (threading/message.py). Mail has none.
     buttons: tuple[tuple[tuple[str, str], ...], ...] = ()
+    # A post in a staff topic (kind "topic"): the ticket's topic now, None when it has
+    # none yet in the recipient chat (the transport makes one, named `subject`).
+    thread_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +58,19 @@ class DeliveryResult:
     # Seconds the other side asked us to wait before trying again (a messenger's rate
     # limit): the outbox waits at least this long, its own backoff when that is longer.
     retry_after: float | None = None
+    # What the messenger named the messages that went out, (chat id, message id) each,
+    # whatever the outcome (a failure after a part still posted that part): recorded
+    # against the row's ticket and comment (ticketstore/chat_map.py).
+    # Not part of the outcome: two results compare equal whatever they posted.
+    posted: tuple[tuple[int, int], ...] = field(default=(), compare=False)
+    # (chat id, thread id) of a staff topic the transport made for the row's ticket (the
+    # first post, or the topic staff deleted made again): recorded as the ticket's topic.
+    topic: tuple[int, int] | None = field(default=None, compare=False)
 
     @classmethod
-    def ok(cls) -> DeliveryResult:
-        return cls(delivered=True)
+    def ok(cls, posted: tuple[tuple[int, int], ...] = (),
+           topic: tuple[int, int] | None = None) -> DeliveryResult:
+        return cls(delivered=True, posted=posted, topic=topic)
 
     @classmethod
     def retry(cls, error: str, retry_after: float | None = None) -> DeliveryResult:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config, Texts
 from helpgate.outbound.compose import Composer, Draft
+from helpgate.outbound.staff_topics import StaffTopics
 from helpgate.outbound.targets import Target, addresses
 from helpgate.threading.context import TicketView
 from helpgate.threading.markers import format_marker, reply_address
@@ -50,6 +51,7 @@ class Notifier:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.compose = Composer(config)
+        self.topics = StaffTopics(config)
 
     def new_ticket(self, session: Session, ticket: Ticket, comment: Comment,
                    ack_to: Target | str | None, inbound_id: str | None,
@@ -77,6 +79,7 @@ class Notifier:
                 event_key=f"ticket{ticket.id}", comment=comment, quoted=comment.text,
                 reply_to_ids=[inbound_id] if inbound_id else None, auto="auto-replied"))
         drafts += self._staff(session, ticket, comment, "staff_new_subject", now, new=True)
+        drafts += self._topic(session, ticket, comment)
         return self._queue(session, drafts, now)
 
     def _ask_for_contact(self, session: Session, to: Target, texts: Texts
@@ -110,6 +113,7 @@ class Notifier:
         else:
             drafts += self._staff(session, ticket, comment, "staff_comment_subject", now,
                                   stand_in=not from_staff)
+        drafts += self._topic(session, ticket, comment, stand_in=not from_staff)
         return self._queue(session, drafts, now)
 
     def _to_customer(self, session: Session, ticket: Ticket, comment: Comment,
@@ -135,8 +139,11 @@ class Notifier:
 
     def status_change(self, session: Session, ticket: Ticket, change: StatusChange,
                       now: datetime) -> list[Draft]:
+        staff = self.compose.texts_for(self.config.staff_language)
+        topic = self.topics.post(ticket, f"status{change.id}", staff.topic_status.format(
+            status=self.config.status_name(change.to_status, self.config.staff_language)))
         if change.to_status not in self.config.notifications.status_changes:
-            return []
+            return self._queue(session, topic, now)
         language = self._language(session, ticket)
         texts = self.compose.texts_for(language)
         content = texts.status_text.format(
@@ -151,7 +158,36 @@ class Notifier:
             event_key=f"status{change.id}", reply_to_ids=self._customer_thread(session, ticket),
             buttons=rating_buttons(ticket.number) if rated else None)
             for target in self._customer_targets(session, ticket)]
-        return self._queue(session, drafts, now)
+        return self._queue(session, drafts + topic, now)
+
+    def topic_notice(self, session: Session, ticket: Ticket, event_key: str, text: str,
+                     now: datetime) -> list[Draft]:
+        """A word from helpgate in the ticket's staff topic (why a message there did
+        nothing)."""
+        return self._queue(session, self.topics.post(ticket, event_key, text), now)
+
+    def _topic(self, session: Session, ticket: Ticket, comment: Comment,
+               stand_in: bool = False) -> list[Draft]:
+        """The comment in the ticket's staff topic: a customer's with who wrote it (the
+        lines a staff mail starts with), staff's from elsewhere as an answer or a note;
+        the files by name."""
+        if not self.topics.on or self.topics.from_topic(comment):
+            return []
+        language = self.config.staff_language
+        texts = self.compose.texts_for(language)
+        if comment.author_kind == "employee" and not stand_in:
+            known = getattr(comment, "author", None)
+            person = known if _is(known, "employee", comment.employee_id) else \
+                session.connection().execute(_EMPLOYEE, {"id": comment.employee_id}).first()
+            name = (person.name or person.email) if person is not None else "?"
+            head = (texts.topic_answer if comment.public else texts.topic_note).format(
+                author=name, channel=comment.channel)
+        else:
+            head = self._about(session, ticket, comment, language, stand_in)
+        files = _files(session, comment)
+        content = "\n\n".join(filter(None, [
+            head, comment.text, self.compose.file_list(files, {f.id for f in files}, texts)]))
+        return self.topics.post(ticket, f"comment{comment.id}", content, comment.id)
 
     def unverified_staff(self, session: Session, ticket: Ticket, comment: Comment,
                          employee_id: int, employee_email: str, why: str,
@@ -170,7 +206,7 @@ class Notifier:
 
     def to_chat(self, session: Session, to: Target, content: str, key: str, now: datetime,
                 buttons: list | None = None, ticket_id: int | None = None) -> list[Draft]:
-        """A messenger bot's answer to what a customer asked of it (gateway/actions.py):
+        """A messenger bot's answer to what a customer asked of it (gateway/customer_actions.py):
         the words and the buttons, in the chat they asked in."""
         draft = Draft(kind="bot", channel=to.channel, recipient=to.recipient, subject="",
                       text=content.strip() + "\n", dedupe_key=f"bot:{key}", ticket_id=ticket_id,

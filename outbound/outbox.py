@@ -44,7 +44,7 @@ from helpgate.config.schema import Config, OutboxConfig, parse_window
 from helpgate.outbound.attachments import load_files
 from helpgate.outbound.base import DeliveryResult, Outgoing, Transport
 from helpgate.outbound.targets import addresses, mark_unreachable, reach
-from helpgate.ticketstore import instances
+from helpgate.ticketstore import chat_map, instances
 from helpgate.ticketstore.models import Comment, OutboxMessage
 from helpgate.ticketstore.repository import Store, insert_rows
 
@@ -53,16 +53,28 @@ OUTBOX = OutboxMessage.__table__
 BATCH = 20
 # Messages handed over at the same moment: what a crash can leave uncertain, at most.
 IN_FLIGHT = 4
+# Kinds delivered one at a time per ticket, in the order queued (outbound/staff_topics.py).
+IN_ORDER = ("topic",)
+UNFINISHED = ("queued", "claimed", "sending")
 UNCERTAIN = ("the gateway stopped while handing this message over; it may have gone out, "
              "so it is not sent again by itself (`helpgate outbox retry {id}` sends it)")
 
 
 def claim(session: Session, channels: list[str], now: datetime, lease: timedelta,
           limit: int = BATCH, instance: str | None = None) -> list[Outgoing]:
-    """Take due rows of these channels for `instance`: state "claimed" until `now + lease`."""
+    """Take due rows of these channels for `instance`: state "claimed" until `now + lease`.
+
+    Rows of a kind in IN_ORDER (posts in a ticket's staff topic) are taken one at a time
+    per ticket, oldest first: a conversation is read in order, and the first post makes
+    the topic the later ones go to, so two must never make one each."""
+    earlier = OUTBOX.alias("earlier")
+    waiting = select(earlier.c.id).where(
+        earlier.c.kind.in_(IN_ORDER), earlier.c.ticket_id == OUTBOX.c.ticket_id,
+        earlier.c.id < OUTBOX.c.id, earlier.c.state.in_(UNFINISHED)).exists()
     rows = session.execute(
         select(OUTBOX).where(OUTBOX.c.state == "queued", OUTBOX.c.next_attempt_at <= now,
-                             OUTBOX.c.channel.in_(channels))
+                             OUTBOX.c.channel.in_(channels),
+                             ~(OUTBOX.c.kind.in_(IN_ORDER) & waiting))
         .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id).limit(limit)
         .with_for_update(skip_locked=True)).all()
     if rows:
@@ -70,13 +82,24 @@ def claim(session: Session, channels: list[str], now: datetime, lease: timedelta
                         .values(state="claimed", next_attempt_at=now + lease,
                                 claimed_by=instance))
     files = load_files(session, rows)
+    topics = chat_map.topics_of(session, [r.ticket_id for r in rows
+                                          if r.kind in IN_ORDER and r.ticket_id is not None])
     return [Outgoing(id=r.id, channel=r.channel, kind=r.kind, recipient=r.recipient,
                      subject=r.subject, text=r.text, html=r.html, message_id=r.message_id,
                      headers=dict(r.headers or {}), attachments=files.get(r.id, ()),
                      content=r.content if r.content is not None else r.text,
                      buttons=tuple(tuple((str(label), str(data)) for label, data in row)
-                                   for row in r.buttons or ()))
+                                   for row in r.buttons or ()),
+                     thread_id=_thread(topics.get(r.ticket_id), r.recipient))
             for r in rows]
+
+
+def _thread(topic: tuple[int, int] | None, recipient: str) -> int | None:
+    """The topic's thread, when the topic is in the chat the row goes to (the staff group
+    may have been changed since)."""
+    if topic is None or str(topic[0]) != recipient:
+        return None
+    return topic[1]
 
 
 def reroute(session: Session, channels: list[str], config: Config, now: datetime) -> int:
@@ -163,8 +186,15 @@ def _claimed_by(instance: str | None):
 def record(session: Session, outbox_id: int, result: DeliveryResult, now: datetime,
            config: OutboxConfig, instance: str | None = None) -> str:
     """Store a send's outcome; returns the row's new state."""
-    row = session.execute(select(OUTBOX.c.state, OUTBOX.c.attempts, OUTBOX.c.claimed_by)
+    row = session.execute(select(OUTBOX.c.state, OUTBOX.c.attempts, OUTBOX.c.claimed_by,
+                                 OUTBOX.c.channel, OUTBOX.c.ticket_id, OUTBOX.c.comment_id)
                           .where(OUTBOX.c.id == outbox_id).with_for_update()).first()
+    if row is not None and row.ticket_id is not None:
+        # Whatever the verdict below: what went out is out, and a topic made is there.
+        if result.topic is not None:
+            chat_map.remember_topic(session, row.ticket_id, *result.topic, now)
+        chat_map.remember_messages(session, row.channel, row.ticket_id, row.comment_id,
+                                   list(result.posted), now)
     if row is None or row.state != "sending" or row.claimed_by != instance:
         # Parked as uncertain meanwhile (this instance taken for dead, or a lease shorter
         # than the send), perhaps retried since: keep that verdict.
@@ -348,6 +378,8 @@ class OutboxWorker:
         else:
             state = await self.store.run(record, message.id, result, self.clock(),
                                          self.config, self.instance)
+        if message.kind in IN_ORDER and state == "sent":
+            self._wake.set()   # the ticket's next post may go now, not at the next poll
         # A relay's refusal or a network failure is the admin's business: WARNING.
         level = logging.INFO if result.delivered else logging.WARNING
         log.log(level, "outbox %s: %s %s to %s -> %s%s", message.id, message.channel,

@@ -23,7 +23,7 @@ class Action(StrEnum):
     IGNORED = "ignored"
     DUPLICATE = "duplicate"
     QUARANTINED = "quarantined"
-    # A request to a messenger bot (close, choose, rate), carried out (gateway/actions.py).
+    # A request to a messenger bot (close, choose, rate), carried out (gateway/customer_actions.py).
     ACTION = "action"
     # Kept, not yet decided: the customer is asked which of their open tickets it is for.
     HELD = "held"

@@ -68,6 +68,19 @@ class DeliveryStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class StaffAction:
+    """A message written in a ticket's topic of the staff group (a Telegram forum topic):
+    not a customer's request but staff acting on the ticket the topic belongs to, if the
+    author is an employee (gateway/staff_actions.py). The topic is named by its chat and
+    thread id; `command` is the bot command it began with ("note", "close", …; the
+    message's text is then the words after it), None for plain words."""
+
+    chat_id: int
+    thread_id: int
+    command: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMessage:
     channel: str
     raw: bytes
@@ -109,11 +122,13 @@ class InboundMessage:
     # message made takes the new text and keeps the old one in its history.
     edit_of: str | None = None
     # Not words but a request to the bot (a command, a pressed button): carried out by
-    # gateway/actions.py, stored as no comment.
+    # gateway/customer_actions.py, stored as no comment.
     action: ChatAction | None = None
     # The messenger chat the message came from when it is not the sender's private chat
     # (a customer company's group): replies go there.
     chat_id: str | None = None
+    # Written in a ticket's staff topic: a staff action, never a customer's message.
+    staff_action: StaffAction | None = None
 
     @property
     def sender_key(self) -> str | None:

@@ -1,7 +1,7 @@
 """What the store keeps of a customer's chat with a bot besides their messages: the ticket
 they chose for their messages, the messages held until they choose, their ratings.
 
-The customer actions (gateway/actions.py) and rule conversation read and write these;
+The customer actions (gateway/customer_actions.py) and rule conversation read and write these;
 the SQL is here, with the rest of the store's.
 """
 

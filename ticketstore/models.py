@@ -420,3 +420,34 @@ class StaffToken(Base):
 
 
 Index("ix_staff_tokens_ticket_employee", StaffToken.ticket_id, StaffToken.employee_id)
+
+
+class StaffTopic(Base):
+    """The staff group's topic of a ticket (a Telegram forum topic): where the ticket's
+    messages are posted and where what an employee writes answers the customer. One per
+    ticket; a topic staff deleted is replaced by the one made on the next post."""
+
+    __tablename__ = "staff_topics"
+    __table_args__ = (UniqueConstraint("chat_id", "thread_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), unique=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    thread_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class ChatMessage(Base):
+    """A messenger message of a ticket: one the bot posted (a notification, a post in a
+    staff topic) or one staff wrote in a topic, named by its chat and its id there
+    (message ids count per chat). Read both ways: a message to its ticket and comment, a
+    ticket or comment to its messages."""
+
+    __tablename__ = "chat_messages"
+    __table_args__ = (UniqueConstraint("channel", "chat_id", "message_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(Bounded(20))
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int] = mapped_column(BigInteger)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    comment_id: Mapped[int | None] = mapped_column(ForeignKey("comments.id"), index=True)
+    created_at: Mapped[datetime]

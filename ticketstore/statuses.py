@@ -94,6 +94,16 @@ def due_change(model: StatusConfig, ticket: Ticket, now: datetime) -> tuple[str,
     return None
 
 
+def closing_state(model: StatusConfig, status: str) -> str | None:
+    """Where "close this ticket" (a customer's or a staff member's /close) takes a ticket
+    in `status`: `closed` when the model allows it next, else the first closed-class
+    state it allows (`resolved` from `open` in the default model); None: none is."""
+    states = model.states_by_id()
+    allowed = [name for name in (states[status].next if status in states else [])
+               if name in states and states[name].closed]
+    return "closed" if "closed" in allowed else (allowed[0] if allowed else None)
+
+
 def resolution_seconds(ticket: Ticket, now: datetime) -> float:
     """Time the ticket spent open so far (R-TS-4), not counting closed stretches."""
     running = (now - ticket.open_since).total_seconds() if ticket.open_since else 0.0

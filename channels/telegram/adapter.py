@@ -40,7 +40,7 @@ from aiogram.types import Update
 from aiohttp import web
 
 from helpgate.channels.base import ChannelStartError, Services
-from helpgate.channels.telegram import parse
+from helpgate.channels.telegram import parse, staff
 from helpgate.config.schema import Config, TelegramConfig, Texts
 
 log = logging.getLogger("helpgate.telegram")
@@ -164,6 +164,16 @@ class TelegramAdapter:
         else:
             await self.bot.delete_webhook(drop_pending_updates=False)
         self._ready = True
+        await self._staff_hello(me)
+
+    async def _staff_hello(self, me) -> None:
+        """What the bot may do in the staff group, in the log; it never stops the start
+        (the bot serves customers without it)."""
+        try:
+            await staff.report(self.bot, me, self.config.staff_chat_id)
+        except (TelegramAPIError, *PASSING) as exc:
+            log.warning("telegram: cannot look at the staff group %s: %s",
+                        self.config.staff_chat_id, exc)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -233,12 +243,16 @@ class TelegramAdapter:
 
     async def _store(self, updates: list[dict]) -> None:
         """Updates -> envelopes -> the pipeline; returns once they are committed."""
-        kept = []
+        kept: list[tuple[dict, bool]] = []     # (update, written in the staff group)
         queries = []
         for update in updates:
             kind = parse.update_kind(update)
             if kind == "callback_query":
                 queries.append(update[kind]["id"])
+            if staff.in_staff_chat(update, self.config.staff_chat_id):
+                if self._staff_wanted(update):
+                    kept.append((update, True))
+                continue
             reason = parse.unhandled(update)
             if reason is not None:
                 log.info("telegram: update %s skipped: %s is not handled yet",
@@ -251,17 +265,18 @@ class TelegramAdapter:
             if parse.command(message) == ("start", "") and "message" in update:
                 await self._greet(message)  # pressing Start asks nothing yet
                 continue
-            kept.append(update)
+            kept.append((update, False))
         # The batch's files are fetched side by side (a few at a time), not one by one.
         # (A task group: when one fails, the rest are cancelled and the batch is fetched
         # again.)
         try:
             async with asyncio.TaskGroup() as group:
-                fetching = [group.create_task(self._files(update)) for update in kept]
+                fetching = [group.create_task(self._files(update)) for update, _ in kept]
         except ExceptionGroup as failed:
             raise failed.exceptions[0] from None
-        raws = [parse.envelope(update, task.result(), self.username)
-                for update, task in zip(kept, fetching, strict=True)]
+        raws = [staff.envelope(update, task.result()) if in_staff
+                else parse.envelope(update, task.result(), self.username)
+                for (update, in_staff), task in zip(kept, fetching, strict=True)]
         if raws:
             messages = await self.services.parse_many(parse.CHANNEL, raws)
             await self.services.ingest(messages, self.config.ticket_type)
@@ -276,6 +291,15 @@ class TelegramAdapter:
             await self.bot.answer_callback_query(query_id)
         except (TelegramAPIError, *PASSING) as exc:
             log.debug("telegram: callback query %s not answered: %s", query_id, exc)
+
+    @staticmethod
+    def _staff_wanted(update: dict) -> bool:
+        """Whether a message in the staff group is a staff action to keep."""
+        reason = staff.unhandled(update)
+        if reason is not None:
+            log.info("telegram: update %s of the staff group skipped: %s",
+                     update.get("update_id"), reason)
+        return reason is None
 
     async def _greet(self, message: dict) -> None:
         """Answer /start with what to do; a greeting that fails is only logged (the

@@ -2,10 +2,11 @@
 
 Set-up is where a messenger channel fails most: a token copied wrong or revoked, a
 webhook someone else set, a proxy that never forwards Telegram's posts, a bot in privacy
-mode. Each is found here with the Bot API calls the gateway itself makes (getMe,
-getWebhookInfo) against the configured `api_base_url`, and each finding is one line in
-plain words with what to do about it. Nothing is changed at Telegram: the check only
-reads.
+mode, a staff group without topics or where the bot may neither manage topics nor read
+staff's words (channels/telegram/staff.py). Each is found here with the Bot API calls
+the gateway itself makes (getMe, getWebhookInfo, getChat, getChatMember) against the
+configured `api_base_url`, and each finding is one line in plain words with what to do
+about it. Nothing is changed at Telegram: the check only reads.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiogram.exceptions import (
 )
 
 from helpgate.channels.base import Finding
+from helpgate.channels.telegram import staff
 from helpgate.config.schema import Config, TelegramConfig
 
 # Seconds one call may take: a check that hangs for a minute helps nobody.
@@ -87,6 +89,15 @@ async def _check(bot: Bot, settings: TelegramConfig) -> list[Finding]:
     else:
         findings.append(_mode(settings, info))
     findings.append(_privacy(me.username, me.can_read_all_group_messages))
+    try:
+        findings += await staff.findings(bot, me, settings.staff_chat_id)
+    except NETWORK as exc:
+        findings.append(_unreachable(settings, exc))
+    except TelegramAPIError as exc:
+        findings.append(Finding("staff_group", False, f"looking at the staff group failed: "
+                                                      f"{exc.message}",
+                                "run the check again; if it persists, check the Bot API "
+                                "server at [telegram] api_base_url"))
     return findings
 
 

@@ -8,12 +8,16 @@ downloadable when the record is read again):
      "files": {file_unique_id: {"name", "mime", "data_b64"}
                              | {"name", "mime", "too_big": size, "note"?}
                              | {"name", "mime", "failed": reason, "note"?}},
-     "bot": <the bot's username>?}
+     "bot": <the bot's username>?, "staff": true?}
 
 Besides words, an update may be a request to the bot (threading/message.py ChatAction):
 /close, or a pressed inline button (a callback query whose data names the action). In a
 customer company's group chat the adapter keeps only what is addressed to the bot (a
 mention, a reply to it, a command); the mention is taken out of the words here.
+
+`staff` marks a message written in a topic of the staff group (channels/telegram/
+staff.py reads it): the adapter knew the configured group when it kept the record, and
+the mark keeps the record meaning the same when it is read again.
 
 `note` is the line for the ticket, written by the adapter in the customer's language
 with the admin's texts; a record without one gets the English built-in text. `parse`
@@ -44,10 +48,13 @@ CONTENT_KINDS = ("sticker", "voice", "video_note", "video", "audio", "animation"
                  "venue", "poll", "dice", "game", "story", "contact", "photo", "document")
 
 
-def envelope(update: dict, files: dict[str, dict] | None = None,
-             bot: str | None = None) -> bytes:
-    """The raw record kept for one update."""
-    record = {"update": update, "files": files or {}, **({"bot": bot} if bot else {})}
+def envelope(update: dict, files: dict[str, dict] | None = None, bot: str | None = None,
+             **marks: bool) -> bytes:
+    """The raw record kept for one update: `bot` the bot's username (a group message's
+    mention of it is taken out of the words), `marks` what the adapter knew of it
+    (staff=True: written in the staff group, channels/telegram/staff.py)."""
+    record = {"update": update, "files": files or {}, **({"bot": bot} if bot else {}),
+              **marks}
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -150,6 +157,26 @@ def failed_note(name: str, reason: str, texts=None) -> str:
     return texts.file_not_received.format(filename=name, reason=reason)
 
 
+def received_files(message: dict, files: dict[str, dict]
+                   ) -> tuple[list[InboundAttachment], list[str]]:
+    """The message's files as the envelope kept them: the attachments, and a line for
+    each file that could not be received."""
+    attachments, notes = [], []
+    for ref in files_of(message):
+        entry = files.get(ref.get("file_unique_id")) or {}
+        filename = entry.get("name") or ref["name"]
+        if "data_b64" in entry:
+            attachments.append(InboundAttachment(
+                filename=filename, content_type=entry.get("mime") or ref["mime"],
+                data=base64.b64decode(entry["data_b64"])))
+        elif "too_big" in entry:
+            notes.append(entry.get("note") or too_big_note(filename, int(entry["too_big"])))
+        else:
+            notes.append(entry.get("note") or failed_note(
+                filename, entry.get("failed") or "not in the record"))
+    return attachments, notes
+
+
 def parse(raw: bytes, received_at: datetime) -> InboundMessage:
     """A kept envelope -> its message; never raises."""
     try:
@@ -168,6 +195,9 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
     kind = update_kind(update)
     edited = kind == "edited_message"
     key = f"{'edit' if edited else 'update'}:{update_id}"
+    if record.get("staff"):  # written in the staff group (the adapter said so)
+        from helpgate.channels.telegram import staff
+        return staff.parse(record, raw, key, received_at)
     reason = unhandled(update)
     if reason is not None:
         return InboundMessage(channel=CHANNEL, raw=raw, dedupe_key=key, received_at=received_at,
@@ -192,19 +222,7 @@ def _parse(raw: bytes, received_at: datetime) -> InboundMessage:
     text = (rest or "/new" if fresh else message.get("text")) or message.get("caption") or ""
     if group:
         text = _without_mention(text, record.get("bot"))
-    attachments, notes = [], []
-    for ref in files_of(message):
-        entry = files.get(ref.get("file_unique_id")) or {}
-        filename = entry.get("name") or ref["name"]
-        if "data_b64" in entry:
-            attachments.append(InboundAttachment(
-                filename=filename, content_type=entry.get("mime") or ref["mime"],
-                data=base64.b64decode(entry["data_b64"])))
-        elif "too_big" in entry:
-            notes.append(entry.get("note") or too_big_note(filename, int(entry["too_big"])))
-        else:
-            notes.append(entry.get("note") or failed_note(
-                filename, entry.get("failed") or "not in the record"))
+    attachments, notes = received_files(message, files)
     phone = None
     contact = message.get("contact")
     # A shared contact is the sender's phone only when it is their own card.

@@ -10,7 +10,7 @@ from a known contact joins, in this order:
   one when none is open (whether a resolved or closed one reopens, or a new one starts,
   is reopen_policy's, per channel and type as for mail, R-TH-6);
 - with several open (or an open one and a more recent closed one) the message is held
-  and the customer asked which (Action.HELD; gateway/actions.py asks and, on the
+  and the customer asked which (Action.HELD; gateway/customer_actions.py asks and, on the
   answer, decides the held messages again). Unanswered, it goes to the most recent.
 A message that named a ticket, a staff member's, or one the adapter marks as a fresh
 start (a /new command) is left alone.

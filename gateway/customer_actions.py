@@ -38,7 +38,7 @@ from helpgate.threading.message import ChatAction, InboundMessage
 from helpgate.ticketstore import chats, people
 from helpgate.ticketstore.models import Comment, Ticket
 from helpgate.ticketstore.repository import SessionDirectory, identity_key, ticket_view
-from helpgate.ticketstore.statuses import StatusService
+from helpgate.ticketstore.statuses import StatusService, closing_state
 
 RATING_SCALE = range(1, 6)
 # A message that is an email address alone, or a confirmation code alone.
@@ -137,7 +137,7 @@ class CustomerActions:
                          texts.chat_already_closed.format(number=ticket.number), key, now,
                          ticket=ticket)
             return Done(ticket.number, f"/close: ticket {ticket.number} is {ticket.status}")
-        target = self.closing_state(ticket.status)
+        target = closing_state(self.config.statuses, ticket.status)
         if target is None:
             return self._stale(session, message, person, key, now)
         entity = session.get(Ticket, ticket.id, populate_existing=True, with_for_update=True)
@@ -185,7 +185,8 @@ class CustomerActions:
         held = decide_held(session, waiting, True)
         number = next((r.ticket for r in held if r.ticket), None)
         view = self._own(session, person, number)
-        if view is not None:
+        # The new ticket's acknowledgement says it, when there is one.
+        if view is not None and not self.config.notifications.acknowledge_new_tickets:
             texts = self.notifier.texts_for_ticket(session, view)
             self._answer(session, message, person, texts.chat_chosen_new.format(number=number),
                          key, now, ticket=view)
@@ -259,14 +260,6 @@ class CustomerActions:
                      f"phone{inbound_id}", now)
 
     # ---- helpers -------------------------------------------------------------------------
-
-    def closing_state(self, status: str) -> str | None:
-        """Where a customer's /close takes a ticket: the first closed-class state it may
-        move to (by default open -> resolved, which the timer later closes)."""
-        for state in self.config.statuses.states:
-            if state.id == status:
-                return next((n for n in state.next if n in self.closed), None)
-        return None
 
     def _own(self, session: Session, person: Person, number: int | None) -> TicketView | None:
         """Ticket `number` when it is this contact's (a button is only a request)."""
