@@ -63,6 +63,22 @@ def _no_hidden_pipeline_errors(request, caplog):
 
 
 @pytest.fixture
+async def tg():
+    """A fake Telegram Bot API (tests/fakes/telegram.py) on a loopback port."""
+    from tests.fakes.telegram import FakeTelegram
+    async with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+def no_vk_rate_sleep(monkeypatch):
+    """vk-api waits 1/20 s before each call of a community token; the fake needs none."""
+    from helpgate.channels.vk import api
+    monkeypatch.setattr(api.BoundedVkApi, "RPS_DELAY", 0)
+    monkeypatch.setattr(api, "RPS_PAUSE", 0)
+
+
+@pytest.fixture
 def clock() -> Clock:
     return Clock()
 

@@ -33,11 +33,6 @@ SECRET = "s3cret_Token-1"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture
-async def tg():
-    async with FakeTelegram() as fake:
-        yield fake
-
 
 def settings(tg: FakeTelegram, **changes) -> TelegramConfig:
     return TelegramConfig(token=tg.token, api_base_url=tg.base_url, polling_timeout=1,

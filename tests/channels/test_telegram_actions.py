@@ -32,18 +32,12 @@ from helpgate.ticketstore.models import (
     Ticket,
 )
 from helpgate.ticketstore.queries import ticket_detail
-from tests.fakes.telegram import FakeTelegram
 from tests.services import services_for
 from tests.waiting import eventually
 
 SECRET = "s3cret_Token-1"
 ANNA = {"name": "Анна", "email": "anna@helpgate.test", "role": "admin"}
 
-
-@pytest.fixture
-async def tg():
-    async with FakeTelegram() as fake:
-        yield fake
 
 
 @pytest.fixture

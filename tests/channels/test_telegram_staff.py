@@ -24,7 +24,6 @@ from helpgate.ticketstore import chat_map, people
 from helpgate.ticketstore.models import Comment, OutboxMessage, StaffTopic, Ticket
 from helpgate.ticketstore.models import InboundMessage as InboundRow
 from tests.channels.test_telegram import inbound, stored
-from tests.fakes.telegram import FakeTelegram
 from tests.services import services_for
 
 STAFF = -1001234567890
@@ -33,11 +32,6 @@ MALLORY = 6666       # in the staff group, not an employee
 CUSTOMER = 1001
 SECRET = "s3cret_Token-1"
 
-
-@pytest.fixture
-async def tg():
-    async with FakeTelegram() as fake:
-        yield fake
 
 
 @pytest.fixture

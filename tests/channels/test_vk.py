@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import select
 
 from helpgate.channels.base import ChannelStartError
-from helpgate.channels.vk import api as vk_api_session
 from helpgate.channels.vk.adapter import VkAdapter
 from helpgate.channels.vk.parse import envelope, parse
 from helpgate.config.schema import Config, VkConfig
@@ -32,11 +31,8 @@ CODE = "c0nf1rm"
 KEY = f"vk:{GROUP}"
 
 
-@pytest.fixture(autouse=True)
-def _no_rate_sleep(monkeypatch):
-    # vk-api waits 1/20 s before each call of a community token; the fake needs none.
-    monkeypatch.setattr(vk_api_session.BoundedVkApi, "RPS_DELAY", 0)
-    monkeypatch.setattr(vk_api_session, "RPS_PAUSE", 0)
+# vk-api waits 1/20 s before each call of a community token; the fake needs none.
+pytestmark = pytest.mark.usefixtures("no_vk_rate_sleep")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import json
 
 import pytest
 
-from helpgate.channels.vk import api as vk_api_session
 from helpgate.gateway.channels import CHANNELS
 from helpgate.gateway.cli import CHECKED_CHANNELS
 from tests.fakes.telegram import FakeTelegram
@@ -26,16 +25,8 @@ HOOK = "https://support.example.com/telegram"
 
 
 @pytest.fixture
-def desk(tmp_path, monkeypatch, capsys) -> Helpgate:
-    # vk-api waits 1/20 s before each call of a community token; the fake needs none.
-    monkeypatch.setattr(vk_api_session.BoundedVkApi, "RPS_DELAY", 0)
+def desk(tmp_path, monkeypatch, capsys, no_vk_rate_sleep) -> Helpgate:
     return Helpgate(tmp_path, monkeypatch, capsys)
-
-
-@pytest.fixture
-async def tg():
-    async with FakeTelegram() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -18,17 +18,11 @@ from helpgate.outbound.outbox import OutboxWorker, record
 from helpgate.outbound.telegram import TelegramTransport, split_text, transport
 from helpgate.ticketstore import people
 from helpgate.ticketstore.models import OutboxMessage
-from tests.fakes.telegram import FakeTelegram
 from tests.gateway.test_identities import chat
 
 ANNA = {"name": "Анна", "email": "anna@helpgate.test", "role": "admin"}
 CUSTOMER = 4200000001
 
-
-@pytest.fixture
-async def tg():
-    async with FakeTelegram() as fake:
-        yield fake
 
 
 @pytest.fixture
