@@ -364,8 +364,15 @@ class Pipeline:
         wait = parse_window(self.config.threading.chat_choice_wait)
         results = []
         for inbound_id in await self.store.run(chats.held_before, self.clock() - wait):
-            found = await self.store.run(self._held_one, inbound_id)
-            results += found
+            try:
+                results += await self.store.run(self._held_one, inbound_id)
+            except Exception as exc:
+                # One that cannot be decided must not hold up the rest, sweep after sweep.
+                log.exception("deciding held message %s failed", inbound_id)
+                failed = Result(action=Action.QUARANTINED, inbound=inbound_id,
+                                reason=f"internal error: {type(exc).__name__}: {exc}"[:2000])
+                results.append(await self.store.run(
+                    _finish_if_received, inbound_id, failed, self.clock(), None))
         for result in results:
             _log_result(result)
         if results:
@@ -612,12 +619,14 @@ def _duplicate_result(session: Session, inbound_id: int,
 
 
 def _finish_if_received(session: Session, inbound_id: int, result: Result, now: datetime,
-                        meta: dict) -> Result:
-    """Quarantine a message whose decision failed, unless someone decided it meanwhile."""
+                        meta: dict | None) -> Result:
+    """Quarantine a message whose decision failed, unless someone decided it meanwhile
+    (`meta` None: the row keeps its own)."""
     row = session.get(InboundRow, inbound_id, with_for_update=True)
-    if row.state not in ("received", "quarantined"):
+    if row.state not in ("received", "quarantined", chats.HELD):
         return Result(**{**(row.result or {}), "inbound": inbound_id})
-    return _finish(session, inbound_id, "quarantined", result, now, meta)
+    return _finish(session, inbound_id, "quarantined", result, now,
+                   dict(row.meta or {}) if meta is None else meta)
 
 
 def _bytes_only(message: InboundMessage) -> InboundMessage:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
 from sqlalchemy import func, select
 
 from helpgate.channels.base import InboundMessage
@@ -200,3 +201,28 @@ async def test_an_edit_rewrites_its_comment_and_keeps_the_history(pipeline, stor
                                            message_id="telegram:81:0",
                                            edit_of="telegram:81:0"))
     assert orphan.action == Action.COMMENT and orphan.comment != first.comment
+
+
+@pytest.mark.pipeline_errors_expected
+async def test_a_held_message_that_cannot_be_decided_is_quarantined_not_stuck(
+        pipeline, store, clock, monkeypatch):
+    """A chat message held for the customer's choice whose decision then fails goes to
+    quarantine with the reason, rather than failing every sweep and holding up others."""
+    from helpgate.ticketstore import chats
+    first = await pipeline.ingest(chat(clock, "91", "Принтер", chat=True))
+    second = await pipeline.ingest(chat(clock, "91", "VPN"))     # a fresh start (/new)
+    assert first.ticket != second.ticket
+    await store.run(chats.choose, "telegram", "91", None)        # no choice remembered
+    held = await pipeline.ingest(chat(clock, "91", "Ещё вопрос", chat=True))
+    assert held.action == Action.HELD
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database trouble")
+    monkeypatch.setattr(pipeline, "_decide_held", broken)
+    clock.advance(minutes=11)
+    [result] = await pipeline.process_held()
+    assert result.action == Action.QUARANTINED
+    state = await store.run(lambda s: s.execute(select(
+        InboundRow.state, InboundRow.reason).where(InboundRow.id == held.inbound)).one())
+    assert state.state == "quarantined" and "database trouble" in state.reason
+    assert await pipeline.process_held() == []
