@@ -228,7 +228,22 @@ class ImapMailbox:
     async def _idle(self, client: aioimaplib.IMAP4) -> None:
         """Wait in IDLE until the server pushes something, the renewal time, or stop."""
         renew = self.config.idle_renew
-        idling = await client.idle_start(timeout=renew + 60)
+        # A connection lost just as IDLE is sent (a provider's BYE when a token expires)
+        # never acknowledges it, and aioimaplib would wait for the acknowledgement.
+        starting = asyncio.ensure_future(client.idle_start(timeout=renew + 60))
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait([starting, lost], timeout=self.config.timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(BaseException):
+                await starting
+            raise ConnectionError("connection lost as IDLE began") if self._lost.is_set() \
+                else TimeoutError("no answer to IDLE")
+        idling = starting.result()
         push = asyncio.ensure_future(client.wait_server_push(timeout=renew))
         stop = asyncio.ensure_future(self._stop.wait())
         lost = asyncio.ensure_future(self._lost.wait())
