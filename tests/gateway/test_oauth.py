@@ -470,3 +470,66 @@ async def test_cli_device_login_and_a_missing_key_is_one_clear_line(tmp_path, pr
     out, err = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 0, err.decode()
     assert json.loads(out.decode()[out.decode().index("{"):])["grant"] == "support"
+
+
+# ---------------------------------------------------------------------- kill -9
+async def test_a_rotated_refresh_token_survives_kill_9_right_after_rotation(
+        tmp_path, oauth_dovecot, provider, box):
+    """`helpgate run` refreshes (the provider rotates and retires the old refresh token)
+    and is killed with SIGKILL the instant the new access token is first presented —
+    before Dovecot has even answered. Had the rotated token not been committed before
+    that use, the restarted gateway would hold a dead one and the mailbox would be lost."""
+    db = tmp_path / "helpgate.db"
+    config = _write_config(tmp_path, provider, dovecot_port=oauth_dovecot.port)
+    store = Store(f"sqlite:///{db}")
+    try:
+        await store.ensure_schema()
+        # A login done earlier whose access token is gone: the gateway must refresh.
+        await store.run(grants.save_login, GRANT, "generic", box.seal(provider.issue()),
+                        None, None, None, now())
+    finally:
+        await store.close()
+    env = _env(tmp_path)
+    log = tmp_path / "gateway.log"
+    killed = []
+
+    def kill_on_first_use(token: str) -> None:
+        if not killed:
+            gateway.send_signal(9)
+            killed.append(token)
+
+    provider.on_first_use = kill_on_first_use
+    with open(log, "ab") as output:  # noqa: ASYNC230 - a local log file, opened once
+        gateway = await asyncio.create_subprocess_exec(
+            HELPGATE, "--config", str(config), "run", stdout=output, stderr=output, env=env)
+    await asyncio.wait_for(gateway.wait(), 30)
+    assert killed and gateway.returncode == -9, log.read_text()
+    assert provider.refreshes == 1
+    rotated = provider.current_refresh()
+    store = Store(f"sqlite:///{db}")
+    try:
+        assert box.open(await store.run(grants.sealed_refresh_token, GRANT)) == rotated
+    finally:
+        await store.close()
+
+    # Restarted: the kept access token may be used or refused; either way the stored,
+    # rotated refresh token is the live one, and the mailbox works.
+    provider.on_first_use = None
+    provider.expire_access_tokens()
+    await deliver(oauth_dovecot, mail(subject="After the kill", message_id="<kill@t>"))
+    with open(log, "ab") as output:  # noqa: ASYNC230
+        gateway = await asyncio.create_subprocess_exec(
+            HELPGATE, "--config", str(config), "run", stdout=output, stderr=output, env=env)
+    try:
+        store = Store(f"sqlite:///{db}")
+        try:
+            await eventually(lambda: _count_is(store, 1), 30, "the mail read after restart")
+            found = await state(store)
+        finally:
+            await store.close()
+    finally:
+        gateway.send_signal(15)
+        await asyncio.wait_for(gateway.wait(), 30)
+    assert provider.refused == [], log.read_text()[-2000:]
+    assert found["state"] == "ok" and found["rotations"] == 2
+    assert gateway.returncode == 0, log.read_text()[-3000:]
