@@ -27,9 +27,9 @@ from helpgate.threading.message import (
     StaffAction,
 )
 
-__all__ = ["Adapter", "ChannelKind", "ChannelStartError", "CursorStore", "DeliveryStatus",
-           "ChatAction", "Finding", "InboundAttachment", "InboundMessage", "Services",
-           "StaffAction"]
+__all__ = ["AccessTokens", "Adapter", "ChannelKind", "ChannelStartError", "CursorStore",
+           "DeliveryStatus", "ChatAction", "Finding", "InboundAttachment", "InboundMessage",
+           "Services", "StaffAction"]
 
 
 class Adapter(Protocol):
@@ -54,6 +54,16 @@ class CursorStore(Protocol):
     async def set(self, key: str, validity: int | None, position: int) -> None: ...
 
 
+class AccessTokens(Protocol):
+    """OAuth2 access tokens by grant name (gateway/oauth.py TokenBroker). `token` raises
+    config.oauth.GrantNeedsLogin when a person must log in again, TokenUnavailable when
+    it may pass; `rejected` names a token a server just refused (it is refreshed)."""
+
+    async def token(self, name: str, rejected: str | None = None) -> str: ...
+
+    async def refused(self, name: str, detail: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """What the gateway gives every adapter: the one way in, and its helpers."""
@@ -65,6 +75,8 @@ class Services:
     parse_many: Callable[[str, list[bytes]], Awaitable[list[InboundMessage]]]
     cursors: CursorStore
     clock: Callable[[], datetime]
+    # Access tokens of mailboxes with auth = "oauth2"; None when none is configured.
+    tokens: AccessTokens | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from helpgate.config.oauth import OAuth2Config
+
 DEFAULT_DATABASE_URL = "sqlite:///helpgate.db"
 
 # Free mail services: a sender's domain there says nothing about their company (R-TH-4).
@@ -129,6 +131,20 @@ class SmtpRelayConfig(Section):
     # Check the relay's certificate; ca_file names extra trusted CAs (a private CA).
     verify_tls: bool = True
     ca_file: str = ""
+    # "password" (AUTH with username/password when a username is given) or "oauth2"
+    # (AUTH XOAUTH2 as username with a token of the grant in [mail.smtp.oauth2]).
+    auth: Literal["password", "oauth2"] = "password"
+    oauth2: OAuth2Config | None = None
+
+    @model_validator(mode="after")
+    def _oauth2_complete(self):
+        if self.auth == "oauth2" and (self.oauth2 is None or not self.username):
+            raise ValueError('auth = "oauth2" needs username and an [mail.smtp.oauth2] table')
+        return self
+
+    @property
+    def grant_name(self) -> str:
+        return (self.oauth2.grant if self.oauth2 else "") or self.username
 
 
 class EndpointConfig(Section):
@@ -164,7 +180,12 @@ class ImapConfig(Section):
     port: Port | None = None
     security: Literal["tls", "starttls", "none"] = "tls"
     username: str
-    password: str
+    # With auth "password" (the default); unused with "oauth2".
+    password: str = ""
+    # "oauth2": AUTHENTICATE XOAUTH2 with a token of the grant in [mail.imap.oauth2]
+    # (`helpgate oauth login` first), as Microsoft 365 and Google require.
+    auth: Literal["password", "oauth2"] = "password"
+    oauth2: OAuth2Config | None = None
     folder: str = "INBOX"
     # Ticket type of the tickets this mailbox opens (default: tickets.default_type).
     ticket_type: str | None = None
@@ -174,6 +195,10 @@ class ImapConfig(Section):
     # IMAP IDLE where the server offers it; polling every poll_interval otherwise.
     idle: bool = True
     poll_interval: float = 60.0
+    # Seconds after which an IDLE is ended and issued again: providers drop a connection
+    # that stays silent for 6-30 minutes (RFC 2177 allows 29), and a renewed IDLE also
+    # proves the connection alive.
+    idle_renew: float = Field(240.0, gt=0)
     # Seconds to wait for the server's greeting and for each command's answer.
     timeout: float = 30.0
     verify_tls: bool = True
@@ -184,6 +209,18 @@ class ImapConfig(Section):
         if self.after == "move" and not self.move_to:
             raise ValueError('after = "move" needs move_to, the folder to move mail to')
         return self
+
+    @model_validator(mode="after")
+    def _credentials(self):
+        if self.auth == "oauth2" and self.oauth2 is None:
+            raise ValueError('auth = "oauth2" needs an [mail.imap.oauth2] table')
+        if self.auth == "password" and not self.password:
+            raise ValueError("password is required (or auth = \"oauth2\")")
+        return self
+
+    @property
+    def grant_name(self) -> str:
+        return (self.oauth2.grant if self.oauth2 else "") or self.username
 
     @property
     def effective_port(self) -> int:

@@ -143,6 +143,25 @@ def build_parser() -> argparse.ArgumentParser:
                                  "something must be fixed)")
         echeck.add_argument("--json", action="store_true", help="print JSON")
 
+    oauth = sub.add_parser("oauth", help="OAuth2 grants of mailboxes and relays "
+                           "(Microsoft 365, Google, Yandex)")
+    osub2 = oauth.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ologin = osub2.add_parser("login", help="sign a mailbox's grant in: a device code, or "
+                              "a browser redirected to this machine; stores the refresh "
+                              "token encrypted (HELPGATE_SECRET_KEY)")
+    ologin.add_argument("grant", metavar="MAILBOX",
+                        help="the grant's name (oauth2.grant, default the mailbox's "
+                             "username) or the mailbox (user@host/folder)")
+    ologin.add_argument("--wait", type=float, default=900.0,
+                        help="seconds to wait for the sign-in (default: 900)")
+    olist = osub2.add_parser("list", help="the configured grants and their state")
+    olist.add_argument("--json", action="store_true", help="print JSON")
+    osub2.add_parser("key", help="print a new key for HELPGATE_SECRET_KEY")
+
+    doctor = sub.add_parser("doctor", help="the state of each configured mailbox and relay, "
+                            "with the command that fixes it (exit 1 when one needs it)")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+
     db = sub.add_parser("db", help="database schema")
     dbsub = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     dbsub.add_parser("upgrade", help="apply schema migrations")
@@ -174,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_numbers(args)
         config = load_config(args.config)
+        if args.command == "oauth" and args.action == "key":
+            from helpgate.ticketstore.oauth import new_key
+            print(new_key())
+            return 0
         if args.command in CHECKED_CHANNELS:
             # A set-up check needs no database (a wrong database URL is reported elsewhere).
             return asyncio.run(_cmd_check(args, config))
@@ -593,11 +616,71 @@ def _add_entry(session, args, now) -> None:
                                     f"{error['msg'].removeprefix('Value error, ')}") from None
 
 
+async def _cmd_oauth(args, config: Config, store) -> int:
+    from helpgate.gateway.oauth import LoginError, configured_grants, login
+    from helpgate.ticketstore import oauth as grants
+    configured = configured_grants(config)
+    if args.action == "list":
+        states = await store.run(grants.grant_states)
+        rows = [{"grant": name, "provider": use.endpoints.provider, "users": list(use.users),
+                 "state": (states.get(name) or {}).get("state", "never_logged_in"),
+                 "detail": (states.get(name) or {}).get("detail"),
+                 "access_expires_at": (states.get(name) or {}).get("access_expires_at"),
+                 "rotations": (states.get(name) or {}).get("rotations", 0)}
+                for name, use in configured.items()]
+        if args.json:
+            _print(rows)
+        else:
+            _lines(f"{row['grant']}\t{row['provider']}\t{row['state']}\t"
+                   f"{', '.join(row['users'])}" for row in rows)
+        return 0
+    name = _grant_named(config, args.grant, configured)
+    try:
+        box = grants.secret_box()
+    except grants.SecretKeyError as exc:
+        raise CliError(str(exc)) from None
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        tokens = await login(store, configured[name], out, box, wait=args.wait)
+    except LoginError as exc:
+        raise CliError(f"oauth login {name}: {exc}") from None
+    _print({"grant": name, "provider": configured[name].endpoints.provider, "state": "ok",
+            "access_expires_at": tokens.expires_at.isoformat()})
+    return 0
+
+
+def _grant_named(config: Config, given: str, configured: dict) -> str:
+    if given in configured:
+        return given
+    for mailbox in config.mail.imap:
+        if mailbox.auth == "oauth2" and given == mailbox.name:
+            return mailbox.grant_name
+    known = ", ".join(configured) or "none (no mailbox or relay has auth = \"oauth2\")"
+    raise CliError(f"no OAuth2 grant {given!r} in the configuration; known: {known}")
+
+
+async def _cmd_doctor(args, config: Config, store) -> int:
+    from helpgate.gateway.doctor import diagnose
+    findings = await diagnose(config, store)
+    ok = all(finding.ok for finding in findings)
+    if args.json:
+        _print({"ok": ok, "checks": [finding.as_dict() for finding in findings]})
+    else:
+        _lines(f"{'ok' if finding.ok else 'FAIL':<4}  {finding.name}: {finding.detail}"
+               + (f" — fix: {finding.fix}" if finding.fix else "") for finding in findings)
+        print("doctor: " + ("all is well" if ok else "something must be fixed"))
+    return 0 if ok else 1
+
+
 COMMANDS = {
     "run": _cmd_run, "ingest": _cmd_ingest, "ticket": _cmd_ticket, "tickets": _cmd_tickets,
     "status": _cmd_status, "outbox": _cmd_outbox, "quarantine": _cmd_quarantine,
     "db": _cmd_db, "directory": _cmd_directory, "reply": _cmd_reply,
     "import": _cmd_import, "staff": _cmd_staff, "attachment": _cmd_attachment,
+    "oauth": _cmd_oauth, "doctor": _cmd_doctor,
 }
 
 if __name__ == "__main__":

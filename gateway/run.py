@@ -19,13 +19,16 @@ import signal
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from helpgate.channels.base import Adapter, InboundMessage, Services
+from helpgate.channels.base import Adapter, ChannelStartError, InboundMessage, Services
 from helpgate.config.schema import Config
 from helpgate.gateway.bulk import ParserPool
 from helpgate.gateway.channels import CHANNELS, transports
+from helpgate.gateway.oauth import TokenBroker, configured_grants
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.gateway.timers import run_due_timers
+from helpgate.outbound.alerts import grant_needs_login
 from helpgate.outbound.outbox import OutboxWorker
+from helpgate.ticketstore.oauth import SecretKeyError
 from helpgate.ticketstore.repository import Store, StoreCursors
 
 log = logging.getLogger("helpgate.run")
@@ -53,8 +56,13 @@ class Gateway:
         self.pipeline = Pipeline(config, store, clock)
         self.worker = OutboxWorker(store, config, transports(config), clock)
         self.pipeline.on_commit.append(self.worker.wake)
+        self.tokens = oauth_broker(config, store, clock)
+        for transport in self.worker.transports.values():
+            if self.tokens is not None and hasattr(transport, "use_tokens"):
+                transport.use_tokens(self.tokens)
         self.services = Services(ingest=self.pipeline.ingest_many, parse_many=self.parse_many,
-                                 cursors=StoreCursors(store, clock), clock=clock)
+                                 cursors=StoreCursors(store, clock), clock=clock,
+                                 tokens=self.tokens)
         self.channels: list[Adapter] = [adapter for entry in CHANNELS.values()
                                         for adapter in entry.kind.adapters(config, self.services)]
         self._parsers: ParserPool | None = None
@@ -158,6 +166,23 @@ class Gateway:
                              len(placed))
             except Exception:  # the database away: the next round retries
                 log.exception("deciding undecided messages failed")
+
+
+def oauth_broker(config: Config, store: Store,
+                 clock: Callable[[], datetime]) -> TokenBroker | None:
+    """The token broker when a mailbox or the relay signs in with OAuth2. Its key must be
+    in the environment: without it no stored grant can be read, so the gateway does not
+    start (rather than run with mailboxes that can never sign in)."""
+    if not configured_grants(config):
+        return None
+
+    def notify(session, name: str, detail: str, now: datetime) -> None:
+        grant_needs_login(session, config, name, detail, now)
+
+    try:
+        return TokenBroker(store, config, notify=notify, clock=clock)
+    except SecretKeyError as exc:
+        raise ChannelStartError(str(exc)) from None
 
 
 async def serve(config: Config, store: Store, timer_interval: float = 30.0) -> None:

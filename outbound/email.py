@@ -7,6 +7,12 @@ an HTML alternative when the admin gave a design template — and maps the relay
 onto the outbox's outcomes: 2xx delivered, 4xx and network trouble temporary, 5xx parked.
 The envelope sender is our own address, so bounces come back to us and are recorded
 against the message (R-TH-8).
+
+A relay with auth = "oauth2" (Microsoft 365, Google, Yandex) gets AUTH XOAUTH2 with an
+access token from the gateway's token broker (gateway/oauth.py, handed over through
+`use_tokens`). A refused token is refreshed once and tried again; refused again, the
+grant is reported as needing a login, and the message waits in the outbox (a temporary
+failure) instead of being parked: it goes out once someone has logged in again.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 
 import aiosmtplib
 
+from helpgate.config.oauth import GrantNeedsLogin, TokenUnavailable
 from helpgate.config.schema import Config
 from helpgate.outbound import headers
 from helpgate.outbound.attachments import mime_type, safe_filename
@@ -64,6 +71,12 @@ class EmailTransport:
         self.relay = config.mail.smtp
         self.template = load_template(config.mail.html_template)
         self._tls = self._tls_context()
+        # The token broker (channels/base.py AccessTokens) for auth = "oauth2".
+        self.tokens = None
+
+    def use_tokens(self, tokens) -> None:
+        """The gateway hands its token broker to every transport that asks for one."""
+        self.tokens = tokens
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if self.relay.security == "none":
@@ -114,14 +127,58 @@ class EmailTransport:
     async def send(self, message: Outgoing) -> DeliveryResult:
         relay = self.relay
         options = [] if _ascii(message.recipient, self.config.mail.address) else ["SMTPUTF8"]
+        data = self.build(message).as_bytes()
+        if relay.auth == "oauth2":
+            return await self._send_with_token(data, message.recipient, options)
+        return await self._send(data, message.recipient, options,
+                                username=relay.username or None,
+                                password=relay.password or None)
+
+    async def _send_with_token(self, data: bytes, recipient: str,
+                               options: list[str]) -> DeliveryResult:
+        relay = self.relay
+        grant = relay.grant_name
+        if self.tokens is None:
+            return DeliveryResult.retry('auth = "oauth2" but the transport was given no '
+                                        "access tokens")
+        rejected = refusal = None
+        for _ in range(2):
+            try:
+                token = await self.tokens.token(grant, rejected=rejected)
+            except (GrantNeedsLogin, TokenUnavailable) as exc:
+                return DeliveryResult.retry(str(exc))
+
+            async def current(token=token) -> str:
+                return token
+
+            try:
+                return await self._send(data, recipient, options, username=relay.username,
+                                        oauth_token_generator=current)
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                refusal = f"{exc.code} {exc.message}"
+                log.warning("relay %s refused the access token of %s (%s); refreshing it",
+                            relay.host, grant, refusal)
+                rejected = token
+        await self.tokens.refused(grant, f"the SMTP relay {relay.host} refused a fresh "
+                                         f"access token: {refusal}")
+        return DeliveryResult.retry(f"relay {relay.host}:{relay.port} refused the access "
+                                    f"token of {grant} ({refusal}); run: helpgate oauth "
+                                    f"login {grant}")
+
+    async def _send(self, data: bytes, recipient: str, options: list[str],
+                    **auth) -> DeliveryResult:
+        relay = self.relay
         try:
             await aiosmtplib.send(
-                self.build(message).as_bytes(), sender=self.config.mail.address,
-                recipients=[message.recipient], mail_options=options,
+                data, sender=self.config.mail.address,
+                recipients=[recipient], mail_options=options,
                 hostname=relay.host, port=relay.port,
-                username=relay.username or None, password=relay.password or None,
                 use_tls=relay.security == "tls", start_tls=relay.security == "starttls",
-                tls_context=self._tls, timeout=relay.timeout)
+                tls_context=self._tls, timeout=relay.timeout, **auth)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            if "oauth_token_generator" in auth:
+                raise  # a refused token: _send_with_token refreshes it
+            return _by_code(exc.code, exc.message)
         except aiosmtplib.SMTPNotSupported as exc:
             return DeliveryResult.failed(f"relay {relay.host}:{relay.port} cannot take this "
                                          f"mail: {exc} (an internationalised address needs "

@@ -37,7 +37,7 @@ ssl_cert = <{cert}
 ssl_key = <{key}
 disable_plaintext_auth = no
 shutdown_clients = yes
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 default_internal_user = dovecot
 default_login_user = dovenull
 mail_location = maildir:~/Maildir
@@ -46,9 +46,10 @@ mail_gid = {gid}
 first_valid_uid = {uid}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {base}/users
 }}
-userdb {{
+{oauth}userdb {{
   driver = passwd-file
   args = username_format=%u {base}/users
 }}
@@ -69,8 +70,29 @@ protocol imap {{
 """
 
 
+# Dovecot's oauth2 passdb: a token is good when the fake provider's token-info endpoint
+# (tests/fakes/oauth.py) answers 200 with the user in `email`. Asked at every sign-in,
+# never cached, as a provider's own IMAP server does.
+OAUTH_PASSDB = """
+# A refused token must not slow the next sign-in from the same address by up to 15 s
+# (anvil's auth penalty), which tests of refusals would otherwise wait out.
+login_trusted_networks = 127.0.0.0/8
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {base}/oauth2.conf.ext
+}}
+"""
+OAUTH_ARGS = """tokeninfo_url = {tokeninfo}
+username_attribute = email
+"""
+
+
 class Dovecot:
-    def __init__(self, certificate: Certificate, idle_notify_interval: int = 1) -> None:
+    def __init__(self, certificate: Certificate, idle_notify_interval: int = 1,
+                 oauth_tokeninfo: str | None = None) -> None:
+        # oauth_tokeninfo: the fake provider's token-info URL (FakeOAuth.tokeninfo_url);
+        # with it, the user may also sign in with AUTHENTICATE XOAUTH2.
         # The interval of the server's "still here" keepalive to an IDLE client, which
         # also makes a client look for new mail: short in tests, minutes in production.
         if not os.path.exists(DOVECOT):
@@ -90,10 +112,16 @@ class Dovecot:
         self.certificate = certificate
         self.port, self.tls_port = free_ports(2)
         self.config = self.base / "dovecot.conf"
+        oauth = ""
+        if oauth_tokeninfo:
+            (self.base / "oauth2.conf.ext").write_text(
+                OAUTH_ARGS.format(tokeninfo=oauth_tokeninfo), encoding="utf-8")
+            oauth = OAUTH_PASSDB.format(base=self.base)
         self.config.write_text(CONFIG.format(
             base=self.base, cert=certificate.cert, key=certificate.key, uid=self.uid,
-            gid=self.gid, port=self.port, tls_port=self.tls_port, notify=idle_notify_interval),
-            encoding="utf-8")
+            gid=self.gid, port=self.port, tls_port=self.tls_port, notify=idle_notify_interval,
+            mechanisms="plain login xoauth2 oauthbearer" if oauth else "plain login",
+            oauth=oauth), encoding="utf-8")
 
     def start(self) -> Dovecot:
         # Output to a file, not a pipe: the daemon keeps its inherited descriptors open.
@@ -196,6 +224,18 @@ class Dovecot:
                      "dovecot.index.cache"):
             (maildir / name).unlink(missing_ok=True)
         self.start()
+
+    def kick(self) -> None:
+        """End the user's sessions, as a provider does with BYE when their token expires."""
+        subprocess.run(["doveadm", "-c", str(self.config), "kick", USER],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       stdin=subprocess.DEVNULL, check=False)
+
+    def oauth_config(self, oauth2: dict, **extra) -> dict:
+        """A [[mail.imap]] table signing in with XOAUTH2 (no password)."""
+        config = self.imap_config(**extra)
+        del config["password"]
+        return {**config, "auth": "oauth2", "oauth2": oauth2}
 
     def imap_config(self, security: str = "none", **extra) -> dict:
         """A [[mail.imap]] table pointing helpgate at this server."""

@@ -8,11 +8,13 @@ it keeps every message it accepted, so a test can read what a customer would rec
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
 import ssl
 import subprocess
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -84,16 +86,42 @@ class RelayHandler:
         return "250 Message accepted for delivery"
 
 
+@dataclass
+class XOAuth2RelayHandler(RelayHandler):
+    """A relay that takes AUTH XOAUTH2 only, as Microsoft 365's and Gmail's do; `check`
+    says whether (user, access token) may send (tests/fakes/oauth.py knows)."""
+
+    check: Callable[[str, str], bool] | None = None
+    refusals: int = 0
+
+    async def auth_XOAUTH2(self, server, args):
+        if len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        try:
+            fields = base64.b64decode(args[1]).decode().split("\x01")
+            user = fields[0].removeprefix("user=")
+            token = fields[1].removeprefix("auth=Bearer ")
+        except (ValueError, IndexError):
+            return AuthResult(success=False, handled=False)
+        ok = self.check is not None and self.check(user, token)
+        if not ok:
+            self.refusals += 1
+        return AuthResult(success=ok, handled=False)
+
+
 class Relay:
-    """An SMTP relay on 127.0.0.1: plain, STARTTLS (with AUTH) or implicit TLS."""
+    """An SMTP relay on 127.0.0.1: plain, STARTTLS (with AUTH) or implicit TLS; with
+    `xoauth2`, one that demands AUTH XOAUTH2 (a check of user and token)."""
 
     def __init__(self, security: str = "none", certificate: Certificate | None = None,
-                 login: tuple[str, str] | None = None, smtputf8: bool = True) -> None:
+                 login: tuple[str, str] | None = None, smtputf8: bool = True,
+                 xoauth2: Callable[[str, str], bool] | None = None) -> None:
         self.security = security
         self.smtputf8 = smtputf8
         self.certificate = certificate
         self.login = login
-        self.handler = RelayHandler()
+        self.xoauth2 = xoauth2
+        self.handler = XOAuth2RelayHandler(check=xoauth2) if xoauth2 else RelayHandler()
         self.port: int | None = None
         self._server: asyncio.base_events.Server | None = None
         self._protocols: list[SMTP] = []
@@ -116,6 +144,9 @@ class Relay:
             # Only STARTTLS is visible to aiosmtpd; implicit TLS wraps the socket below it.
             options.update(authenticator=self._authenticate, auth_required=True,
                            auth_require_tls=self.security == "starttls")
+        if self.xoauth2 is not None:
+            options.update(auth_required=True, auth_require_tls=self.security == "starttls",
+                           auth_exclude_mechanism=["LOGIN", "PLAIN"])
         with warnings.catch_warnings():
             # aiosmtpd warns of AUTH without STARTTLS; under implicit TLS that is wrong.
             warnings.simplefilter("ignore", UserWarning)

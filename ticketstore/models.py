@@ -122,6 +122,32 @@ class ChannelCursor(Base):
     updated_at: Mapped[datetime]
 
 
+class OAuthGrant(Base):
+    """A mailbox's or relay's OAuth2 grant (`helpgate oauth login`): the refresh token,
+    encrypted with the key from HELPGATE_SECRET_KEY, and the access token it last gave
+    (encrypted too), shared by every process. A rotated refresh token is committed here
+    before the access token of the same answer is used (gateway/oauth.py), and
+    `refreshing_until` is the lease of the one process refreshing now. State "ok", or
+    "needs_login" once the provider refused the grant (revoked, expired): then `detail`
+    says why and `notified_at` when staff were told, once."""
+
+    __tablename__ = "oauth_grants"
+    name: Mapped[str] = mapped_column(Bounded(320), primary_key=True)
+    provider: Mapped[str] = mapped_column(Bounded(40))
+    refresh_token: Mapped[str | None] = mapped_column(Text)
+    access_token: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None]
+    refresh_at: Mapped[datetime | None]
+    refreshing_until: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(Bounded(20))
+    detail: Mapped[str | None] = mapped_column(CleanText)
+    rotations: Mapped[int] = mapped_column(Integer, default=0)
+    refreshed_at: Mapped[datetime | None]
+    notified_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
 class GatewayInstance(Base):
     """A running `helpgate run`, and its last heartbeat (ticketstore/instances.py).
 

@@ -14,14 +14,26 @@ makes every UID meaningless: the whole folder is read again and the duplicates d
 the same way. A message that cannot be processed is quarantined by the pipeline and
 flagged like any other, so it never blocks the mailbox.
 
-IDLE is used where the server offers it (and config allows), polling otherwise. A dropped
-connection or a restarted server is reconnected with backoff; nothing is lost meanwhile
-because nothing is flagged that was not stored.
+IDLE is used where the server offers it (and config allows), polling otherwise, and is
+issued again every `idle_renew` seconds (providers drop a silent connection after 6-30
+minutes). A dropped connection or a restarted server is reconnected with backoff;
+nothing is lost meanwhile because nothing is flagged that was not stored.
+
+A mailbox with auth = "oauth2" signs in with AUTHENTICATE XOAUTH2 and an access token
+from `services.tokens` (gateway/oauth.py). A provider ends a session whose token expired
+with BYE: that is a lost connection like any, and the reconnect asks for a token again,
+which is refreshed by then. A refused token is refreshed once and tried again; refused
+again, the grant is reported as needing a login and the mailbox waits for one (backoff,
+no hammering of the provider). Every step of the sign-in has the command timeout: a
+server that answers a refused token with a challenge and waits is answered, never
+waited for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import dataclasses
 import logging
@@ -31,12 +43,11 @@ import ssl
 import aioimaplib
 
 from helpgate.channels.base import Services
+from helpgate.config.oauth import GrantNeedsLogin, TokenUnavailable, xoauth2
 from helpgate.config.schema import ImapConfig
 
 log = logging.getLogger("helpgate.imap")
 FETCH_BATCH = 50
-# The server drops an IDLE after 30 minutes (RFC 2177): renew before.
-IDLE_RENEW = 25 * 60.0
 MAX_BACKOFF = 60.0
 # How long stopping waits for a session to log out before closing it.
 STOP_GRACE = 20.0
@@ -101,7 +112,11 @@ class ImapMailbox:
                     break
                 # Network trouble and a server restart are expected; say so in one line.
                 expected = isinstance(exc, (OSError, TimeoutError, ImapError,
-                                            aioimaplib.Abort, aioimaplib.CommandTimeout))
+                                            aioimaplib.Abort, aioimaplib.CommandTimeout,
+                                            GrantNeedsLogin, TokenUnavailable))
+                if isinstance(exc, GrantNeedsLogin):
+                    # Nothing to do but wait for `helpgate oauth login`: slowly.
+                    backoff = MAX_BACKOFF
                 log.log(logging.WARNING if expected else logging.ERROR,
                         "mailbox %s: %s: %s; reconnecting in %.0f s", self.config.name,
                         type(exc).__name__, exc, backoff, exc_info=not expected)
@@ -121,14 +136,36 @@ class ImapMailbox:
             await client.wait_hello_from_server()
             if config.security == "starttls":
                 await _starttls(client, context, config.host)
-            response = await client.login(config.username, config.password)
-            if response.result != "OK":
-                raise ImapError(f"login refused: {_text(response)}")
+            if config.auth == "oauth2":
+                await self._sign_in_with_token(client)
+            else:
+                response = await client.login(config.username, config.password)
+                if response.result != "OK":
+                    raise ImapError(f"login refused: {_text(response)}")
             await client.protocol.capability()  # they may grow after login
         except BaseException:
             _close(client)
             raise
         return client
+
+    async def _sign_in_with_token(self, client: aioimaplib.IMAP4) -> None:
+        tokens = self.services.tokens
+        if tokens is None:
+            raise ImapError('auth = "oauth2" but the gateway was given no access tokens')
+        grant = self.config.grant_name
+        token = await tokens.token(grant)
+        refusal = await _authenticate_xoauth2(client, self.config.username, token)
+        if refusal is None:
+            return
+        log.warning("mailbox %s: the server refused the access token (%s); refreshing it",
+                    self.config.name, refusal)
+        token = await tokens.token(grant, rejected=token)
+        refusal = await _authenticate_xoauth2(client, self.config.username, token)
+        if refusal is None:
+            return
+        await tokens.refused(grant, f"the IMAP server {self.config.host} refused a fresh "
+                                    f"access token: {refusal}")
+        raise GrantNeedsLogin(grant, f"the IMAP server refused a fresh token: {refusal}")
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.config.ca_file or None)
@@ -190,8 +227,24 @@ class ImapMailbox:
 
     async def _idle(self, client: aioimaplib.IMAP4) -> None:
         """Wait in IDLE until the server pushes something, the renewal time, or stop."""
-        idling = await client.idle_start(timeout=IDLE_RENEW + 60)
-        push = asyncio.ensure_future(client.wait_server_push(timeout=IDLE_RENEW))
+        renew = self.config.idle_renew
+        # A connection lost just as IDLE is sent (a provider's BYE when a token expires)
+        # never acknowledges it, and aioimaplib would wait for the acknowledgement.
+        starting = asyncio.ensure_future(client.idle_start(timeout=renew + 60))
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait([starting, lost], timeout=self.config.timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(BaseException):
+                await starting
+            raise ConnectionError("connection lost as IDLE began") if self._lost.is_set() \
+                else TimeoutError("no answer to IDLE")
+        idling = starting.result()
+        push = asyncio.ensure_future(client.wait_server_push(timeout=renew))
         stop = asyncio.ensure_future(self._stop.wait())
         lost = asyncio.ensure_future(self._lost.wait())
         try:
@@ -328,6 +381,51 @@ def _close(client: aioimaplib.IMAP4) -> None:
     transport = client.protocol.transport
     if transport is not None and not transport.is_closing():
         transport.close()
+
+
+async def _authenticate_xoauth2(client: aioimaplib.IMAP4, user: str, token: str) -> str | None:
+    """AUTHENTICATE XOAUTH2; None when signed in, else the server's refusal.
+
+    A server refusing the token first sends a challenge (`+ <base64 JSON error>`) and
+    waits for an empty answer before its NO (Dovecot, Gmail, Outlook do). aioimaplib 2
+    would wait for the NO forever, so the challenge is answered here; and the whole
+    exchange is bounded by the command timeout all the same.
+    """
+    protocol = client.protocol
+    original = protocol._continuation
+    challenges: list[bytes] = []
+
+    def continuation(line: bytes) -> None:
+        pending = protocol.pending_sync_command
+        if pending is not None and pending.name == "AUTHENTICATE":
+            challenges.append(line)
+            protocol.transport.write(b"\r\n")
+            return
+        original(line)
+
+    sasl = xoauth2(user, token)
+    protocol._continuation = continuation
+    try:
+        response = await asyncio.wait_for(protocol.execute(aioimaplib.Command(
+            "AUTHENTICATE", protocol.new_tag(), "XOAUTH2", sasl, loop=protocol.loop),
+            scrub=sasl), client.timeout)
+    finally:
+        protocol._continuation = original
+    if response.result == "OK":
+        protocol.state = aioimaplib.AUTH
+        return None
+    detail = _text(response) or response.result
+    if challenges:
+        detail += f" ({_challenge(challenges[0])})"
+    return detail
+
+
+def _challenge(line: bytes) -> str:
+    """The error a XOAUTH2 challenge carries (base64 JSON), for the log."""
+    try:
+        return base64.b64decode(line[1:].strip()).decode("utf-8", "replace")[:200]
+    except (binascii.Error, ValueError):
+        return line.decode("ascii", "replace")[:200]
 
 
 async def _starttls(client: aioimaplib.IMAP4, context: ssl.SSLContext, host: str) -> None:
