@@ -41,6 +41,9 @@ class Outgoing:
     # Buttons a messenger shows under the words: rows of (label, data), the data a
     # ChatAction's (threading/message.py). Mail has none.
     buttons: tuple[tuple[tuple[str, str], ...], ...] = ()
+    # Attempts made before this one: a transport that can ask its service whether an
+    # earlier attempt got through (SMSC by our own id) does so before sending again.
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,10 @@ class DeliveryResult:
     # Seconds the other side asked us to wait before trying again (a messenger's rate
     # limit): the outbox waits at least this long, its own backoff when that is longer.
     retry_after: float | None = None
+    # The request reached the other side and its answer did not come back (a timeout
+    # after the request was written, where the service has no idempotency key): it may
+    # have gone out. The outbox keeps it "uncertain", never sends it again by itself.
+    uncertain: bool = False
 
     @classmethod
     def ok(cls) -> DeliveryResult:
@@ -67,6 +74,10 @@ class DeliveryResult:
     @classmethod
     def failed(cls, error: str) -> DeliveryResult:
         return cls(delivered=False, temporary=False, error=error)
+
+    @classmethod
+    def unknown(cls, error: str) -> DeliveryResult:
+        return cls(delivered=False, temporary=False, error=error, uncertain=True)
 
     @classmethod
     def unreachable_here(cls, error: str) -> DeliveryResult:

@@ -135,8 +135,9 @@ class Notifier:
 
     def status_change(self, session: Session, ticket: Ticket, change: StatusChange,
                       now: datetime) -> list[Draft]:
+        sms = self.sms_status(session, ticket, change, now)
         if change.to_status not in self.config.notifications.status_changes:
-            return []
+            return sms
         language = self._language(session, ticket)
         texts = self.compose.texts_for(language)
         content = texts.status_text.format(
@@ -150,8 +151,34 @@ class Notifier:
                                if rated and target.channel != "email" else ""),
             event_key=f"status{change.id}", reply_to_ids=self._customer_thread(session, ticket),
             buttons=rating_buttons(ticket.number) if rated else None)
-            for target in self._customer_targets(session, ticket)]
-        return self._queue(session, drafts, now)
+            for target in self._customer_targets(session, ticket)
+            # SMS announces the statuses of its own list (sms_status), and no others.
+            if target.channel != "sms"]
+        return self._queue(session, drafts, now) + sms
+
+    def sms_status(self, session: Session, ticket: Ticket, change: StatusChange,
+                   now: datetime) -> list[Draft]:
+        """R-OUT-5: entering a status of `[sms] status_changes` is also told to the
+        contact's phone by SMS (the status words alone, through the SMS template
+        "status"); none by default, and none without a gateway."""
+        sms = self.config.sms
+        if not sms.provider or change.to_status not in sms.status_changes \
+                or ticket.type in self.config.tickets.internal_types:
+            return []
+        contact, _ = _customer(session, ticket)
+        phone = addresses(session, contact.id).get("sms") if contact is not None else None
+        if not phone:
+            return []
+        language = self._language(session, ticket)
+        texts = self.compose.texts_for(language)
+        draft = self.compose.draft(
+            kind="status", ticket=ticket, to=Target("sms", phone, contact.id), texts=texts,
+            subject=self.compose.subject(texts.status_subject, ticket),
+            content=texts.status_text.format(
+                number=ticket.number,
+                status=self.config.status_name(change.to_status, language)),
+            event_key=f"status{change.id}")
+        return self._queue(session, [draft], now)
 
     def unverified_staff(self, session: Session, ticket: Ticket, comment: Comment,
                          employee_id: int, employee_email: str, why: str,

@@ -8,6 +8,7 @@ This worker moves them through their states:
                          |                                   |  (later: backoff), parked
                          |                                   |  after max_attempts
                          |                                   |----permanent--> parked
+                         |                                   |----outcome unknown--> uncertain
                          '--claimant dead--> queued          '--claimant dead--> uncertain
                             (or lease over)                     (or lease over)
 
@@ -17,7 +18,9 @@ no row is sent by two of them. Each row is marked "sending" in its own commit ju
 the transport gets it: a gateway that dies leaves its claimed rows to go back to the
 queue, and only a row whose outcome is truly unknown — handed to the relay, answer not
 recorded — is parked as "uncertain" rather than sent again; `helpgate outbox retry ID`
-sends it once more on an admin's word.
+sends it once more on an admin's word. A transport that knows its request arrived but
+got no answer (an SMS gateway's timeout after the request was written) says so
+(`DeliveryResult.unknown`), and the row takes the same state.
 
 A claim names the instance that made it (ticketstore/instances.py). An instance whose
 heartbeat is older than `outbox.dead_after` is dead: its claims are released on the next
@@ -75,7 +78,8 @@ def claim(session: Session, channels: list[str], now: datetime, lease: timedelta
                      headers=dict(r.headers or {}), attachments=files.get(r.id, ()),
                      content=r.content if r.content is not None else r.text,
                      buttons=tuple(tuple((str(label), str(data)) for label, data in row)
-                                   for row in r.buttons or ()))
+                                   for row in r.buttons or ()),
+                     attempts=r.attempts or 0)
             for r in rows]
 
 
@@ -173,6 +177,10 @@ def record(session: Session, outbox_id: int, result: DeliveryResult, now: dateti
         return row.state if row else "gone"
     if result.delivered:
         values = {"state": "sent", "sent_at": now, "last_error": None}
+    elif result.uncertain:
+        # The transport cannot tell whether it went out: the same verdict as a gateway
+        # killed while handing it over, for a person to decide (`outbox retry`).
+        values = {"state": "uncertain", "last_error": result.error or "outcome unknown"}
     elif result.temporary and row.attempts < config.max_attempts:
         wait = backoff(row.attempts, config)
         if result.retry_after:
