@@ -53,7 +53,10 @@ from helpgate.ticketstore.repository import Store, insert_rows
 
 log = logging.getLogger("helpgate.outbox")
 OUTBOX = OutboxMessage.__table__
-BATCH = 20
+# Rows one round claims. Several instances share the queue (SKIP LOCKED), and a stop
+# hands back what a round has not started (release), so a round may be large: the fixed
+# cost of a round (expiry, rerouting, the claim) is spread over many messages.
+BATCH = 100
 # Messages handed over at the same moment: what a crash can leave uncertain, at most.
 IN_FLIGHT = 4
 UNCERTAIN = ("the gateway stopped while handing this message over; it may have gone out, "
@@ -159,6 +162,26 @@ def mark_sending(session: Session, outbox_id: int, instance: str | None = None) 
     return result.rowcount == 1
 
 
+def mark_sending_many(session: Session, outbox_ids: list[int],
+                      instance: str | None = None) -> list[int]:
+    """`mark_sending` for a group in one commit: the ids still this instance's claims."""
+    marked = session.execute(update(OUTBOX).where(OUTBOX.c.id.in_(outbox_ids),
+                                                  OUTBOX.c.state == "claimed",
+                                                  _claimed_by(instance))
+                             .values(state="sending", attempts=OUTBOX.c.attempts + 1)
+                             .returning(OUTBOX.c.id)).scalars().all()
+    return list(marked)
+
+
+def release(session: Session, outbox_ids: list[int], now: datetime,
+            instance: str | None = None) -> None:
+    """Claims this instance will not hand over after all (it is stopping): back to the
+    queue, due at once."""
+    session.execute(update(OUTBOX).where(OUTBOX.c.id.in_(outbox_ids),
+                                         OUTBOX.c.state == "claimed", _claimed_by(instance))
+                    .values(state="queued", next_attempt_at=now, claimed_by=None))
+
+
 def _claimed_by(instance: str | None):
     return OUTBOX.c.claimed_by.is_(None) if instance is None else \
         OUTBOX.c.claimed_by == instance
@@ -254,8 +277,9 @@ class OutboxWorker:
     """Claims due rows, hands each to its channel's transport, records the outcome.
 
     `wake()` (called when the pipeline queued something) starts a round at once instead
-    of at the next poll. Stopping lets the round in flight finish: a message handed to a
-    transport always gets its outcome recorded. The worker is one gateway instance: it
+    of at the next poll. Stopping lets the group in flight finish — a message handed to a
+    transport always gets its outcome recorded — and hands the rest of the round's
+    claims back to the queue. The worker is one gateway instance: it
     beats its heartbeat every round and, while running, every `heartbeat` in between (a
     round waiting on a slow relay must not look dead), and leaves on a clean stop.
     """
@@ -269,12 +293,13 @@ class OutboxWorker:
         self.clock = clock
         self.instance = instance or instances.new_instance_id()
         self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._stop: asyncio.Event | None = None
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         if not self.transports:
             log.warning("no outbound transport configured: notifications wait in the outbox")
         heart = asyncio.create_task(self._heartbeats(stop), name="outbox heartbeat")
@@ -329,7 +354,17 @@ class OutboxWorker:
         lease = parse_window(self.config.lease)
         batch = await self.store.run(claim, sorted(self.transports), now, lease, BATCH,
                                      self.instance)
-        await asyncio.gather(*(self._deliver(message) for message in batch))
+        # In groups of IN_FLIGHT: a group is marked "sending" in one commit, handed over
+        # side by side, and its outcomes recorded in one commit — two commits a group,
+        # not two a message, and still at most IN_FLIGHT rows that a crash can leave
+        # uncertain.
+        for start in range(0, len(batch), IN_FLIGHT):
+            if self._stop is not None and self._stop.is_set():
+                # Stopping: the group in flight has finished; the rest go back at once.
+                await self.store.run(release, [m.id for m in batch[start:]], self.clock(),
+                                     self.instance)
+                break
+            await self._deliver_group(batch[start:start + IN_FLIGHT])
         return len(batch)
 
     def _beat_and_expire(self, session: Session, now: datetime) -> int:
@@ -337,27 +372,37 @@ class OutboxWorker:
         instances.beat(session, self.instance, now)
         return expire_leases(session, now, parse_window(self.config.dead_after))
 
-    async def _deliver(self, message: Outgoing) -> None:
-        async with self._slots:
-            await self._hand_over(message)
-
-    async def _hand_over(self, message: Outgoing) -> None:
-        if not await self.store.run(mark_sending, message.id, self.instance):
-            log.warning("outbox %s: claim lost before sending; left alone", message.id)
+    async def _deliver_group(self, group: list[Outgoing]) -> None:
+        marked = set(await self.store.run(mark_sending_many, [m.id for m in group],
+                                          self.instance))
+        for message in group:
+            if message.id not in marked:
+                log.warning("outbox %s: claim lost before sending; left alone", message.id)
+        ready = [message for message in group if message.id in marked]
+        if not ready:
             return
+        results = await asyncio.gather(*(self._send(message) for message in ready))
+        states = await self.store.run(self._record_all, list(zip(ready, results,
+                                                                  strict=True)))
+        for message, result, state in zip(ready, results, states, strict=True):
+            # A relay's refusal or a network failure is the admin's business: WARNING.
+            level = logging.INFO if result.delivered else logging.WARNING
+            log.log(level, "outbox %s: %s %s to %s -> %s%s", message.id, message.channel,
+                    message.kind, message.recipient, state,
+                    f" ({result.error})" if result.error else "")
+
+    async def _send(self, message: Outgoing) -> DeliveryResult:
         try:
-            result = await self.transports[message.channel].send(message)
+            return await self.transports[message.channel].send(message)
         except Exception as exc:  # a transport bug: retry later rather than lose it
             log.exception("outbox %s: %s transport failed", message.id, message.channel)
-            result = DeliveryResult.retry(f"{type(exc).__name__}: {exc}")
-        if result.unreachable:
-            state = await self.store.run(unreachable, message.id, result, self.clock(),
-                                         self.settings, sorted(self.transports), self.instance)
-        else:
-            state = await self.store.run(record, message.id, result, self.clock(),
-                                         self.config, self.instance)
-        # A relay's refusal or a network failure is the admin's business: WARNING.
-        level = logging.INFO if result.delivered else logging.WARNING
-        log.log(level, "outbox %s: %s %s to %s -> %s%s", message.id, message.channel,
-                message.kind, message.recipient, state,
-                f" ({result.error})" if result.error else "")
+            return DeliveryResult.retry(f"{type(exc).__name__}: {exc}")
+
+    def _record_all(self, session: Session,
+                    outcomes: list[tuple[Outgoing, DeliveryResult]]) -> list[str]:
+        now = self.clock()
+        channels = sorted(self.transports)
+        return [unreachable(session, message.id, result, now, self.settings, channels,
+                            self.instance) if result.unreachable else
+                record(session, message.id, result, now, self.config, self.instance)
+                for message, result in outcomes]

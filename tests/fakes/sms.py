@@ -38,6 +38,7 @@ import base64
 import contextlib
 import itertools
 import json
+import random
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,9 @@ class FakeSmsGateway:
         self.requests: Counter[str] = Counter()
         self.bad_numbers: set[str] = set()
         self._faults: list[list] = []
+        # A share of sends that fail with 503 at random, nothing sent (bench/outbox.py).
+        self.transient_rate = 0.0
+        self.random = random.Random(18)
         self._ids = itertools.count(1001)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -108,6 +112,8 @@ class FakeSmsGateway:
 
     def _fault(self) -> Fault | None:
         if not self._faults:
+            if self.transient_rate and self.random.random() < self.transient_rate:
+                return Fault("http", 503)
             return None
         fault = self._faults[0]
         fault[2] -= 1
@@ -372,7 +378,7 @@ class FakeSmsAero(FakeSmsGateway):
 FAKES = {"smsc": FakeSmsc, "smsru": FakeSmsRu, "smsaero": FakeSmsAero}
 
 
-def settings_for(fake: FakeSmsGateway, timeout: float = 0.5, **extra: Any) -> dict:
+def settings_for(fake: FakeSmsGateway, timeout: float = 2.0, **extra: Any) -> dict:
     """The `[sms]` section that points helpgate at `fake` with its credentials."""
     if isinstance(fake, FakeSmsc):
         values = {"provider": "smsc", "login": fake.login, "password": fake.password}
