@@ -16,6 +16,9 @@ elsewhere; at the end it hands back every SMS it took. The proof:
     .venv/bin/python bench/outbox.py [--messages 10000] [--failures 0.1]
         [--provider smsc|smsru|smsaero|all] [--database URL]
 
+With --database postgresql://… the rows go into a schema of their own in that database,
+dropped at the end.
+
 Exits non-zero if a message was sent twice, not at all, or left in any other state.
 """
 
@@ -23,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import multiprocessing
 import os
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,7 +91,11 @@ async def run(provider: str, messages: int, failures: float, url: str) -> bool:
                     notifications={"employees": "none"},
                     outbox={"retry_after": "0.2s", "retry_max": "1s", "max_attempts": 50,
                             "poll_interval": 0.2})
-    store = Store(url)
+    schema = f"bench_{uuid.uuid4().hex[:10]}" if url.startswith("postgres") else None
+    if schema:   # a schema of its own in the given database, dropped at the end
+        await _schema(url, f'CREATE SCHEMA "{schema}"')
+    store = Store(url, connect_args={"server_settings": {"search_path": schema}}
+                  if schema else None)
     await store.ensure_schema()
     now = utcnow()
     for start in range(0, messages, BATCH):
@@ -95,10 +104,13 @@ async def run(provider: str, messages: int, failures: float, url: str) -> bool:
     worker = OutboxWorker(store, config, sending, utcnow)
     stop = asyncio.Event()
     began = time.perf_counter()
+    most = None   # when 99 % were delivered: the rate before the last retries' backoff
     task = asyncio.create_task(worker.run(stop))
     while True:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
         counts = await store.run(states)
+        if most is None and counts.get("sent", 0) >= messages * 0.99:
+            most = time.perf_counter() - began
         if not set(counts) & {"queued", "claimed", "sending"}:
             break
     elapsed = time.perf_counter() - began
@@ -107,6 +119,8 @@ async def run(provider: str, messages: int, failures: float, url: str) -> bool:
     for transport in sending.values():
         await transport.close()
     await store.close()
+    if schema:
+        await _schema(url, f'DROP SCHEMA "{schema}" CASCADE')
     parent.send("stop")
     taken, requests = parent.recv()
     server.join(timeout=10)
@@ -118,10 +132,21 @@ async def run(provider: str, messages: int, failures: float, url: str) -> bool:
     wrong = {state: n for state, n in counts.items() if state != "sent"}
     print(f"{provider:>8}: {messages} messages, {failures:.0%} transient failures "
           f"({requests.get('send', 0) - len(taken)} sends failed and retried): "
-          f"{messages / elapsed:,.0f} delivered/s ({elapsed:.1f} s); "
+          f"{messages / elapsed:,.0f} delivered/s ({elapsed:.1f} s; the first 99 % at "
+          f"{messages * 0.99 / (most or elapsed):,.0f}/s); "
           f"duplicates {duplicates}, losses {lost}, rows not sent {sum(wrong.values())}"
           + (f" {wrong}" if wrong else ""))
     return duplicates == 0 and lost == 0 and not wrong
+
+
+async def _schema(url: str, statement: str) -> None:
+    import asyncpg
+    dsn = url.split("?")[0].replace("postgresql+asyncpg://", "postgresql://")
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
 
 
 def main() -> int:
@@ -131,6 +156,8 @@ def main() -> int:
     parser.add_argument("--provider", choices=[*FAKES, "all"], default="all")
     parser.add_argument("--database", help="a database URL (default: a new SQLite file)")
     args = parser.parse_args()
+    # The retried sends are the point; their warnings would only slow the run down.
+    logging.getLogger("helpgate").setLevel(logging.ERROR)
     print(f"{os.cpu_count()} CPUs; database: {args.database or 'SQLite (a new file)'}")
     ok = True
     for provider in FAKES if args.provider == "all" else [args.provider]:

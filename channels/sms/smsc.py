@@ -61,7 +61,7 @@ class SmscGateway:
         return {"login": self.settings.login, "psw": self.settings.password}
 
     async def _call(self, path: str, values: dict[str, Any]) -> dict:
-        answer = await self.http.request("POST", path, data={
+        answer = await self.http.request("POST", path, form={
             **self._auth(), **values, "charset": "utf-8", "fmt": "3"})
         body = answer.json(self.title)
         if not isinstance(body, dict):

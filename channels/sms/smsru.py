@@ -62,7 +62,7 @@ class SmsRuGateway:
         self.http = Http(self.title, self.base_url, settings.timeout)
 
     async def _call(self, path: str, values: dict[str, Any]) -> dict:
-        answer = await self.http.request("POST", path, data={
+        answer = await self.http.request("POST", path, form={
             "api_id": self.settings.api_key, **values, "json": "1"})
         body = answer.json(self.title)
         if not isinstance(body, dict) or "status" not in body:
