@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         entry = sub.add_parser(channel, help=f"the {channel} channel")
         esub = entry.add_subparsers(dest="action", required=True, metavar="ACTION")
         echeck = esub.add_parser("check", help=f"check the {channel} set-up against the "
-                                 "service: token, mode, what it will deliver (exit 1 when "
-                                 "something must be fixed)")
+                                 "service: credentials, mode, what it will deliver, the "
+                                 "balance (exit 1 when something must be fixed)")
         echeck.add_argument("--json", action="store_true", help="print JSON")
 
     db = sub.add_parser("db", help="database schema")
