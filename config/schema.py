@@ -387,6 +387,79 @@ class VkConfig(Section):
         return self
 
 
+# The kinds of notification an SMS template may be given for, and what it may name.
+SMS_TEMPLATE_KINDS = ("comment", "status", "ack")
+SMS_PLACEHOLDERS = {"text": "", "number": 0}
+
+
+class SmsConfig(Section):
+    # SMS as an outbound channel (R-OUT-1, R-OUT-4): staff answers (`helpgate reply --via
+    # sms`), the status changes listed below and the fallback order reach a contact's
+    # phone. Nothing comes in by SMS. "" = off; "smsc" (SMSC.ru), "smsru" (SMS.ru),
+    # "smsaero" (SMSAero), or the name a package registers in the entry-point group
+    # helpgate.sms_gateways.
+    provider: str = ""
+    # Credentials. SMSC.ru: login and password (or api_key alone); SMS.ru: api_key (its
+    # api_id); SMSAero: login (the account's email) and api_key.
+    login: str = ""
+    password: str = ""
+    api_key: str = ""
+    # The sender name the provider approved for the account; "" = the account's default.
+    sender: str = ""
+    # Where the provider's API is; "" = its own (https://smsc.ru, https://sms.ru,
+    # https://gate.smsaero.ru). Another base: a proxy, a test's fake.
+    base_url: str = ""
+    # Seconds to connect, and to wait for the answer once the request is written. A send
+    # whose answer does not come in time may have gone out: SMSC is asked by our id,
+    # other providers' messages are parked as "uncertain", never sent twice by themselves.
+    timeout: float = Field(default=15.0, gt=0)
+    # A number written without a country code (10 digits) gets this one.
+    default_country_code: str = "7"
+    # One message is at most max_parts SMS parts (160 Latin / 70 Cyrillic characters in one
+    # part, 153 / 67 in each of several). A longer text is "trim"med to fit (ending in
+    # "…") or, with "park", not sent at all: parked with the reason.
+    max_parts: int = Field(default=3, ge=1, le=10)
+    too_long: Literal["trim", "park"] = "trim"
+    # Statuses whose entry is announced to the contact by SMS (R-OUT-5; none by default).
+    status_changes: list[str] = []
+    # The SMS text per kind of notification (comment, status, ack); {text} is the words
+    # as they would go to a messenger, {number} the ticket's number. Default: "{text}".
+    templates: dict[str, str] = {}
+    # Settings of a gateway plugged in through helpgate.sms_gateways, read by it alone.
+    options: dict[str, str] = {}
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, value):
+        value = value.strip().lower()
+        if value and not re.fullmatch(r"[a-z][a-z0-9_.-]{0,63}", value):
+            raise ValueError(f"{value!r} is not a gateway name: use smsc, smsru, smsaero "
+                             "or the name of an installed helpgate.sms_gateways entry point")
+        return value
+
+    @field_validator("default_country_code")
+    @classmethod
+    def _country(cls, value):
+        value = value.strip().lstrip("+")
+        if not re.fullmatch(r"[1-9]\d{0,2}", value):
+            raise ValueError(f"{value!r} is not a country calling code (1-3 digits: 7, 49)")
+        return value
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value):
+        for kind, template in value.items():
+            if kind not in SMS_TEMPLATE_KINDS:
+                raise ValueError(f"no SMS template kind {kind!r}; known: "
+                                 f"{', '.join(SMS_TEMPLATE_KINDS)}")
+            try:
+                template.format(**SMS_PLACEHOLDERS)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"template {kind!r}: {exc!r}; it may name only "
+                                 "{text} and {number}") from None
+        return value
+
+
 class ReopenRule(Section):
     type: str | None = None
     channel: str | None = None
@@ -891,6 +964,7 @@ class Config(Section):
     notifications: NotificationConfig = NotificationConfig()
     outbox: OutboxConfig = OutboxConfig()
     telegram: TelegramConfig = TelegramConfig()
+    sms: SmsConfig = SmsConfig()
     # Customer-facing texts override the built-in ones, key by key (in every language).
     texts: dict[str, str] = {}
 
@@ -917,6 +991,14 @@ class Config(Section):
         if telegram_type is not None and telegram_type not in self.tickets.types:
             raise ValueError(f"telegram.ticket_type {telegram_type!r} is not one of "
                              f"tickets.types {self.tickets.types}")
+        return self
+
+    @model_validator(mode="after")
+    def _sms_statuses(self):
+        known = {s.id for s in self.statuses.states}
+        for status in self.sms.status_changes:
+            if status not in known:
+                raise ValueError(f"sms.status_changes names unknown status {status!r}")
         return self
 
     @property

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from helpgate.channels.base import ChannelKind, InboundMessage
 from helpgate.channels.mail.channel import EMAIL
+from helpgate.channels.sms.channel import SMS
 from helpgate.channels.telegram.channel import TELEGRAM
 from helpgate.channels.vk.channel import VK
 from helpgate.config.schema import Config
@@ -50,6 +51,8 @@ CHANNELS: dict[str, Registered] = {entry.name: entry for entry in (
     Registered(TELEGRAM, lazy_transport("helpgate.outbound.telegram",
                                         lambda config: config.telegram.token)),
     Registered(VK, lazy_transport("helpgate.outbound.vk", lambda config: config.vk.token)),
+    # Outbound only: no adapters; its transport sends through the [sms] provider.
+    Registered(SMS, lazy_transport("helpgate.outbound.sms", lambda config: config.sms.provider)),
 )}
 
 

@@ -34,7 +34,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # for the parser only: the registry loads every channel's modules, and every command
 # builds the parser. tests/gateway/test_cli_messenger_checks.py keeps it equal to the
 # registry's.
-CHECKED_CHANNELS = ("telegram", "vk")
+CHECKED_CHANNELS = ("telegram", "vk", "sms")
 NONE = "none"  # what a text listing prints when it has nothing to list
 
 
@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         entry = sub.add_parser(channel, help=f"the {channel} channel")
         esub = entry.add_subparsers(dest="action", required=True, metavar="ACTION")
         echeck = esub.add_parser("check", help=f"check the {channel} set-up against the "
-                                 "service: token, mode, what it will deliver (exit 1 when "
-                                 "something must be fixed)")
+                                 "service: credentials, mode, what it will deliver, the "
+                                 "balance (exit 1 when something must be fixed)")
         echeck.add_argument("--json", action="store_true", help="print JSON")
 
     oauth = sub.add_parser("oauth", help="OAuth2 grants of mailboxes and relays "

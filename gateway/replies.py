@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
 from helpgate.outbound.notify import Notifier
+from helpgate.outbound.sms_text import preview
 from helpgate.ticketstore.models import Comment, Employee
 from helpgate.ticketstore.repository import earliest_admin, ticket_by_number
 
@@ -46,7 +47,16 @@ def staff_reply(session: Session, config: Config, number: int, text: str, public
     drafts = Notifier(config).comment(session, ticket, comment, now, via=via)
     return {"ticket": ticket.number, "comment": comment.id, "public": public,
             "author": {"kind": "employee", "email": author.email},
-            "queued": [{"channel": d.channel, "to": d.recipient} for d in drafts]}
+            "queued": [_queued(config, d, ticket.number) for d in drafts]}
+
+
+def _queued(config: Config, draft, number: int) -> dict:
+    """Where the reply goes; by SMS also what it costs: its parts, and whether the
+    length rule cut it (`[sms] max_parts`, `too_long`)."""
+    queued = {"channel": draft.channel, "to": draft.recipient}
+    if draft.channel == "sms":
+        queued["sms"] = preview(config.sms, draft.kind, draft.content, number).as_dict()
+    return queued
 
 
 def _author(session: Session, email: str | None) -> Employee:

@@ -44,6 +44,9 @@ class Outgoing:
     # A post in a staff topic (kind "topic"): the ticket's topic now, None when it has
     # none yet in the recipient chat (the transport makes one, named `subject`).
     thread_id: int | None = None
+    # Attempts made before this one: a transport that can ask its service whether an
+    # earlier attempt got through (SMSC by our own id) does so before sending again.
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,10 @@ class DeliveryResult:
     # (chat id, thread id) of a staff topic the transport made for the row's ticket (the
     # first post, or the topic staff deleted made again): recorded as the ticket's topic.
     topic: tuple[int, int] | None = field(default=None, compare=False)
+    # The request reached the other side and its answer did not come back (a timeout
+    # after the request was written, where the service has no idempotency key): it may
+    # have gone out. The outbox keeps it "uncertain", never sends it again by itself.
+    uncertain: bool = False
 
     @classmethod
     def ok(cls, posted: tuple[tuple[int, int], ...] = (),
@@ -79,6 +86,10 @@ class DeliveryResult:
     @classmethod
     def failed(cls, error: str) -> DeliveryResult:
         return cls(delivered=False, temporary=False, error=error)
+
+    @classmethod
+    def unknown(cls, error: str) -> DeliveryResult:
+        return cls(delivered=False, temporary=False, error=error, uncertain=True)
 
     @classmethod
     def unreachable_here(cls, error: str) -> DeliveryResult:

@@ -142,8 +142,9 @@ class Notifier:
         staff = self.compose.texts_for(self.config.staff_language)
         topic = self.topics.post(ticket, f"status{change.id}", staff.topic_status.format(
             status=self.config.status_name(change.to_status, self.config.staff_language)))
+        sms = self.sms_status(session, ticket, change, now)
         if change.to_status not in self.config.notifications.status_changes:
-            return self._queue(session, topic, now)
+            return self._queue(session, topic, now) + sms
         language = self._language(session, ticket)
         texts = self.compose.texts_for(language)
         content = texts.status_text.format(
@@ -154,11 +155,13 @@ class Notifier:
             kind="status", ticket=ticket, to=target, texts=texts,
             subject=self.compose.subject(texts.status_subject, ticket),
             content=content + ("\n\n" + texts.chat_rate_prompt.format(number=ticket.number)
-                               if rated and target.channel != "email" else ""),
+                               if rated and target.channel not in ("email", "sms") else ""),
             event_key=f"status{change.id}", reply_to_ids=self._customer_thread(session, ticket),
             buttons=rating_buttons(ticket.number) if rated else None)
-            for target in self._customer_targets(session, ticket)]
-        return self._queue(session, drafts + topic, now)
+            for target in self._customer_targets(session, ticket)
+            # SMS announces the statuses of its own list (sms_status), and no others.
+            if target.channel != "sms"]
+        return self._queue(session, drafts + topic, now) + sms
 
     def topic_notice(self, session: Session, ticket: Ticket, event_key: str, text: str,
                      now: datetime) -> list[Draft]:
@@ -189,6 +192,30 @@ class Notifier:
             head, comment.text, self.compose.file_list(files, {f.id for f in files}, texts)]))
         return self.topics.post(ticket, f"comment{comment.id}", content, comment.id)
 
+    def sms_status(self, session: Session, ticket: Ticket, change: StatusChange,
+                   now: datetime) -> list[Draft]:
+        """R-OUT-5: entering a status of `[sms] status_changes` is also told to the
+        contact's phone by SMS (the status words alone, through the SMS template
+        "status"); none by default, and none without a gateway."""
+        sms = self.config.sms
+        if not sms.provider or change.to_status not in sms.status_changes \
+                or ticket.type in self.config.tickets.internal_types:
+            return []
+        contact, _ = _customer(session, ticket)
+        phone = addresses(session, contact.id).get("sms") if contact is not None else None
+        if not phone:
+            return []
+        language = self._language(session, ticket)
+        texts = self.compose.texts_for(language)
+        draft = self.compose.draft(
+            kind="status", ticket=ticket, to=Target("sms", phone, contact.id), texts=texts,
+            subject=self.compose.subject(texts.status_subject, ticket),
+            content=texts.status_text.format(
+                number=ticket.number,
+                status=self.config.status_name(change.to_status, language)),
+            event_key=f"status{change.id}")
+        return self._queue(session, [draft], now)
+
     def unverified_staff(self, session: Session, ticket: Ticket, comment: Comment,
                          employee_id: int, employee_email: str, why: str,
                          now: datetime) -> list[Draft]:
@@ -206,8 +233,9 @@ class Notifier:
 
     def to_chat(self, session: Session, to: Target, content: str, key: str, now: datetime,
                 buttons: list | None = None, ticket_id: int | None = None) -> list[Draft]:
-        """A messenger bot's answer to what a customer asked of it (gateway/customer_actions.py):
-        the words and the buttons, in the chat they asked in."""
+        """A messenger bot's answer to what a customer asked of it
+        (gateway/customer_actions.py): the words and the buttons, in the chat they asked
+        in."""
         draft = Draft(kind="bot", channel=to.channel, recipient=to.recipient, subject="",
                       text=content.strip() + "\n", dedupe_key=f"bot:{key}", ticket_id=ticket_id,
                       content=content.strip(), contact_id=to.contact_id, buttons=buttons)

@@ -8,6 +8,7 @@ This worker moves them through their states:
                          |                                   |  (later: backoff), parked
                          |                                   |  after max_attempts
                          |                                   |----permanent--> parked
+                         |                                   |----outcome unknown--> uncertain
                          '--claimant dead--> queued          '--claimant dead--> uncertain
                             (or lease over)                     (or lease over)
 
@@ -17,7 +18,9 @@ no row is sent by two of them. Each row is marked "sending" in its own commit ju
 the transport gets it: a gateway that dies leaves its claimed rows to go back to the
 queue, and only a row whose outcome is truly unknown — handed to the relay, answer not
 recorded — is parked as "uncertain" rather than sent again; `helpgate outbox retry ID`
-sends it once more on an admin's word.
+sends it once more on an admin's word. A transport that knows its request arrived but
+got no answer (an SMS gateway's timeout after the request was written) says so
+(`DeliveryResult.unknown`), and the row takes the same state.
 
 A claim names the instance that made it (ticketstore/instances.py). An instance whose
 heartbeat is older than `outbox.dead_after` is dead: its claims are released on the next
@@ -50,7 +53,10 @@ from helpgate.ticketstore.repository import Store, insert_rows
 
 log = logging.getLogger("helpgate.outbox")
 OUTBOX = OutboxMessage.__table__
-BATCH = 20
+# Rows one round claims. Several instances share the queue (SKIP LOCKED), and a stop
+# hands back what a round has not started (release), so a round may be large: the fixed
+# cost of a round (expiry, rerouting, the claim) is spread over many messages.
+BATCH = 100
 # Messages handed over at the same moment: what a crash can leave uncertain, at most.
 IN_FLIGHT = 4
 # Kinds delivered one at a time per ticket, in the order queued (outbound/staff_topics.py).
@@ -90,7 +96,8 @@ def claim(session: Session, channels: list[str], now: datetime, lease: timedelta
                      content=r.content if r.content is not None else r.text,
                      buttons=tuple(tuple((str(label), str(data)) for label, data in row)
                                    for row in r.buttons or ()),
-                     thread_id=_thread(topics.get(r.ticket_id), r.recipient))
+                     thread_id=_thread(topics.get(r.ticket_id), r.recipient),
+                     attempts=r.attempts or 0)
             for r in rows]
 
 
@@ -178,6 +185,26 @@ def mark_sending(session: Session, outbox_id: int, instance: str | None = None) 
     return result.rowcount == 1
 
 
+def mark_sending_many(session: Session, outbox_ids: list[int],
+                      instance: str | None = None) -> list[int]:
+    """`mark_sending` for a group in one commit: the ids still this instance's claims."""
+    marked = session.execute(update(OUTBOX).where(OUTBOX.c.id.in_(outbox_ids),
+                                                  OUTBOX.c.state == "claimed",
+                                                  _claimed_by(instance))
+                             .values(state="sending", attempts=OUTBOX.c.attempts + 1)
+                             .returning(OUTBOX.c.id)).scalars().all()
+    return list(marked)
+
+
+def release(session: Session, outbox_ids: list[int], now: datetime,
+            instance: str | None = None) -> None:
+    """Claims this instance will not hand over after all (it is stopping): back to the
+    queue, due at once."""
+    session.execute(update(OUTBOX).where(OUTBOX.c.id.in_(outbox_ids),
+                                         OUTBOX.c.state == "claimed", _claimed_by(instance))
+                    .values(state="queued", next_attempt_at=now, claimed_by=None))
+
+
 def _claimed_by(instance: str | None):
     return OUTBOX.c.claimed_by.is_(None) if instance is None else \
         OUTBOX.c.claimed_by == instance
@@ -203,6 +230,10 @@ def record(session: Session, outbox_id: int, result: DeliveryResult, now: dateti
         return row.state if row else "gone"
     if result.delivered:
         values = {"state": "sent", "sent_at": now, "last_error": None}
+    elif result.uncertain:
+        # The transport cannot tell whether it went out: the same verdict as a gateway
+        # killed while handing it over, for a person to decide (`outbox retry`).
+        values = {"state": "uncertain", "last_error": result.error or "outcome unknown"}
     elif result.temporary and row.attempts < config.max_attempts:
         wait = backoff(row.attempts, config)
         if result.retry_after:
@@ -276,8 +307,9 @@ class OutboxWorker:
     """Claims due rows, hands each to its channel's transport, records the outcome.
 
     `wake()` (called when the pipeline queued something) starts a round at once instead
-    of at the next poll. Stopping lets the round in flight finish: a message handed to a
-    transport always gets its outcome recorded. The worker is one gateway instance: it
+    of at the next poll. Stopping lets the group in flight finish — a message handed to a
+    transport always gets its outcome recorded — and hands the rest of the round's
+    claims back to the queue. The worker is one gateway instance: it
     beats its heartbeat every round and, while running, every `heartbeat` in between (a
     round waiting on a slow relay must not look dead), and leaves on a clean stop.
     """
@@ -291,12 +323,13 @@ class OutboxWorker:
         self.clock = clock
         self.instance = instance or instances.new_instance_id()
         self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._stop: asyncio.Event | None = None
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         if not self.transports:
             log.warning("no outbound transport configured: notifications wait in the outbox")
         heart = asyncio.create_task(self._heartbeats(stop), name="outbox heartbeat")
@@ -351,7 +384,17 @@ class OutboxWorker:
         lease = parse_window(self.config.lease)
         batch = await self.store.run(claim, sorted(self.transports), now, lease, BATCH,
                                      self.instance)
-        await asyncio.gather(*(self._deliver(message) for message in batch))
+        # In groups of IN_FLIGHT: a group is marked "sending" in one commit, handed over
+        # side by side, and its outcomes recorded in one commit — two commits a group,
+        # not two a message, and still at most IN_FLIGHT rows that a crash can leave
+        # uncertain.
+        for start in range(0, len(batch), IN_FLIGHT):
+            if self._stop is not None and self._stop.is_set():
+                # Stopping: the group in flight has finished; the rest go back at once.
+                await self.store.run(release, [m.id for m in batch[start:]], self.clock(),
+                                     self.instance)
+                break
+            await self._deliver_group(batch[start:start + IN_FLIGHT])
         return len(batch)
 
     def _beat_and_expire(self, session: Session, now: datetime) -> int:
@@ -359,29 +402,40 @@ class OutboxWorker:
         instances.beat(session, self.instance, now)
         return expire_leases(session, now, parse_window(self.config.dead_after))
 
-    async def _deliver(self, message: Outgoing) -> None:
-        async with self._slots:
-            await self._hand_over(message)
-
-    async def _hand_over(self, message: Outgoing) -> None:
-        if not await self.store.run(mark_sending, message.id, self.instance):
-            log.warning("outbox %s: claim lost before sending; left alone", message.id)
+    async def _deliver_group(self, group: list[Outgoing]) -> None:
+        marked = set(await self.store.run(mark_sending_many, [m.id for m in group],
+                                          self.instance))
+        for message in group:
+            if message.id not in marked:
+                log.warning("outbox %s: claim lost before sending; left alone", message.id)
+        ready = [message for message in group if message.id in marked]
+        if not ready:
             return
+        results = await asyncio.gather(*(self._send(message) for message in ready))
+        states = await self.store.run(self._record_all, list(zip(ready, results,
+                                                                  strict=True)))
+        if any(m.kind in IN_ORDER and state == "sent"
+               for m, state in zip(ready, states, strict=True)):
+            self._wake.set()   # a ticket's next topic post may go now, not at the next poll
+        for message, result, state in zip(ready, results, states, strict=True):
+            # A relay's refusal or a network failure is the admin's business: WARNING.
+            level = logging.INFO if result.delivered else logging.WARNING
+            log.log(level, "outbox %s: %s %s to %s -> %s%s", message.id, message.channel,
+                    message.kind, message.recipient, state,
+                    f" ({result.error})" if result.error else "")
+
+    async def _send(self, message: Outgoing) -> DeliveryResult:
         try:
-            result = await self.transports[message.channel].send(message)
+            return await self.transports[message.channel].send(message)
         except Exception as exc:  # a transport bug: retry later rather than lose it
             log.exception("outbox %s: %s transport failed", message.id, message.channel)
-            result = DeliveryResult.retry(f"{type(exc).__name__}: {exc}")
-        if result.unreachable:
-            state = await self.store.run(unreachable, message.id, result, self.clock(),
-                                         self.settings, sorted(self.transports), self.instance)
-        else:
-            state = await self.store.run(record, message.id, result, self.clock(),
-                                         self.config, self.instance)
-        if message.kind in IN_ORDER and state == "sent":
-            self._wake.set()   # the ticket's next post may go now, not at the next poll
-        # A relay's refusal or a network failure is the admin's business: WARNING.
-        level = logging.INFO if result.delivered else logging.WARNING
-        log.log(level, "outbox %s: %s %s to %s -> %s%s", message.id, message.channel,
-                message.kind, message.recipient, state,
-                f" ({result.error})" if result.error else "")
+            return DeliveryResult.retry(f"{type(exc).__name__}: {exc}")
+
+    def _record_all(self, session: Session,
+                    outcomes: list[tuple[Outgoing, DeliveryResult]]) -> list[str]:
+        now = self.clock()
+        channels = sorted(self.transports)
+        return [unreachable(session, message.id, result, now, self.settings, channels,
+                            self.instance) if result.unreachable else
+                record(session, message.id, result, now, self.config, self.instance)
+                for message, result in outcomes]

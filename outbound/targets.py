@@ -7,7 +7,8 @@ address there, the channels of `notifications.fallback_order` are tried in order
 choice is made when the notification is queued, and made again when it is sent should
 its channel have no transport then (outbound/outbox.py), so a customer is never left
 unanswered because one channel is missing. Copies (a contact's duplicate address, the
-company's, the global one) are plain email addresses.
+company's, the global one) are plain email addresses. A contact's phone is their address
+for SMS.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from datetime import datetime
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from helpgate.outbound.sms_text import e164
 from helpgate.ticketstore.models import Contact, Identity
 
 _CONTACTS = Contact.__table__
 _IDENTITIES = Identity.__table__
-_EMAIL = select(_CONTACTS.c.email).where(_CONTACTS.c.id == bindparam("contact_id"))
+_EMAIL = select(_CONTACTS.c.email, _CONTACTS.c.phone).where(
+    _CONTACTS.c.id == bindparam("contact_id"))
 # Identities a channel refused to deliver to are passed over (mark_unreachable).
 _IDS = select(_IDENTITIES.c.channel, _IDENTITIES.c.external_id).where(
     _IDENTITIES.c.kind == "contact", _IDENTITIES.c.contact_id == bindparam("contact_id"),
@@ -41,13 +44,17 @@ class Target:
 
 
 def addresses(session: Session, contact_id: int) -> dict[str, str]:
-    """The contact's address on each channel: their email, and their messenger ids."""
+    """The contact's address on each channel: their email, their messenger ids, and
+    their phone for SMS when it is a number an SMS can reach (normalised to E.164 with
+    `[sms] default_country_code` when sent, outbound/sms.py)."""
     db = session.connection()
     found = {channel: external_id
              for channel, external_id in db.execute(_IDS, {"contact_id": contact_id})}
-    email = db.scalar(_EMAIL, {"contact_id": contact_id})
-    if email:
-        found["email"] = email
+    row = db.execute(_EMAIL, {"contact_id": contact_id}).first()
+    if row is not None and row.email:
+        found["email"] = row.email
+    if row is not None and row.phone and e164(row.phone) is not None:
+        found.setdefault("sms", row.phone.strip())
     return found
 
 

@@ -5,6 +5,7 @@ never twice — not after a crash mid-send, not with two gateway instances."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -291,3 +292,35 @@ def test_a_template_without_the_slot_is_a_clear_error(tmp_path):
     design.write_text("<html></html>")
     with pytest.raises(TemplateError, match=r"has no \{\{\{CONTENT\}\}\} slot"):
         EmailTransport(Config(mail={"html_template": str(design)}))
+
+
+async def test_a_stop_hands_back_the_claims_a_round_has_not_started(store, relay, clock):
+    """A round claims up to BATCH rows and hands them over IN_FLIGHT at a time; a stop
+    lets the group in flight finish and returns the rest to the queue at once, for the
+    next gateway, instead of keeping them until the whole round is sent."""
+    config = relay_config(relay)
+    pipeline = Pipeline(config, store, clock)
+    for n in range(outbox.IN_FLIGHT * 2 + 1):
+        await pipeline.ingest_email(mail(sender=f"user{n}@romashka.ru"))
+    stop = asyncio.Event()
+    delivery = worker(store, config, clock)
+    sending = delivery.transports["email"]
+
+    class StopWhileSending:
+        channel = "email"
+
+        async def send(self, message):
+            stop.set()
+            return await sending.send(message)
+
+        async def close(self):
+            pass
+
+    delivery.transports = {"email": StopWhileSending()}
+    await delivery.run(stop)
+    counts = Counter(state for state, _ in await states(store))
+    assert counts == {"sent": outbox.IN_FLIGHT, "queued": outbox.IN_FLIGHT + 1}
+    assert len(relay.received) == outbox.IN_FLIGHT
+    # The next gateway takes them at once and sends each once.
+    assert await worker(store, config, clock).run_once() == outbox.IN_FLIGHT + 1
+    assert len(relay.received) == outbox.IN_FLIGHT * 2 + 1
