@@ -507,6 +507,7 @@ def flush_later(session: Session) -> None:
         for (model, conflict), rows in list(deferred.items()):
             _insert_now(session, model, rows, conflict)
         deferred.clear()
+    _write_ticket_number(session)
 
 
 def _insert_now(session: Session, model, rows: list[dict],
@@ -742,12 +743,36 @@ def _insert_ignore(dialect: str, table, conflict: tuple[str, ...],
 
 
 def next_ticket_number(session: Session) -> int:
-    """The next ticket number; the counter row's lock serializes concurrent instances."""
+    """The next ticket number; the counter row's lock serializes concurrent instances.
+
+    In a batch (`defer_writes`) only the first number is taken from the counter: that
+    UPDATE holds the row's lock (PostgreSQL; SQLite's write lock) to the commit, so the
+    numbers after it are the batch's alone and are counted here, and `flush_later`
+    writes the last one back. The counter ends where one UPDATE per ticket left it."""
+    held = session.info.get(_NUMBERS)
+    if held is not None:
+        held[0] += 1
+        return held[0]
     number = connection(session).execute(_TICKET_NUMBER).scalar()
     if number is None:
         insert_ignoring_conflict(session, Counter, {"name": "ticket", "value": 0}, ("name",))
         return next_ticket_number(session)
+    if session.info.get(_DEFERRED) is not None:
+        session.info[_NUMBERS] = [number, number]  # handed out, written
     return number
+
+
+# session.info: the batch's ticket numbers (next_ticket_number), written by flush_later.
+_NUMBERS = "ticket_numbers"
+_SET_TICKET_NUMBER = (update(Counter.__table__).where(Counter.__table__.c.name == "ticket")
+                      .values(value=bindparam("value")))
+
+
+def _write_ticket_number(session: Session) -> None:
+    held = session.info.get(_NUMBERS)
+    if held is not None and held[0] != held[1]:
+        connection(session).execute(_SET_TICKET_NUMBER, {"value": held[0]})
+        held[1] = held[0]
 
 
 def get_or_create_contact(session: Session, email: str, name: str | None,

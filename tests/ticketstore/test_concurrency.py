@@ -63,3 +63,22 @@ async def test_concurrent_replies_to_one_ticket_are_all_kept(store, config, cloc
         await other.close()
     assert [r.action for r in results] == ["comment"] * 12
     assert await count(store, Comment) == 13
+
+
+async def test_batches_of_two_instances_number_tickets_without_gaps_or_repeats(store, config,
+                                                                               clock):
+    # A batch counts its numbers after the first and writes the last one back: batches
+    # of two instances, and a single message after them, still number 1, 2, 3, …
+    other = await second_instance(store)
+    try:
+        first, second = Pipeline(config, store, clock), Pipeline(config, other, clock)
+        jobs = [p.ingest_many([p.parse(mail(sender=f"user{i}-{b}-{n}@firm{i}.example"))
+                               for n in range(5)])
+                for b in range(3) for i, p in enumerate((first, second))]
+        results = [r for batch in await asyncio.gather(*jobs) for r in batch]
+        results.append(await second.ingest_email(mail(sender="late@firm9.example")))
+    finally:
+        await other.close()
+    numbers = sorted(r.ticket for r in results)
+    assert numbers == list(range(1, 2 * 3 * 5 + 2))
+    assert {r.action for r in results} == {"new_ticket"}
