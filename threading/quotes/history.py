@@ -40,6 +40,19 @@ def _letters(text: str) -> str:
     return _NON_WORD.sub("", _QUOTE_PREFIX.sub("", text)).lower()
 
 
+def text_keys(text: str) -> tuple[str, frozenset[str]]:
+    """A text's letters (each line's, a quote prefix being a line's own) joined, and the
+    set of its lines' letters. The texts of a ticket come back with every reply on it
+    and our templates with every reply at all: texts of usual size are cached."""
+    return _text_keys(text) if len(text) <= 2000 else _text_keys.__wrapped__(text)
+
+
+@lru_cache(maxsize=1024)
+def _text_keys(text: str) -> tuple[str, frozenset[str]]:
+    keys = [letters(line) for line in text.splitlines()]
+    return "".join(keys), frozenset(keys) - {""}
+
+
 class History:
     """Our separators, the subject of the message, and, on a known ticket, the texts
     already sent or stored on it."""
@@ -48,13 +61,12 @@ class History:
                  subject: str = "") -> None:
         self.subject = subject
         self.separators = [key for key in (letters(s) for s in separators) if key]
-        self.texts = [t for t in texts if t and t.strip()]
-        # Each line's letters once (a quote prefix is a line's own); one string per text,
-        # "|" between them so no match spans two texts.
-        keys = [[letters(line) for line in t.splitlines()] for t in self.texts]
-        self._joined = "|".join([*self.separators, *("".join(k) for k in keys)])
-        self._lines = {key for k in keys for key in k} - {""}
-        self._lines.update(self.separators)
+        # A text given twice (the default language is one of every language too) is one.
+        self.texts = list(dict.fromkeys(t for t in texts if t and t.strip()))
+        # One string per text, "|" between them so no match spans two texts.
+        keys = [text_keys(t) for t in self.texts]
+        self._joined = "|".join([*self.separators, *(joined for joined, _ in keys)])
+        self._lines = set(self.separators).union(*(lines for _, lines in keys))
 
     def __bool__(self) -> bool:
         return bool(self.texts)
