@@ -35,6 +35,7 @@ from helpgate.ticketstore.models import (
 from helpgate.ticketstore.repository import (
     chunked,
     company_name,
+    fetch_all,
     insert_later,
     lock_senders,
     pending_rows,
@@ -475,7 +476,7 @@ def _staff_thread(session: Session, ticket: Ticket) -> dict[str, list[str]]:
     # Newest first: this transaction's queued rows, then the stored ones.
     rows = [(r["recipient"], r["message_id"]) for r in pending_rows(session, OutboxMessage)
             if r["ticket_id"] == ticket.id and r["kind"] == "staff"][::-1]
-    rows += session.connection().execute(_STAFF_SENT, {"ticket_id": ticket.id}).all()
+    rows += fetch_all(session, _STAFF_SENT, {"ticket_id": ticket.id})
     thread: dict[str, list[str]] = {}
     for recipient, message_id in rows:
         ids = thread.setdefault(recipient, [])

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
     and_,
@@ -405,7 +405,95 @@ _TICKET_NUMBER = (update(Counter.__table__).where(Counter.__table__.c.name == "t
 
 def insert_returning_id(session: Session, model, values: dict) -> int:
     """INSERT one row through Core and return its id."""
-    return connection(session).execute(_insert_with_id(model.__table__), values).scalar_one()
+    db = connection(session)
+    statement = _insert_with_id(model.__table__)
+    cursor = _on_driver(db, statement, values)
+    if cursor is None:
+        return db.execute(statement, values).scalar_one()
+    return cursor.fetchone()[0]
+
+
+def execute(session: Session, statement, values: dict) -> None:
+    """Run a statement whose result nobody reads (an UPDATE), the quick way when it can."""
+    db = connection(session)
+    if _on_driver(db, statement, values) is None:
+        db.execute(statement, values)
+
+
+def fetch_all(session: Session, statement, values: dict) -> list:
+    """The rows of a SELECT, as tuples, the quick way when it can."""
+    db = connection(session)
+    cursor = _on_driver(db, statement, values, rows=True)
+    return db.execute(statement, values).all() if cursor is None else cursor.fetchall()
+
+
+def fetch_scalars(session: Session, statement, values: dict) -> list:
+    """The first column of a SELECT's rows."""
+    return [row[0] for row in fetch_all(session, statement, values)]
+
+
+def fetch_scalar(session: Session, statement, values: dict):
+    """The first column of a SELECT's first row, or None."""
+    db = connection(session)
+    cursor = _on_driver(db, statement, values, rows=True)
+    if cursor is None:
+        return db.scalar(statement, values)
+    row = cursor.fetchone()
+    return row[0] if row is not None else None
+
+
+# On SQLite the statements every message runs go to the driver's cursor: SQLAlchemy's
+# execution of a small statement costs several times what SQLite takes to run it (an
+# INSERT of a comment measured 137 µs through Connection.execute, 48 µs on the cursor
+# with the same bind processing). SQLAlchemy still compiles each statement, once, and
+# converts the values with the column types' own bind processors. A statement that needs
+# more (values computed by Python-side defaults, expanding IN lists, result processing of
+# its columns) and every statement on PostgreSQL take the ordinary way.
+class _Compiled(NamedTuple):
+    statement: Any  # held, so that the id the cache is keyed by stays its own
+    compiled: Any  # SQLAlchemy's compiled form, or None: not for the driver
+    processors: tuple
+
+
+_DRIVER: dict[tuple, _Compiled] = {}
+_DRIVER_MAX = 512
+
+
+def _on_driver(db, statement, values: dict, rows: bool = False):
+    """The driver's cursor after running `statement`, or None: run it the ordinary way."""
+    dialect = db.dialect
+    if dialect.name != "sqlite" or dialect.driver != "pysqlite" or dialect.paramstyle != "qmark":
+        return None
+    key = (id(statement), rows, tuple(values))
+    cached = _DRIVER.get(key)
+    if cached is None or cached.statement is not statement:
+        cached = _compile_for_driver(statement, dialect, list(values), rows)
+        if len(_DRIVER) < _DRIVER_MAX:  # the hot statements are few and built once
+            _DRIVER[key] = cached
+    compiled = cached.compiled
+    if compiled is None:
+        return None
+    params = compiled.construct_params(values)
+    return db.connection.dbapi_connection.execute(compiled.string, tuple(
+        value if process is None else process(value)
+        for value, process in zip((params[name] for name in compiled.positiontup),
+                                  cached.processors, strict=True)))
+
+
+def _compile_for_driver(statement, dialect, keys: list[str], rows: bool) -> _Compiled:
+    compiled = statement.compile(dialect=dialect, column_keys=keys)
+    if compiled.positiontup is None or any(getattr(compiled, name, None) for name in (
+            "insert_prefetch", "update_prefetch", "postfetch", "post_compile_params",
+            "literal_execute_params", "escaped_bind_names")):
+        return _Compiled(statement, None, ())
+    if rows and (not hasattr(statement, "selected_columns") or any(
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.selected_columns)):
+        return _Compiled(statement, None, ())
+    binds = compiled.binds
+    return _Compiled(statement, compiled, tuple(
+        binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+        for name in compiled.positiontup))
 
 
 @lru_cache(maxsize=32)
@@ -655,13 +743,12 @@ class SessionDirectory:
                           revoked=row.revoked_at is not None)
 
     def ticket_history(self, ticket_id: int) -> list[str]:
-        db = connection(self.session)
-        comments = db.execute(_COMMENT_TEXTS, {"ticket_id": ticket_id}).scalars().all()
+        comments = fetch_scalars(self.session, _COMMENT_TEXTS, {"ticket_id": ticket_id})
         # What this batch has queued so far counts too, read where it waits.
         sent = [(row["subject"], row["text"])
                 for row in pending_rows(self.session, OutboxMessage)
                 if row["ticket_id"] == ticket_id][::-1]
-        sent += db.execute(_OUTBOX_TEXTS, {"ticket_id": ticket_id}).all()
+        sent += fetch_all(self.session, _OUTBOX_TEXTS, {"ticket_id": ticket_id})
         return [*comments, *(text for row in sent[:HISTORY_LIMIT] for text in row if text)]
 
 
@@ -742,6 +829,17 @@ def _insert_ignore(dialect: str, table, conflict: tuple[str, ...],
     return statement.returning(*(table.c[name] for name in names))
 
 
+def _inserted_id(session: Session, model, row: dict, conflict: tuple[str, ...]) -> int | None:
+    """`insert_ignoring_conflict` of one row: its new id, or None when the key existed."""
+    db = connection(session)
+    statement = _insert_ignore(db.dialect.name, model.__table__, conflict, "id")
+    cursor = _on_driver(db, statement, row)
+    if cursor is None:
+        return db.execute(statement, row).scalar()
+    found = cursor.fetchone()
+    return found[0] if found is not None else None
+
+
 def next_ticket_number(session: Session) -> int:
     """The next ticket number; the counter row's lock serializes concurrent instances.
 
@@ -780,9 +878,9 @@ def get_or_create_contact(session: Session, email: str, name: str | None,
     """The contact with this address, created if none exists (another instance may be
     creating it at the same moment: the unique key decides, and both get the same row)."""
     email = email.lower()
-    new_id = insert_ignoring_conflict(
-        session, Contact, {"email": email, "name": name, "company_id": company_id,
-                           "created_at": now}, ("email",), returning="id").scalar()
+    new_id = _inserted_id(session, Contact, {"email": email, "name": name,
+                                             "company_id": company_id, "created_at": now},
+                          ("email",))
     if new_id is not None:
         person = Person(kind="contact", id=new_id, email=email, name=name,
                         company_id=company_id)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from helpgate.threading.markers import new_reply_token
 from helpgate.ticketstore.models import Employee, StaffToken, Ticket
-from helpgate.ticketstore.repository import connection, insert_later
+from helpgate.ticketstore.repository import fetch_scalar, insert_later
 
 TOKENS = StaffToken.__table__
 _LIVE = select(TOKENS.c.token).where(
@@ -35,8 +35,8 @@ def token_for(session: Session, ticket_id: int, employee_id: int, now: datetime,
     cache: dict = session.info.setdefault(_CACHE, {})
     key = (ticket_id, employee_id)
     if key not in cache:
-        token = None if new_ticket else connection(session).scalar(
-            _LIVE, {"ticket_id": ticket_id, "employee_id": employee_id})
+        token = None if new_ticket else fetch_scalar(
+            session, _LIVE, {"ticket_id": ticket_id, "employee_id": employee_id})
         if token is None:
             token = new_reply_token()
             insert_later(session, StaffToken, [dict(

@@ -1,0 +1,92 @@
+"""The hot statements' quick way (SQLite's cursor) stores and reads what SQLAlchemy would.
+
+On SQLite the statements every message runs skip SQLAlchemy's execution and go to the
+driver with the column types' own bind processing (ticketstore/repository.py); on
+PostgreSQL they take the ordinary way. Either way a row written through them must read
+back as one written by SQLAlchemy: aware UTC times, JSON, cut and cleaned text.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select
+
+from helpgate.ticketstore.models import Comment, Contact, Ticket
+from helpgate.ticketstore.repository import (
+    _COMMENT_TEXTS,
+    _on_driver,
+    connection,
+    fetch_all,
+    fetch_scalar,
+    fetch_scalars,
+    get_or_create_contact,
+    insert_returning_id,
+)
+
+NOW = datetime(2026, 11, 23, 12, 30, tzinfo=timezone(timedelta(hours=3)))
+
+
+def ticket_values(number: int) -> dict:
+    return dict(number=number, subject="Не печатает\x00 принтер", type="incident",
+                priority="normal", status="open", channel="email", contact_id=None,
+                company_id=None, created_at=NOW, updated_at=NOW, status_changed_at=NOW,
+                open_seconds=0.0, open_since=NOW)
+
+
+def comment_values(ticket_id: int, text: str) -> dict:
+    return dict(ticket_id=ticket_id, author_kind="contact", contact_id=None, employee_id=None,
+                public=True, channel="email", text=text, inbound_id=None,
+                message_id="<m@client.example>", email_from="x" * 600,
+                email_to=["support@helpgate.localhost"], email_cc=[],
+                email_date="Mon, 23 Nov 2026 10:00:00 +0300",
+                headers={"content-type": "text/plain; charset=utf-8"}, created_at=NOW,
+                decision={"action": "new_ticket", "rules": ["a"], "notes": ["ё"]})
+
+
+async def test_rows_written_the_quick_way_read_back_as_sqlalchemy_writes_them(store):
+    def work(session):
+        ticket_id = insert_returning_id(session, Ticket, ticket_values(1))
+        first = insert_returning_id(session, Comment, comment_values(ticket_id, "Первый"))
+        second = insert_returning_id(session, Comment, comment_values(ticket_id, "Второй"))
+        quick = _on_driver(connection(session), _COMMENT_TEXTS, {"ticket_id": ticket_id},
+                           rows=True)
+        return ticket_id, first, second, quick is not None, connection(session).dialect.name
+
+    ticket_id, first, second, quick, dialect = await store.run(work)
+    assert quick == (dialect == "sqlite")
+    assert second == first + 1
+
+    def read(session):
+        ticket = session.get(Ticket, ticket_id)
+        comment = session.get(Comment, first)
+        return (ticket.subject, ticket.created_at, comment.public, comment.email_from,
+                comment.email_to, comment.headers, comment.decision, comment.created_at,
+                fetch_scalars(session, _COMMENT_TEXTS, {"ticket_id": ticket_id}),
+                fetch_all(session, _COMMENT_TEXTS, {"ticket_id": ticket_id}),
+                fetch_scalar(session, select(Comment.text).where(Comment.id == -1), {}))
+
+    subject, created, public, sender, to, headers, decision, at, texts, rows, none = \
+        await store.run(read)
+    assert subject == "Не печатает принтер"  # NUL taken out (CleanText)
+    assert created == NOW and created.tzinfo is not None and at == NOW
+    assert public is True
+    assert sender == "x" * 500  # cut to the column (Bounded)
+    assert (to, headers) == (["support@helpgate.localhost"],
+                             {"content-type": "text/plain; charset=utf-8"})
+    assert decision == {"action": "new_ticket", "rules": ["a"], "notes": ["ё"]}
+    assert texts == ["Второй", "Первый"]
+    assert [tuple(row) for row in rows] == [("Второй",), ("Первый",)]
+    assert none is None
+
+
+async def test_a_contact_made_twice_is_one_row(store):
+    def work(session):
+        first = get_or_create_contact(session, "Anna@Example.com", "Anna", None, NOW)
+        session.info.clear()
+        again = get_or_create_contact(session, "anna@example.com", "Anna", None, NOW)
+        return first, again, session.scalars(select(Contact.email)).all()
+
+    first, again, emails = await store.run(work)
+    assert first.id == again.id
+    assert emails == ["anna@example.com"]
