@@ -442,7 +442,7 @@ def _files(session: Session, comment) -> list:
     many it wrote (`file_count`): most mail has none, and then nothing is asked."""
     if comment.id is None or getattr(comment, "file_count", None) == 0:
         return []
-    return session.connection().execute(_FILES, {"comment_id": comment.id}).all()
+    return fetch_all(session, _FILES, {"comment_id": comment.id})
 
 
 # Core statements built once: a notification is composed for every message, and the

@@ -90,6 +90,24 @@ class UTCDateTime(TypeDecorator):
         value = value.astimezone(timezone.utc)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def bind_processor(self, dialect):
+        process = super().bind_processor(dialect)
+        if process is None:
+            return None
+        # A batch writes one `now` into a dozen columns of every message: the conversion
+        # of the last value is kept (a datetime never changes; the pair is set at once).
+        last = (None, None)
+
+        def convert(value):
+            nonlocal last
+            seen, converted = last
+            if value is seen and value is not None:
+                return converted
+            converted = process(value)
+            last = (value, converted)
+            return converted
+        return convert
+
     def process_result_value(self, value, dialect):
         if value is None:
             return None

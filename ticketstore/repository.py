@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import namedtuple
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -421,10 +422,24 @@ def execute(session: Session, statement, values: dict) -> None:
 
 
 def fetch_all(session: Session, statement, values: dict) -> list:
-    """The rows of a SELECT, as tuples, the quick way when it can."""
+    """The rows of a SELECT (by position and by column name), the quick way when it can."""
     db = connection(session)
-    cursor = _on_driver(db, statement, values, rows=True)
-    return db.execute(statement, values).all() if cursor is None else cursor.fetchall()
+    found = _on_driver(db, statement, values, rows=True)
+    if found is None:
+        return db.execute(statement, values).all()
+    cursor, make = found
+    return [make(row) for row in cursor.fetchall()]
+
+
+def fetch_first(session: Session, statement, values: dict):
+    """The first row of a SELECT, or None."""
+    db = connection(session)
+    found = _on_driver(db, statement, values, rows=True)
+    if found is None:
+        return db.execute(statement, values).first()
+    cursor, make = found
+    row = cursor.fetchone()
+    return make(row) if row is not None else None
 
 
 def fetch_scalars(session: Session, statement, values: dict) -> list:
@@ -434,11 +449,7 @@ def fetch_scalars(session: Session, statement, values: dict) -> list:
 
 def fetch_scalar(session: Session, statement, values: dict):
     """The first column of a SELECT's first row, or None."""
-    db = connection(session)
-    cursor = _on_driver(db, statement, values, rows=True)
-    if cursor is None:
-        return db.scalar(statement, values)
-    row = cursor.fetchone()
+    row = fetch_first(session, statement, values)
     return row[0] if row is not None else None
 
 
@@ -446,13 +457,14 @@ def fetch_scalar(session: Session, statement, values: dict):
 # execution of a small statement costs several times what SQLite takes to run it (an
 # INSERT of a comment measured 137 µs through Connection.execute, 48 µs on the cursor
 # with the same bind processing). SQLAlchemy still compiles each statement, once, and
-# converts the values with the column types' own bind processors. A statement that needs
-# more (values computed by Python-side defaults, expanding IN lists, result processing of
-# its columns) and every statement on PostgreSQL take the ordinary way.
+# values and rows are converted by the column types' own bind and result processors. A
+# statement that needs more (values computed by Python-side defaults, expanding IN
+# lists) and every statement on PostgreSQL take the ordinary way.
 class _Compiled(NamedTuple):
     statement: Any  # held, so that the id the cache is keyed by stays its own
     compiled: Any  # SQLAlchemy's compiled form, or None: not for the driver
     processors: tuple
+    make_row: Callable | None  # a raw row of a SELECT -> a row as SQLAlchemy gives it
 
 
 _DRIVER: dict[tuple, _Compiled] = {}
@@ -460,7 +472,8 @@ _DRIVER_MAX = 512
 
 
 def _on_driver(db, statement, values: dict, rows: bool = False):
-    """The driver's cursor after running `statement`, or None: run it the ordinary way."""
+    """None (run it the ordinary way), or the driver's cursor after running `statement`;
+    with `rows`, (the cursor, what makes its rows)."""
     dialect = db.dialect
     if dialect.name != "sqlite" or dialect.driver != "pysqlite" or dialect.paramstyle != "qmark":
         return None
@@ -474,26 +487,39 @@ def _on_driver(db, statement, values: dict, rows: bool = False):
     if compiled is None:
         return None
     params = compiled.construct_params(values)
-    return db.connection.dbapi_connection.execute(compiled.string, tuple(
+    cursor = db.connection.dbapi_connection.execute(compiled.string, tuple(
         value if process is None else process(value)
         for value, process in zip((params[name] for name in compiled.positiontup),
                                   cached.processors, strict=True)))
+    return (cursor, cached.make_row) if rows else cursor
 
 
 def _compile_for_driver(statement, dialect, keys: list[str], rows: bool) -> _Compiled:
+    not_here = _Compiled(statement, None, (), None)
     compiled = statement.compile(dialect=dialect, column_keys=keys)
     if compiled.positiontup is None or any(getattr(compiled, name, None) for name in (
             "insert_prefetch", "update_prefetch", "postfetch", "post_compile_params",
             "literal_execute_params", "escaped_bind_names")):
-        return _Compiled(statement, None, ())
-    if rows and (not hasattr(statement, "selected_columns") or any(
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in statement.selected_columns)):
-        return _Compiled(statement, None, ())
+        return not_here
+    make_row = None
+    if rows:
+        columns = list(getattr(statement, "selected_columns", ()))
+        try:
+            row_type = namedtuple("Row", [column.key for column in columns])
+        except (TypeError, ValueError):  # no columns, or names a tuple cannot have
+            return not_here
+        converters = [column.type.dialect_impl(dialect).result_processor(dialect, None)
+                      for column in columns]
+        if any(converters):
+            def make_row(raw, converters=converters, make=row_type._make):
+                return make([value if convert is None else convert(value)
+                             for value, convert in zip(raw, converters, strict=True)])
+        else:
+            make_row = row_type._make
     binds = compiled.binds
     return _Compiled(statement, compiled, tuple(
         binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-        for name in compiled.positiontup))
+        for name in compiled.positiontup), make_row)
 
 
 @lru_cache(maxsize=32)
@@ -635,8 +661,7 @@ class SessionDirectory:
         return ticket_view(ticket)
 
     def ticket_by_number(self, number: int) -> TicketView | None:
-        return self._view(connection(self.session).execute(
-            _TICKET_BY_NUMBER, {"number": number}).first())
+        return self._view(fetch_first(self.session, _TICKET_BY_NUMBER, {"number": number}))
 
     def ticket_by_message_ids(self, message_ids: list[str]) -> TicketView | None:
         ids = [m[:500] for m in message_ids]
@@ -652,8 +677,7 @@ class SessionDirectory:
             ticket_id = db.scalar(_OUTBOX_TICKET_BY_IDS, {"ids": ids})
         if ticket_id is None:
             return None
-        return self._view(connection(self.session).execute(
-            _TICKET_BY_ID, {"ticket_id": ticket_id}).first())
+        return self._view(fetch_first(self.session, _TICKET_BY_ID, {"ticket_id": ticket_id}))
 
     def chat_tickets(self, contact_id: int, channel: str, sender_id: str | None,
                      chat: str | None, open_statuses: list[str]) -> ChatTickets:
@@ -803,7 +827,7 @@ def company_name(session: Session, company_id: int) -> str | None:
     """A company's name, asked once per transaction (a batch prefetches its senders')."""
     names: dict[int, str | None] = session.info.setdefault(_COMPANY_NAMES, {})
     if company_id not in names:
-        names[company_id] = connection(session).scalar(_COMPANY_NAME, {"id": company_id})
+        names[company_id] = fetch_scalar(session, _COMPANY_NAME, {"id": company_id})
     return names[company_id]
 
 

@@ -15,9 +15,11 @@ from sqlalchemy import select
 from helpgate.ticketstore.models import Comment, Contact, Ticket
 from helpgate.ticketstore.repository import (
     _COMMENT_TEXTS,
+    _TICKET_BY_NUMBER,
     _on_driver,
     connection,
     fetch_all,
+    fetch_first,
     fetch_scalar,
     fetch_scalars,
     get_or_create_contact,
@@ -64,10 +66,15 @@ async def test_rows_written_the_quick_way_read_back_as_sqlalchemy_writes_them(st
                 comment.email_to, comment.headers, comment.decision, comment.created_at,
                 fetch_scalars(session, _COMMENT_TEXTS, {"ticket_id": ticket_id}),
                 fetch_all(session, _COMMENT_TEXTS, {"ticket_id": ticket_id}),
-                fetch_scalar(session, select(Comment.text).where(Comment.id == -1), {}))
+                fetch_scalar(session, select(Comment.text).where(Comment.id == -1), {}),
+                fetch_first(session, _TICKET_BY_NUMBER, {"number": 1}))
 
-    subject, created, public, sender, to, headers, decision, at, texts, rows, none = \
+    subject, created, public, sender, to, headers, decision, at, texts, rows, none, row = \
         await store.run(read)
+    # A row read the quick way: by name and position, its times aware, as SQLAlchemy's.
+    assert (row.id, row.number, row.subject) == (ticket_id, 1, "Не печатает принтер")
+    assert row.created_at == NOW and row.created_at.tzinfo is not None
+    assert row.closed_at is None and row[1] == 1
     assert subject == "Не печатает принтер"  # NUL taken out (CleanText)
     assert created == NOW and created.tzinfo is not None and at == NOW
     assert public is True
