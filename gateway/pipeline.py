@@ -51,6 +51,7 @@ from helpgate.ticketstore.repository import (
     Store,
     connection,
     defer_writes,
+    execute,
     flush_later,
     get_or_create_contact_for,
     identity_key,
@@ -425,8 +426,7 @@ class Pipeline:
                                   **values)
         self._attachments(session, comment.id, message)
         if author is not None and author.kind == "employee" and not new and not unverified:
-            connection(session).execute(_FIRST_RESPONSE, {"ticket_id": ticket.id,
-                                                          "at": now})
+            execute(session, _FIRST_RESPONSE, {"ticket_id": ticket.id, "at": now})
         if not self.quiet:
             self._notify(session, ctx, ticket, comment, new, now)
         return ticket, comment
@@ -457,7 +457,7 @@ class Pipeline:
         """The matched ticket takes the message: updated, and moved when the rules said so."""
         view = decision.ticket
         if not decision.new_status or decision.new_status == view.status:
-            connection(session).execute(_TOUCH, {"ticket_id": view.id, "at": now})
+            execute(session, _TOUCH, {"ticket_id": view.id, "at": now})
             return view
         ticket = _ticket_entity(session, view.id)
         ticket.updated_at = now

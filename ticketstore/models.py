@@ -44,6 +44,8 @@ def storable(value: str) -> str:
     backend fail where the other stores."""
     if "\x00" in value:
         value = value.replace("\x00", "")
+    if value.isascii():  # no surrogates in it (most values; checking costs nothing)
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
