@@ -22,6 +22,7 @@ from datetime import datetime
 
 from helpgate.channels.base import InboundMessage
 from helpgate.channels.mail.parse import parse_safely
+from helpgate.gateway.parse_worker import parse_each
 from helpgate.gateway.pipeline import Pipeline, Result
 
 log = logging.getLogger("helpgate.bulk")
@@ -76,11 +77,6 @@ class ParserPool:
                 self._executor = None
             return parse_each(parse, raws, now)
         return [message for part in parsed for message in part]
-
-
-def parse_each(parse: Parse, raws: list[bytes], now: datetime) -> list[InboundMessage]:
-    """What a worker process is given: a batch at once."""
-    return [parse(raw, now) for raw in raws]
 
 
 async def ingest_stream(pipeline: Pipeline, raws: AsyncIterable[bytes] | Iterable[bytes],
