@@ -932,8 +932,9 @@ class OutboxConfig(Section):
         return self
 
 
-_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+# Runs of letters, counted by their lengths: half the work of a match per letter.
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]+")
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]+")
 # Share of Cyrillic among the letters from which a message counts as Russian: an English
 # error message pasted into a Russian mail must not make it English.
 CYRILLIC_SHARE = 0.3
@@ -942,7 +943,8 @@ CYRILLIC_SHARE = 0.3
 def judge_language(*texts: str | None) -> str | None:
     """"ru" for mostly Cyrillic script, "en" for other letters, None without letters."""
     text = " ".join(t for t in texts if t)
-    cyrillic, latin = len(_CYRILLIC.findall(text)), len(_LATIN.findall(text))
+    cyrillic = sum(map(len, _CYRILLIC.findall(text)))
+    latin = sum(map(len, _LATIN.findall(text)))
     if not cyrillic and not latin:
         return None
     return "ru" if cyrillic >= CYRILLIC_SHARE * (cyrillic + latin) else "en"
