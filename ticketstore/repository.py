@@ -475,7 +475,8 @@ def _on_driver(db, statement, values: dict, rows: bool = False):
     """None (run it the ordinary way), or the driver's cursor after running `statement`;
     with `rows`, (the cursor, what makes its rows)."""
     dialect = db.dialect
-    if dialect.name != "sqlite" or dialect.driver != "pysqlite" or dialect.paramstyle != "qmark":
+    if dialect.name != "sqlite" or dialect.driver != "pysqlite" \
+            or dialect.paramstyle != "qmark" or db.engine.echo:  # database.echo logs each
         return None
     key = (id(statement), rows, tuple(values))
     cached = _DRIVER.get(key)

@@ -97,3 +97,15 @@ async def test_a_contact_made_twice_is_one_row(store):
     first, again, emails = await store.run(work)
     assert first.id == again.id
     assert emails == ["anna@example.com"]
+
+
+async def test_with_database_echo_every_statement_takes_the_logged_way(tmp_path):
+    from helpgate.ticketstore.repository import Store
+    store = Store(f"sqlite:///{tmp_path / 'echo.db'}", echo=True)
+    try:
+        await store.ensure_schema()
+        quick = await store.run(lambda session: _on_driver(
+            connection(session), _COMMENT_TEXTS, {"ticket_id": 1}, rows=True))
+    finally:
+        await store.close()
+    assert quick is None
