@@ -11,6 +11,7 @@ customer (R-OUT-5, R-GW-2).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from helpgate.config.schema import Config, Texts, format_size
 from helpgate.outbound.headers import clean, message_ids
@@ -180,6 +181,7 @@ class Composer:
         return _unique([a for a in chosen if a != author_email])
 
 
+@lru_cache(maxsize=16)  # our own From, on every notification
 def _address(name: str, address: str) -> str:
     from email.utils import formataddr
     return formataddr((name, address)) if name else address

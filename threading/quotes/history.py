@@ -37,7 +37,9 @@ def letters(text: str) -> str:
 
 @lru_cache(maxsize=8192)
 def _letters(text: str) -> str:
-    return _NON_WORD.sub("", _QUOTE_PREFIX.sub("", text)).lower()
+    if ">" in text:  # a quote prefix has one; most lines have none to take off
+        text = _QUOTE_PREFIX.sub("", text)
+    return _NON_WORD.sub("", text).lower()
 
 
 def text_keys(text: str) -> tuple[str, frozenset[str]]:
