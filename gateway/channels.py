@@ -19,6 +19,7 @@ from helpgate.channels.mail.channel import EMAIL
 from helpgate.channels.sms.channel import SMS
 from helpgate.channels.telegram.channel import TELEGRAM
 from helpgate.channels.vk.channel import VK
+from helpgate.channels.webform.channel import WEBFORM
 from helpgate.config.schema import Config
 from helpgate.outbound import email
 from helpgate.outbound.base import Transport
@@ -53,6 +54,8 @@ CHANNELS: dict[str, Registered] = {entry.name: entry for entry in (
     Registered(VK, lazy_transport("helpgate.outbound.vk", lambda config: config.vk.token)),
     # Outbound only: no adapters; its transport sends through the [sms] provider.
     Registered(SMS, lazy_transport("helpgate.outbound.sms", lambda config: config.sms.provider)),
+    # Inbound only: a submitter is answered by email (notifications.fallback_order).
+    Registered(WEBFORM, lambda config: None),
 )}
 
 
