@@ -645,7 +645,7 @@ class ThreadingConfig(Section):
     marker: str = "[#{number}]"
     # The rule chain, in order (DESIGN.md: the order is data).
     rules: list[str] = [
-        "own_address", "bounce", "auto_reply", "throttle",
+        "own_address", "bounce", "auto_reply", "spam_trap", "throttle",
         "subject_marker", "references", "sender_identity", "staff_auth", "company_domain",
         "conversation", "unknown_sender", "quote_strip", "waiting_for_customer",
         "reopen_policy",

@@ -19,7 +19,7 @@ Before anything is stored, in this order:
    (threading.throttle_max): the excess is kept in quarantine, not lost.
 5. The hidden trap field: filled means a bot. The page answers as on success, and the
    record is kept in quarantine with the reason (channels/webform/parse.py) — a person
-   whose browser filled it loses nothing.
+   whose browser filled it loses nothing (rule spam_trap; a replay makes it a ticket).
 """
 
 from __future__ import annotations

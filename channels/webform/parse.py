@@ -15,8 +15,9 @@ one field per line (a multi-line value continues on the lines after its own, ins
 its quotes); the subject is the first line of the request text, or "Request via web
 form". The submitter is known by the email they gave, exactly as a mail sender is.
 
-A filled hidden field (`trap`) marks a bot: the message is kept in quarantine with the
-reason rather than dropped, so a person whose browser filled it loses nothing.
+A filled hidden field (`trap`) marks a bot: the message carries SPAM_TRAP_HEADER and rule
+spam_trap keeps it in quarantine with the reason rather than dropping it, so a person
+whose browser filled it loses nothing (a replay makes it a ticket).
 `parse` never raises: a record it cannot read becomes a message with a `problem`.
 """
 
@@ -27,6 +28,7 @@ import re
 from datetime import datetime
 
 from helpgate.channels.base import InboundMessage
+from helpgate.threading.message import SPAM_TRAP_HEADER
 
 CHANNEL = "webform"
 FIELDS = ("name", "email", "phone", "text")
@@ -84,10 +86,9 @@ def parse(raw: bytes, received_at: datetime) -> InboundMessage:
     values = {f["key"]: f["value"] for f in fields}
     email = values.get("email") or None
     problem = None
-    if record.get("trap"):
-        problem = ("the hidden spam-trap field of the web form was filled in (a bot, most "
-                   f"likely; from {record.get('client') or 'an unknown address'})")
-    elif not email:
+    # Decided by rule spam_trap, not here: a replay must be able to make it a ticket.
+    trap = clean(str(record.get("trap") or ""))[:200]
+    if not email:
         problem = "web form submission without an email address"
     elif not values.get("text"):
         problem = "web form submission without a message"
@@ -97,4 +98,5 @@ def parse(raw: bytes, received_at: datetime) -> InboundMessage:
         sender_email=email.lower() if email else None, sender_name=values.get("name") or None,
         sender_phone=values.get("phone") or None, sender_language=lang,
         subject=subject_of(fields, str(record.get("subject") or DEFAULT_SUBJECT)),
-        text=description(fields), problem=problem, chat=False)
+        text=description(fields), problem=problem, chat=False,
+        headers={SPAM_TRAP_HEADER: trap} if trap else {})
