@@ -350,3 +350,29 @@ def test_the_actions_that_name_a_ticket_are_the_pipelines():
     from helpgate.channels.webform.adapter import ANSWERED
     assert set(ANSWERED) == {Action.NEW_TICKET, Action.COMMENT, Action.REOPENED,
                              Action.NEW_TICKET_AFTER_WINDOW}
+
+
+async def test_helpgate_run_serves_the_form_when_enabled(store, clock, http):
+    """The gateway builds the adapter from [webform] through the registry, and stopping
+    it closes the form."""
+    from helpgate.gateway.run import Gateway
+    from tests.waiting import eventually
+    config = Config(mail={"endpoint": {"enabled": False}},
+                    webform={"enabled": True, "port": 0, "path": "/support"})
+    gateway = Gateway(config, store, clock=clock)
+    [adapter] = [a for a in gateway.channels if isinstance(a, WebformAdapter)]
+    serving = asyncio.create_task(gateway.serve())
+    try:
+        await eventually(lambda: adapter.port, what="the form server listening")
+        url = f"http://127.0.0.1:{adapter.port}/support"
+        async with http.get(url) as response:
+            assert response.status == 200
+            assert 'action="/support?lang=en"' in await response.text()
+        assert (await post(http, adapter, url=url))[0] == 200
+    finally:
+        gateway.stop.set()
+        await serving
+    [ticket] = await tickets(store)
+    assert ticket.channel == "webform"
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await post(http, adapter, url=url)
