@@ -460,6 +460,61 @@ class SmsConfig(Section):
         return value
 
 
+class WebformConfig(Section):
+    # The web form (R-CH-5): a page at `path` on host:port (behind the site's reverse
+    # proxy) whose submissions become tickets; each submitter is known by the email
+    # they give, as on mail. Off unless enabled.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: ListenPort = 8445
+    # GET path serves the form, POST path takes it (the form posts to itself).
+    path: str = "/form"
+    # Sites whose pages may post the form (and frame it): "https://example.com". A POST
+    # whose Origin header is another site is refused; the page served at `path` is
+    # helpgate's own origin and always allowed.
+    allowed_origins: list[str] = []
+    # A request body over this is refused (413); a field over its length is shown as an
+    # error next to it (the text is kept in the form).
+    max_body_size: int = 64 * 1024
+    max_text_length: int = Field(default=10000, ge=1)
+    max_field_length: int = Field(default=200, ge=1)
+    # Per client address: at most rate_limit submissions within rate_window (0 = no
+    # limit); the rest are answered 429 and not stored (the form keeps the text). The
+    # submitter's email is limited as any sender is (threading.throttle_max).
+    rate_limit: int = Field(default=10, ge=0)
+    rate_window: str = "1h"
+    # Behind a reverse proxy every client has the proxy's address: name the header the
+    # proxy sets (X-Forwarded-For, X-Real-IP) and its last address is the client's.
+    client_ip_header: str = ""
+    # Ticket type of tickets opened through the form (default: tickets.default_type).
+    ticket_type: str | None = None
+
+    @field_validator("max_body_size", mode="before")
+    @classmethod
+    def _size(cls, value):
+        return parse_size(value)
+
+    @field_validator("rate_window")
+    @classmethod
+    def _window(cls, value):
+        return _positive_duration(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value):
+        return value if value.startswith("/") else "/" + value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value):
+        cleaned = [origin.strip().rstrip("/").lower() for origin in value]
+        for origin in cleaned:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin: write scheme and host, "
+                                 '"https://example.com" (a port if not the default)')
+        return cleaned
+
+
 class ReopenRule(Section):
     type: str | None = None
     channel: str | None = None
@@ -590,7 +645,7 @@ class ThreadingConfig(Section):
     marker: str = "[#{number}]"
     # The rule chain, in order (DESIGN.md: the order is data).
     rules: list[str] = [
-        "own_address", "bounce", "auto_reply", "throttle",
+        "own_address", "bounce", "auto_reply", "spam_trap", "throttle",
         "subject_marker", "references", "sender_identity", "staff_auth", "company_domain",
         "conversation", "unknown_sender", "quote_strip", "waiting_for_customer",
         "reopen_policy",
@@ -703,6 +758,25 @@ class Texts(Section):
     topic_unknown_command: str
     topic_cannot_close: str
     topic_edit_ignored: str
+    # The web form (channels/webform/): labels, messages, the thank-you page.
+    webform_title: str
+    webform_intro: str
+    webform_name: str
+    webform_email: str
+    webform_phone: str
+    webform_optional: str
+    webform_text: str
+    webform_send: str
+    webform_subject: str
+    webform_required: str
+    webform_bad_email: str
+    webform_too_long: str
+    webform_errors: str
+    webform_rate_limited: str
+    webform_thanks_title: str
+    webform_thanks: str
+    webform_kept: str
+    webform_failed: str
 
 
 TEXTS = {
@@ -786,6 +860,28 @@ TEXTS = {
         topic_cannot_close="Обращение {number} не закрыто: {reason}.",
         topic_edit_ignored=("Правка не передана: клиент уже получил первый текст. Напишите "
                             "исправление новым сообщением."),
+        webform_title="Обращение в поддержку",
+        webform_intro="Опишите вопрос — мы ответим на указанный адрес электронной почты.",
+        webform_name="Имя",
+        webform_email="Электронная почта",
+        webform_phone="Телефон",
+        webform_optional="(необязательно)",
+        webform_text="Сообщение",
+        webform_send="Отправить",
+        webform_subject="Запрос с веб-формы",
+        webform_required="Заполните это поле.",
+        webform_bad_email="Это не адрес электронной почты.",
+        webform_too_long="Не больше {limit} символов.",
+        webform_errors="Проверьте отмеченные поля.",
+        webform_rate_limited=("Слишком много обращений с вашего адреса. Попробуйте позже — "
+                              "текст сохранён в форме."),
+        webform_thanks_title="Спасибо!",
+        webform_thanks=("Ваше обращение зарегистрировано под номером {number}. Мы ответим "
+                        "на {email}."),
+        webform_kept=("Ваше сообщение получено и будет рассмотрено. Отправлять его ещё раз "
+                      "не нужно."),
+        webform_failed=("Не удалось сохранить обращение. Попробуйте ещё раз через минуту — "
+                        "текст сохранён в форме."),
     ),
     "en": Texts(
         separator="##- Please type your reply above this line -##",
@@ -867,6 +963,26 @@ TEXTS = {
         topic_cannot_close="Ticket {number} was not closed: {reason}.",
         topic_edit_ignored=("An edit is not relayed: the customer already has the first text. "
                             "Write the correction as a new message."),
+        webform_title="Contact support",
+        webform_intro="Describe your question and we will answer at the email you give.",
+        webform_name="Name",
+        webform_email="Email",
+        webform_phone="Phone",
+        webform_optional="(optional)",
+        webform_text="Message",
+        webform_send="Send",
+        webform_subject="Request via web form",
+        webform_required="Please fill in this field.",
+        webform_bad_email="This is not an email address.",
+        webform_too_long="At most {limit} characters.",
+        webform_errors="Please check the marked fields.",
+        webform_rate_limited=("Too many requests from your address. Please try again later; "
+                              "your text is kept in the form."),
+        webform_thanks_title="Thank you!",
+        webform_thanks="Your request is registered as number {number}. We will answer at {email}.",
+        webform_kept="Your message was received and will be looked at. No need to send it again.",
+        webform_failed=("Your request could not be stored. Please try again in a minute; "
+                        "your text is kept in the form."),
     ),
 }
 
@@ -967,6 +1083,7 @@ class Config(Section):
     outbox: OutboxConfig = OutboxConfig()
     telegram: TelegramConfig = TelegramConfig()
     sms: SmsConfig = SmsConfig()
+    webform: WebformConfig = WebformConfig()
     # Customer-facing texts override the built-in ones, key by key (in every language).
     texts: dict[str, str] = {}
 
@@ -1001,6 +1118,14 @@ class Config(Section):
         for status in self.sms.status_changes:
             if status not in known:
                 raise ValueError(f"sms.status_changes names unknown status {status!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _webform_type(self):
+        kind = self.webform.ticket_type
+        if kind is not None and kind not in self.tickets.types:
+            raise ValueError(f"webform.ticket_type {kind!r} is not one of tickets.types "
+                             f"{self.tickets.types}")
         return self
 
     @property

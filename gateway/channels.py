@@ -19,6 +19,7 @@ from helpgate.channels.mail.channel import EMAIL
 from helpgate.channels.sms.channel import SMS
 from helpgate.channels.telegram.channel import TELEGRAM
 from helpgate.channels.vk.channel import VK
+from helpgate.channels.webform.channel import WEBFORM
 from helpgate.config.schema import Config
 from helpgate.outbound import email
 from helpgate.outbound.base import Transport
@@ -29,6 +30,8 @@ class Registered:
     kind: ChannelKind
     # The transport for the channel, or None when the config does not set it up.
     transport: Callable[[Config], Transport | None]
+    # False for a channel nothing is ever sent on (the web form): no `--via` names it.
+    sends: bool = True
 
     @property
     def name(self) -> str:
@@ -53,7 +56,14 @@ CHANNELS: dict[str, Registered] = {entry.name: entry for entry in (
     Registered(VK, lazy_transport("helpgate.outbound.vk", lambda config: config.vk.token)),
     # Outbound only: no adapters; its transport sends through the [sms] provider.
     Registered(SMS, lazy_transport("helpgate.outbound.sms", lambda config: config.sms.provider)),
+    # Inbound only: a submitter is answered by email (notifications.fallback_order).
+    Registered(WEBFORM, lambda config: None, sends=False),
 )}
+
+
+def sending_channels() -> list[str]:
+    """The channels a staff answer may be sent on (`helpgate reply --via`)."""
+    return [name for name, entry in CHANNELS.items() if entry.sends]
 
 
 def parse_kept(channel: str, raw: bytes, received_at: datetime) -> InboundMessage:

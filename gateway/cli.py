@@ -497,10 +497,11 @@ async def _cmd_import(args, config: Config, store) -> int:
 
 
 async def _cmd_reply(args, config: Config, store) -> int:
-    from helpgate.gateway.channels import CHANNELS
+    from helpgate.gateway.channels import sending_channels
     from helpgate.gateway.replies import ReplyError, staff_reply
-    if args.via is not None and args.via not in CHANNELS:
-        raise CliError(f"--via {args.via}: no such channel; known: {', '.join(CHANNELS)}")
+    known = sending_channels()
+    if args.via is not None and args.via not in known:
+        raise CliError(f"--via {args.via}: no such channel; known: {', '.join(known)}")
     text = sys.stdin.read() if args.text == "-" else args.text
     try:
         result = await store.run(staff_reply, config, args.number, text, not args.private,

@@ -23,6 +23,7 @@ from helpgate.threading.rules import (
     references,
     reopen_policy,
     sender_identity,
+    spam_trap,
     staff_auth,
     subject_marker,
     throttle,
@@ -32,7 +33,8 @@ from helpgate.threading.rules import (
 
 RULES: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (own_address, bounce, auto_reply, throttle, subject_marker, references,
+    for module in (own_address, bounce, auto_reply, spam_trap, throttle, subject_marker,
+                   references,
                    sender_identity, staff_auth, company_domain, conversation, unknown_sender,
                    quote_strip,
                    waiting_for_customer, reopen_policy)

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+# A channel marks a message that filled a spam trap (the web form's hidden field) with
+# this header, carrying what was put there; rule spam_trap quarantines it.
+SPAM_TRAP_HEADER = "x-helpgate-spam-trap"
+
 
 @dataclass(frozen=True, slots=True)
 class InboundAttachment:

@@ -129,9 +129,11 @@ def _utcnow():
     return datetime.now(timezone.utc)
 
 
-async def test_reply_via_an_unknown_channel_is_refused(hg):
+# The web form is a channel that only takes submissions: nothing can be sent "via" it.
+@pytest.mark.parametrize("via", ["pager", "webform"])
+async def test_reply_via_an_unknown_channel_is_refused(hg, via):
     number = (await asyncio.to_thread(hg.ingest, mail()))["ticket"]
-    code, _, err = await run(hg, "reply", str(number), "текст", "--via", "pager")
+    code, _, err = await run(hg, "reply", str(number), "текст", "--via", via)
     assert code == 1
-    assert err.strip() == ("helpgate: error: --via pager: no such channel; known: email, "
+    assert err.strip() == (f"helpgate: error: --via {via}: no such channel; known: email, "
                            "telegram, vk, sms")

@@ -21,6 +21,7 @@ from helpgate.threading.rules import (
     references,
     reopen_policy,
     sender_identity,
+    spam_trap,
     subject_marker,
     throttle,
     unknown_sender,
@@ -183,6 +184,29 @@ def test_throttle_off():
     ctx = context(Config(threading={"throttle_max": 0}))
     throttle.apply(ctx, FakeDirectory(sent={"ivan@romashka.ru": 10_000}))
     assert not ctx.stopped
+
+
+# ---------------------------------------------------------------------- spam_trap
+@pytest.mark.parametrize(("headers", "replay", "quarantined"), [
+    ({"x-helpgate-spam-trap": "http://spam.example"}, False, True),
+    ({"x-helpgate-spam-trap": "http://spam.example"}, True, False),  # the admin's replay
+    ({}, False, False),
+])
+def test_spam_trap(headers, replay, quarantined):
+    ctx = context(headers=headers)
+    ctx.replay = replay
+    spam_trap.apply(ctx, FakeDirectory())
+    assert ctx.stopped is quarantined
+    if quarantined:
+        assert ctx.decision.action == Action.QUARANTINED
+        assert "'http://spam.example'" in ctx.decision.reason
+
+
+def test_mail_cannot_set_the_spam_trap_header():
+    """Only a channel's parser sets it; mail keeps only the headers rules read."""
+    from helpgate.channels.mail.parse import RULE_HEADERS
+    from helpgate.threading.message import SPAM_TRAP_HEADER
+    assert SPAM_TRAP_HEADER not in RULE_HEADERS
 
 
 # ---------------------------------------------------------------------- subject_marker

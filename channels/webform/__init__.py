@@ -1,0 +1,1 @@
+"""The web form: a page whose submissions become tickets (R-CH-5); inbound only."""
