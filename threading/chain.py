@@ -43,6 +43,11 @@ RULES: dict[str, ModuleType] = {
 
 def decide(ctx: Context, directory: Directory) -> Context:
     """Run the configured rules in order and settle the action."""
+    if spam_trap.NAME not in ctx.config.threading.rules:
+        # A rule list written before the web form still keeps its spam trap shut.
+        spam_trap.apply(ctx, directory)
+        if ctx.stopped:
+            return ctx
     for name in ctx.config.threading.rules:
         RULES[name].apply(ctx, directory)
         if ctx.stopped:

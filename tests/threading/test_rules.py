@@ -560,3 +560,14 @@ def test_a_group_chat_bound_to_a_company_gives_its_tickets_that_company():
                   chat_id="-1001")
     conversation.apply(ctx, directory)
     assert ctx.decision.company_id == 12 and ctx.decision.ticket is None
+
+
+def test_the_spam_trap_holds_with_a_rule_list_written_before_it():
+    from helpgate.threading.chain import decide
+    from helpgate.threading.message import SPAM_TRAP_HEADER
+    rules = [r for r in Config().threading.rules if r != "spam_trap"]
+    config = Config(threading={"rules": rules})
+    ctx = context(headers={SPAM_TRAP_HEADER: "http://spam.example"})
+    ctx.config = config
+    decide(ctx, FakeDirectory())
+    assert ctx.decision.action == Action.QUARANTINED and ctx.fired == ["spam_trap"]
