@@ -26,9 +26,11 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     insert,
     inspect,
+    or_,
     select,
     text,
     update,
@@ -354,18 +356,37 @@ _IN_CHAT = {private: and_(TICKETS.c.contact_id == bindparam("contact_id"),
                           TICKETS.c.chat.is_(None) if private
                           else TICKETS.c.chat == bindparam("chat"))
             for private in (True, False)}
-_LATEST_TICKET = {private: select(TICKETS).where(where).order_by(TICKETS.c.id.desc())
-                  .limit(1).with_for_update() for private, where in _IN_CHAT.items()}
 # At most this many open tickets are offered as buttons.
 CHAT_CHOICES = 5
-_OPEN_IN_CHAT = {private: select(TICKETS).where(
-    where, TICKETS.c.status.in_(bindparam("statuses", expanding=True))
-).order_by(TICKETS.c.updated_at.desc(), TICKETS.c.id.desc()).limit(CHAT_CHOICES)
-    .with_for_update() for private, where in _IN_CHAT.items()}
 _IDENTITIES = Identity.__table__
-_CHOSEN_TICKET = select(TICKETS).join(_IDENTITIES, _IDENTITIES.c.ticket_id == TICKETS.c.id) \
-    .where(_IDENTITIES.c.kind == "contact", _IDENTITIES.c.channel == bindparam("channel"),
-           _IDENTITIES.c.external_id == bindparam("external_id")).with_for_update()
+_CHAT_TICKETS: dict[tuple[bool, tuple[str, ...]], Any] = {}
+
+
+def _chat_tickets_statement(private: bool, statuses: tuple[str, ...]):
+    """One query for rule conversation (it runs for every chat message): the chat's open
+    tickets, its latest and the one the sender chose, each flagged; built once per form
+    and status list."""
+    key = (private, statuses)
+    if key not in _CHAT_TICKETS:
+        newest = TICKETS.alias("newest")
+        latest = select(func.max(newest.c.id)).where(
+            newest.c.contact_id == bindparam("contact_id"),
+            newest.c.channel == bindparam("channel"),
+            newest.c.chat.is_(None) if private else newest.c.chat == bindparam("chat")
+        ).scalar_subquery()
+        chosen = select(_IDENTITIES.c.ticket_id).where(
+            _IDENTITIES.c.kind == "contact", _IDENTITIES.c.channel == bindparam("channel"),
+            _IDENTITIES.c.external_id == bindparam("external_id")).scalar_subquery()
+        is_latest = (TICKETS.c.id == latest).label("is_latest")
+        is_chosen = (TICKETS.c.id == chosen).label("is_chosen")
+        # Plain comparisons, not IN: the statement stays one the driver runs directly.
+        is_open = or_(*(TICKETS.c.status == status for status in statuses)) \
+            if statuses else false()
+        _CHAT_TICKETS[key] = select(TICKETS, is_latest, is_chosen).where(
+            _IN_CHAT[private], or_(is_open, TICKETS.c.id == latest, TICKETS.c.id == chosen)
+        ).order_by(is_chosen.desc(), is_latest.desc(), TICKETS.c.updated_at.desc(),
+                   TICKETS.c.id.desc()).limit(CHAT_CHOICES + 2).with_for_update(of=TICKETS)
+    return _CHAT_TICKETS[key]
 _CHAT_COMPANY = select(_IDENTITIES.c.company_id).where(
     _IDENTITIES.c.kind == "company", _IDENTITIES.c.channel == bindparam("channel"),
     _IDENTITIES.c.external_id == bindparam("chat"))
@@ -682,17 +703,17 @@ class SessionDirectory:
 
     def chat_tickets(self, contact_id: int, channel: str, sender_id: str | None,
                      chat: str | None, open_statuses: list[str]) -> ChatTickets:
-        db = connection(self.session)
-        where = {"contact_id": contact_id, "channel": channel,
-                 **({"chat": chat} if chat is not None else {})}
-        chosen = db.execute(_CHOSEN_TICKET, {"channel": channel, "external_id": sender_id}
-                            ).first() if sender_id else None
+        statement = _chat_tickets_statement(chat is None, tuple(open_statuses))
+        rows = fetch_all(self.session, statement, {
+            "contact_id": contact_id, "channel": channel, "external_id": sender_id or "",
+            **({"chat": chat} if chat is not None else {})})
+        views = {row.id: self._view(row) for row in rows}
+        recent = sorted(rows, key=lambda row: (row.updated_at, row.id), reverse=True)
         return ChatTickets(
-            chosen=self._view(chosen) if chosen is not None and chosen.channel == channel
-            and chosen.chat == chat else None,
-            latest=self._view(db.execute(_LATEST_TICKET[chat is None], where).first()),
-            open=tuple(self._view(row) for row in db.execute(
-                _OPEN_IN_CHAT[chat is None], {**where, "statuses": open_statuses})))
+            chosen=next((views[row.id] for row in rows if row.is_chosen), None),
+            latest=next((views[row.id] for row in rows if row.is_latest), None),
+            open=tuple(views[row.id] for row in recent
+                       if views[row.id].status in open_statuses)[:CHAT_CHOICES])
 
     def company_by_chat(self, channel: str, chat: str) -> int | None:
         return connection(self.session).scalar(_CHAT_COMPANY,
@@ -950,8 +971,7 @@ def get_or_create_contact_for(session: Session, channel: str, external_id: str,
 
 def reachable_again(session: Session, channel: str, external_id: str) -> None:
     """They wrote from the channel: it delivers to them again (they unblocked the bot)."""
-    connection(session).execute(_REACHABLE_AGAIN, {"on_channel": channel,
-                                                   "id_there": external_id[:255]})
+    execute(session, _REACHABLE_AGAIN, {"on_channel": channel, "id_there": external_id[:255]})
 
 
 def identity_key(channel: str, external_id: str) -> str:
