@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,10 @@ def error_response(status: int, message: str, headers: dict | None = None) -> we
 
 
 # ------------------------------------------------------------------ schemas and checking
+DIGITS, NOT_BLANK = "^[0-9]+$", "\\S"
+_PATTERN_TEXT = {DIGITS: "must be digits", NOT_BLANK: "must not be empty"}
+
+
 def _string(**extra) -> dict:
     return {"type": "string", **extra}
 
@@ -124,8 +129,10 @@ def check(schema: dict, value: Any, where: str) -> Any:
         if "enum" in schema and value not in schema["enum"]:
             raise ApiError(400, f"{where}: {value!r} is not one of "
                                 f"{', '.join(schema['enum'])}")
-        if schema.get("pattern") == "^[0-9]+$" and not (value.isascii() and value.isdigit()):
-            raise ApiError(400, f"{where} must be digits")
+        pattern = schema.get("pattern")
+        if pattern is not None and (not re.search(pattern, value) or (
+                pattern == DIGITS and not value.isascii())):
+            raise ApiError(400, f"{where} {_PATTERN_TEXT.get(pattern, 'is not valid')}")
         if schema.get("format") == "date-time":
             return parse_time(value, where)
         return value
@@ -473,7 +480,7 @@ async def _comment(call: Call, public: bool) -> web.Response:
         except ReplyError as exc:
             raise ApiError(400, str(exc)) from None
         except StatusError as exc:  # rolled back with the reply: nothing changes
-            raise ApiError(400, str(exc)) from None
+            raise ApiError(409, str(exc)) from None
         result["status"] = ticket.status
         return result
 
@@ -496,12 +503,23 @@ async def post_status(call: Call) -> web.Response:
                                  f"changed by {call.employee['email'] or 'an employee'} "
                                  "(API)", until)
         except StatusError as exc:
-            raise ApiError(400, str(exc).replace("(--until ISO8601)", "(until)")) from None
+            raise ApiError(_status_refusal(api.config, ticket.status, target),
+                           str(exc).replace("(--until ISO8601)", "(until)")) from None
         return ticket_summary(session, api.config, ticket)
 
     result = await api.store.run(work)
     api.committed()
     return web.json_response(result)
+
+
+def _status_refusal(config: Config, current: str, target: str) -> int:
+    """409 when the ticket's state refuses the change (already there, no such
+    transition); 422 when the request itself does not fit the status (`until` missing,
+    past, or given to a status that takes none)."""
+    state = config.statuses.states_by_id().get(current)
+    if target == current or (state is not None and target not in state.next):
+        return 409
+    return 422
 
 
 async def get_history(call: Call) -> web.Response:
@@ -570,7 +588,7 @@ async def get_directory(call: Call) -> web.Response:
 def routes(config: Config) -> list[Route]:
     statuses = [s.id for s in config.statuses.states]
     number = Param("number", "path", NUMBER, "ticket", required=True)
-    text = _string(minLength=1, maxLength=MAX_TEXT)
+    text = _string(minLength=1, maxLength=MAX_TEXT, pattern=NOT_BLANK)
 
     def ident(what: str) -> Param:
         return Param("id", "path", NUMBER, what, required=True)
@@ -584,11 +602,11 @@ def routes(config: Config) -> list[Route]:
         Route("GET", "/tickets", get_tickets, "Tickets, newest first, a page at a time",
               params=[
                   Param("status", "query", _string(enum=statuses), "only this status"),
-                  Param("contact", "query", _string(maxLength=320),
+                  Param("contact", "query", _string(minLength=1, maxLength=320),
                         "only this contact's tickets (email)"),
-                  Param("company", "query", _string(maxLength=255),
+                  Param("company", "query", _string(minLength=1, maxLength=255),
                         "only this company's tickets (name)"),
-                  Param("cursor", "query", _string(pattern="^[0-9]+$", maxLength=19),
+                  Param("cursor", "query", _string(pattern=DIGITS, maxLength=19),
                         "next_cursor of the previous page"),
                   Param("limit", "query", {"type": "integer", "minimum": 1,
                                            "maximum": PAGE_MAX, "default": PAGE_DEFAULT},
@@ -615,11 +633,12 @@ def routes(config: Config) -> list[Route]:
                   "type": "object", "additionalProperties": False, "required": ["status"],
                   "properties": {"status": _string(enum=statuses),
                                  "until": _string(format="date-time", maxLength=64)}},
-              errors=(400, 404)),
+              errors=(400, 404, 409, 422)),
         Route("GET", "/customers/history", get_history, "A customer's tickets across "
               "channels, by email or phone (R-TH-10)", params=[
-                  Param("email", "query", _string(maxLength=320)),
-                  Param("phone", "query", _string(maxLength=40))], errors=(400,)),
+                  Param("email", "query", _string(minLength=1, maxLength=320)),
+                  Param("phone", "query", _string(minLength=1, maxLength=40))],
+              errors=(400,)),
         Route("GET", "/attachments/{id}", get_attachment, "A stored attachment's content",
               params=[ident("attachment")], errors=(404, 410),
               content_type="application/octet-stream"),
@@ -632,7 +651,8 @@ def routes(config: Config) -> list[Route]:
               "quarantined message (kept, with the reason)",
               params=[ident("quarantined message")], body={
                   "type": "object", "additionalProperties": False, "required": ["reason"],
-                  "properties": {"reason": _string(minLength=1, maxLength=1000)}},
+                  "properties": {"reason": _string(minLength=1, maxLength=1000,
+                                                  pattern=NOT_BLANK)}},
               errors=(400, 404, 409)),
         Route("GET", "/directory", get_directory, "Companies, contacts and employees"),
     ]
@@ -686,5 +706,7 @@ def openapi(table: list[Route], config: Config) -> dict:
 _ERROR_TEXT = {400: "bad input; nothing changed", 401: "no valid API token",
                403: "not allowed for this token's employee", 404: "not found",
                409: "not allowed in the current state; nothing changed",
-               410: "gone: never stored", 429: "rate limit reached (Retry-After)",
+               410: "gone: never stored",
+               422: "the request does not fit (a status's until time); nothing changed",
+               429: "rate limit reached (Retry-After)",
                503: "the database does not answer"}

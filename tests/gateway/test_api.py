@@ -365,17 +365,23 @@ async def test_a_note_is_private_and_reaches_no_one(desk):
 async def test_a_status_change_goes_through_the_status_service(desk):
     number = await desk.ticket()
     status, body = await desk.post(f"/tickets/{number}/status", {"status": "pending"})
-    assert status == 400 and "needs an until time" in _error(body, 400)
-    for until in ("tomorrow", "2026-11-24T10:00:00", "2020-01-01T00:00:00Z"):
+    assert status == 422 and "needs an until time (until)" in _error(body, 422)
+    for until, code in (("tomorrow", 400), ("2026-11-24T10:00:00", 400),
+                        ("2020-01-01T00:00:00Z", 422)):
         status, body = await desk.post(f"/tickets/{number}/status",
                                        {"status": "pending", "until": until})
-        assert status == 400, until
-        _error(body, 400)
+        assert status == code, until
+        _error(body, code)
+    status, body = await desk.post(f"/tickets/{number}/status",
+                                   {"status": "resolved", "until": "2030-01-01T00:00:00Z"})
+    assert status == 422 and "takes no until" in _error(body, 422)
     for body in ({"status": "lost"}, {"status": "open", "extra": 1}, {"status": 1}):
         status, answer = await desk.post(f"/tickets/{number}/status", body)
         assert status == 400, body
     status, answer = await desk.post(f"/tickets/{number}/status", {"status": "open"})
-    assert status == 400 and "already open" in _error(answer, 400)
+    assert status == 409 and "already open" in _error(answer, 409)
+    status, answer = await desk.post(f"/tickets/{number}/status", {"status": "closed"})
+    assert status == 409 and "not allowed" in _error(answer, 409)
     assert [h["to"] for h in (await desk.detail(number))["status_history"]] == ["open"]
     until = desk.clock() + timedelta(days=2)
     status, body = await desk.post(f"/tickets/{number}/status",
