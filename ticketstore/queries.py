@@ -209,8 +209,17 @@ def ticket_page(session: Session, config: Config, status: str | None = None,
     tickets = session.scalars(query).all()
     more = len(tickets) > limit
     tickets = tickets[:limit]
+    # The page's contacts and companies in one query each: ticket_summary's lookups by
+    # id then come from the session, not one query per ticket.
+    people = _preload(session, Contact, {t.contact_id for t in tickets})
+    people += _preload(session, Company, {t.company_id for t in tickets})
     return ([ticket_summary(session, config, t) for t in tickets],
             tickets[-1].number if more else None)
+
+
+def _preload(session: Session, model, ids: set) -> list:
+    ids.discard(None)
+    return session.scalars(select(model).where(model.id.in_(ids))).all() if ids else []
 
 
 def outbox_backlog(session: Session, now: datetime) -> dict:
