@@ -136,6 +136,13 @@ def check(schema: dict, value: Any, where: str) -> Any:
         if schema.get("format") == "date-time":
             return parse_time(value, where)
         return value
+    if kind == "array":
+        if not isinstance(value, list):
+            raise ApiError(400, f"{where} must be a list")
+        if len(value) > schema.get("maxItems", 1000):
+            raise ApiError(400, f"{where} has more than {schema.get('maxItems', 1000)} items")
+        return [check(schema.get("items", {}), item, f"{where}[{i}]")
+                for i, item in enumerate(value)]
     if kind == "boolean":
         if not isinstance(value, bool):
             raise ApiError(400, f"{where} must be true or false")
@@ -232,12 +239,13 @@ class Api:
 
     def __init__(self, config: Config, store: Store, clock: Callable[[], datetime] = utcnow,
                  on_commit: Callable[[], object] | None = None,
-                 channels: Callable[[], dict] | None = None) -> None:
+                 channels: Callable[[], dict] | None = None, pipeline=None) -> None:
         self.config = config
         self.store = store
         self.clock = clock
         self.on_commit = on_commit
         self.channels = channels or (lambda: {})
+        self._pipeline = pipeline
         self.statuses = status_service(config)
         self.limiter = RateLimiter(config.api.rate_limit)
         self.routes = routes(config)
@@ -254,6 +262,13 @@ class Api:
         if self._document is None:
             self._document = openapi(self.routes, self.config)
         return self._document
+
+    def pipeline(self):
+        """The gateway's pipeline (a replay decides like any message), else one of our own."""
+        if self._pipeline is None:
+            from helpgate.gateway.pipeline import Pipeline
+            self._pipeline = Pipeline(self.config, self.store, self.clock)
+        return self._pipeline
 
     def committed(self) -> None:
         if self.on_commit is not None:
@@ -584,11 +599,69 @@ async def get_directory(call: Call) -> web.Response:
     return web.json_response(await call.api.store.run(directory_list))
 
 
+async def post_company(call: Call) -> web.Response:
+    return await _directory_entry(call, "company")
+
+
+async def post_contact(call: Call) -> web.Response:
+    return await _directory_entry(call, "contact")
+
+
+async def post_employee(call: Call) -> web.Response:
+    return await _directory_entry(call, "employee")
+
+
+async def _directory_entry(call: Call, kind: str) -> web.Response:
+    """Add or update one entry, as `helpgate directory add` (an administrator's token
+    only: an employee entry decides who may sign staff answers)."""
+    from pydantic import ValidationError
+
+    from helpgate.ticketstore import people
+    if call.employee["role"] != "admin":
+        raise ApiError(403, "changing the directory needs an administrator's token")
+    model = {"company": people.CompanyEntry, "contact": people.ContactEntry,
+             "employee": people.EmployeeEntry}[kind]
+    upsert = {"company": people.upsert_company, "contact": people.upsert_contact,
+              "employee": people.upsert_employee}[kind]
+    try:
+        entry = model(**{k: v for k, v in call.body.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or kind
+        raise ApiError(400, f"{kind} {where}: "
+                            f"{error['msg'].removeprefix('Value error, ')}") from None
+    now = call.api.clock()
+
+    def work(session):
+        try:
+            upsert(session, entry, now)
+        except people.DirectoryError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    await call.api.store.run(work)
+    return web.json_response({"added": kind, "name": entry.name, "email": entry.email},
+                             status=201)
+
+
+async def post_quarantine_replay(call: Call) -> web.Response:
+    from helpgate.gateway.pipeline import ReplayError
+    try:
+        result = await call.api.pipeline().replay(call.params["id"])
+    except ReplayError as exc:
+        raise ApiError(404 if str(exc).startswith("no ") else 409, str(exc)) from None
+    call.api.committed()
+    return web.json_response(result.as_dict())
+
+
 # --------------------------------------------------------------------------- the table
 def routes(config: Config) -> list[Route]:
     statuses = [s.id for s in config.statuses.states]
     number = Param("number", "path", NUMBER, "ticket", required=True)
     text = _string(minLength=1, maxLength=MAX_TEXT, pattern=NOT_BLANK)
+
+    name = _string(minLength=1, maxLength=255, pattern=NOT_BLANK)
+    email = _string(minLength=3, maxLength=320)
+    phone = _string(minLength=1, maxLength=40)
 
     def ident(what: str) -> Param:
         return Param("id", "path", NUMBER, what, required=True)
@@ -654,8 +727,31 @@ def routes(config: Config) -> list[Route]:
                   "properties": {"reason": _string(minLength=1, maxLength=1000,
                                                   pattern=NOT_BLANK)}},
               errors=(400, 404, 409)),
+        Route("POST", "/quarantine/{id}/replay", post_quarantine_replay, "Run a "
+              "quarantined message through the pipeline again (after a fix)",
+              params=[ident("quarantined message")], errors=(404, 409)),
         Route("GET", "/directory", get_directory, "Companies, contacts and employees"),
+        Route("POST", "/directory/companies", post_company, "Add or update a company "
+              "(by name; an administrator's token)", body=_entry({
+                  "name": name, "email": email, "phone": phone,
+                  "domains": {"type": "array", "maxItems": 100,
+                              "items": _string(minLength=1, maxLength=255)}}, "name"),
+              errors=(400, 403)),
+        Route("POST", "/directory/contacts", post_contact, "Add or update a contact (by "
+              "email; an administrator's token)", body=_entry({
+                  "name": name, "email": email, "phone": phone,
+                  "company": _string(minLength=1, maxLength=255)}), errors=(400, 403)),
+        Route("POST", "/directory/employees", post_employee, "Add or update an employee "
+              "(by email; an administrator's token)", body=_entry({
+                  "name": name, "email": email, "phone": phone,
+                  "role": _string(enum=["admin", "agent"], default="agent")}, "name"),
+              errors=(400, 403)),
     ]
+
+
+def _entry(properties: dict, *required: str) -> dict:
+    return {"type": "object", "additionalProperties": False, "required": list(required),
+            "properties": properties}
 
 
 def openapi(table: list[Route], config: Config) -> dict:
@@ -663,7 +759,7 @@ def openapi(table: list[Route], config: Config) -> dict:
     paths: dict = {}
     for route in table:
         responses: dict = {"200" if route.method == "GET" or route.path.endswith(
-            ("/status", "/retry", "/drop")) else "201": {
+            ("/status", "/retry", "/drop", "/replay")) else "201": {
             "description": "done", "content": {route.content_type: {"schema": (
                 route.response if route.content_type == "application/json"
                 else {"type": "string", "format": "binary"})}}}}

@@ -189,7 +189,7 @@ def api_server(gateway: Gateway):
                 "outbound": list(gateway.worker.transports)}
 
     api = Api(gateway.config, gateway.store, gateway.clock, on_commit=gateway.worker.wake,
-              channels=channels)
+              channels=channels, pipeline=gateway.pipeline)
     return ApiServer(api, gateway.config.api.host, gateway.config.api.port)
 
 

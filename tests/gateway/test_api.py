@@ -437,6 +437,12 @@ async def test_quarantine_view_and_drop(desk):
         assert status == code
     status, answer = await desk.post("/quarantine/999/drop", {"reason": "spam"})
     assert status == 404
+    status, answer = await desk.post(f"/quarantine/{result.inbound}/replay")
+    # Still without a sender: decided the same way again, and still in quarantine.
+    assert status == 200 and answer["inbound"] == result.inbound
+    assert answer["action"] == result.action
+    status, answer = await desk.post("/quarantine/999/replay")
+    assert status == 404 and "no quarantined message 999" in _error(answer, 404)
     status, answer = await desk.post(f"/quarantine/{result.inbound}/drop",
                                      {"reason": "not a mail"})
     assert status == 200 and answer["state"] == "dropped"
@@ -445,6 +451,43 @@ async def test_quarantine_view_and_drop(desk):
     assert (await desk.get("/quarantine"))[1]["messages"] == []
     status, answer = await desk.post(f"/quarantine/{result.inbound}/drop", {"reason": "x"})
     assert status == 409 and "not quarantined" in _error(answer, 409)
+    status, answer = await desk.post(f"/quarantine/{result.inbound}/replay")
+    assert status == 409 and "not quarantined" in _error(answer, 409)
+
+
+async def test_directory_changes_need_an_admin_and_good_input(desk):
+    contact = {"name": "Пётр", "email": "Petr@Romashka.ru", "company": "Romashka LLC"}
+    status, body = await desk.post("/directory/contacts", contact)  # Vera is an agent
+    assert status == 403 and "administrator" in _error(body, 403)
+    before = (await desk.get("/directory"))[1]
+    for path, entry, words in [
+            ("/directory/contacts", {**contact, "company": "Nowhere"}, "Nowhere"),
+            ("/directory/contacts", {**contact, "email": "not-an-address"}, "email"),
+            ("/directory/companies", {"domains": ["x.ru"]}, "name is required"),
+            ("/directory/companies", {"name": "X", "domains": "x.ru"}, "must be a list"),
+            ("/directory/employees", {"name": "Gleb", "role": "boss"}, "not one of"),
+            ("/directory/employees", {"name": " "}, "must not be empty")]:
+        status, body = await desk.post(path, entry, token=desk.other)
+        assert status == 400, entry
+        assert words in _error(body, 400), entry
+    assert (await desk.get("/directory"))[1] == before
+    status, body = await desk.post("/directory/contacts", contact, token=desk.other)
+    assert status == 201 and body == {"added": "contact", "name": "Пётр",
+                                       "email": "petr@romashka.ru"}
+    status, body = await desk.post("/directory/companies",
+                                   {"name": "Лютик", "domains": ["lutik.ru"]},
+                                   token=desk.other)
+    assert status == 201
+    status, body = await desk.post("/directory/employees",
+                                   {"name": "Gleb", "email": "gleb@helpgate.test"},
+                                   token=desk.other)
+    assert status == 201
+    after = (await desk.get("/directory"))[1]
+    assert {"name": "Пётр", "email": "petr@romashka.ru", "phone": None,
+            "company": "Romashka LLC"} in after["contacts"]
+    assert ["lutik.ru"] in [c["domains"] for c in after["companies"]]
+    assert {"name": "Gleb", "email": "gleb@helpgate.test", "phone": None,
+            "role": "agent"} in after["employees"]
 
 
 async def test_directory_and_attachments(desk):

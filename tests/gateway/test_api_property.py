@@ -5,7 +5,8 @@ what keeps /openapi.json accurate, and "bad input is a 4xx with a JSON message" 
 inputs nobody thought of.
 
 The server runs on a free loopback port in a thread of its own (schemathesis calls it
-synchronously), on SQLite with a few tickets, with the rate limit off.
+synchronously), on SQLite with a few tickets, the rate limit off, and an administrator's
+token (so directory changes are tried too, not only refused).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Served:
         pipeline = Pipeline(CONFIG, self.store)
         for subject in ("Принтер", "Счёт", "Доступ"):
             await pipeline.ingest_email(mail(subject=subject))
-        self.token = (await self.store.run(api_tokens.issue, "vera@helpgate.test", "prop",
+        self.token = (await self.store.run(api_tokens.issue, "anna@helpgate.test", "prop",
                                            now))["token"]
         self.runner = web.AppRunner(Api(CONFIG, self.store).app())
         await self.runner.setup()
