@@ -331,8 +331,8 @@ def _http_message(exc: web.HTTPException, request: web.Request) -> str:
 
 async def _json_body(request: web.Request) -> Any:
     raw = await request.read()
-    if not raw.strip():
-        return {}
+    if not raw.strip():  # the document says the body is required
+        raise ApiError(400, "a JSON body is required")
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -471,15 +471,27 @@ async def _comment(call: Call, public: bool) -> web.Response:
     email = call.employee["email"]
     if not email:
         raise ApiError(403, "the token's employee has no email address to sign with")
-    text = body["text"]
-    if not text.strip():
+    text = body.get("text")
+    canned_id = body.get("canned")
+    if text is None and canned_id is None:
+        raise ApiError(400, "text is required" + (" (or canned: a canned answer's id)"
+                                                  if public else ""))
+    if text is not None and not text.strip():
         raise ApiError(400, "text must not be empty")
     now = api.clock()
 
     def work(session):
+        nonlocal text
         ticket = ticket_by_number(session, number, lock=True)
         if ticket is None:
             raise ApiError(404, f"no ticket {number}")
+        if canned_id is not None:
+            from helpgate.ticketstore.canned import CannedError, canned_text
+            try:
+                # A canned answer first, then what staff added to it.
+                text = canned_text(session, canned_id) + (f"\n\n{text}" if text else "")
+            except CannedError as exc:
+                raise ApiError(400, str(exc)) from None
         target = None
         if body.get("resolve"):
             target = _resolve_target(api.config, ticket.status)
@@ -643,6 +655,41 @@ async def _directory_entry(call: Call, kind: str) -> web.Response:
                              status=201)
 
 
+async def get_canned(call: Call) -> web.Response:
+    from helpgate.ticketstore.canned import canned_list
+    return web.json_response({"canned": await call.api.store.run(canned_list)})
+
+
+async def post_canned(call: Call) -> web.Response:
+    from helpgate.ticketstore import canned
+    try:
+        row = await call.api.store.run(canned.create, call.body["title"], call.body["text"],
+                                       call.api.clock())
+    except canned.CannedError as exc:
+        raise ApiError(409, str(exc)) from None
+    return web.json_response(row, status=201)
+
+
+async def put_canned(call: Call) -> web.Response:
+    from helpgate.ticketstore import canned
+    try:
+        row = await call.api.store.run(canned.update, call.params["id"],
+                                       call.body.get("title"), call.body.get("text"),
+                                       call.api.clock())
+    except canned.CannedError as exc:
+        raise ApiError(404 if str(exc).startswith("no ") else 409, str(exc)) from None
+    return web.json_response(row)
+
+
+async def delete_canned(call: Call) -> web.Response:
+    from helpgate.ticketstore import canned
+    try:
+        await call.api.store.run(canned.delete, call.params["id"])
+    except canned.CannedError as exc:
+        raise ApiError(404, str(exc)) from None
+    return web.json_response({"deleted": call.params["id"]})
+
+
 async def post_quarantine_replay(call: Call) -> web.Response:
     from helpgate.gateway.pipeline import ReplayError
     try:
@@ -662,6 +709,11 @@ def routes(config: Config) -> list[Route]:
     name = _string(minLength=1, maxLength=255, pattern=NOT_BLANK)
     email = _string(minLength=3, maxLength=320)
     phone = _string(minLength=1, maxLength=40)
+
+    def canned(required: list[str]) -> dict:
+        return {"type": "object", "additionalProperties": False, "required": required,
+                "properties": {"title": _string(minLength=1, maxLength=200,
+                                                pattern=NOT_BLANK), "text": text}}
 
     def ident(what: str) -> Param:
         return Param("id", "path", NUMBER, what, required=True)
@@ -690,9 +742,11 @@ def routes(config: Config) -> list[Route]:
         Route("POST", "/tickets/{number}/reply", post_reply, "A public answer, relayed to "
               "the customer (on `via`, else where the ticket came from); `resolve`: send "
               "and resolve in one step", params=[number], body={
-                  "type": "object", "additionalProperties": False, "required": ["text"],
+                  "type": "object", "additionalProperties": False,
                   "properties": {
                       "text": text,
+                      "canned": {**NUMBER, "description": "a canned answer's id: its "
+                                 "text goes first, then `text` if given"},
                       "via": _string(enum=list(CHANNELS)),
                       "resolve": {"type": "boolean", "default": False}}},
               errors=(400, 403, 404, 409)),
@@ -730,6 +784,13 @@ def routes(config: Config) -> list[Route]:
         Route("POST", "/quarantine/{id}/replay", post_quarantine_replay, "Run a "
               "quarantined message through the pipeline again (after a fix)",
               params=[ident("quarantined message")], errors=(404, 409)),
+        Route("GET", "/canned", get_canned, "Canned answers"),
+        Route("POST", "/canned", post_canned, "A new canned answer", body=canned(
+              ["title", "text"]), errors=(400, 409)),
+        Route("PUT", "/canned/{id}", put_canned, "Change a canned answer's title or text",
+              params=[ident("canned answer")], body=canned([]), errors=(400, 404, 409)),
+        Route("DELETE", "/canned/{id}", delete_canned, "Delete a canned answer",
+              params=[ident("canned answer")], errors=(404,)),
         Route("GET", "/directory", get_directory, "Companies, contacts and employees"),
         Route("POST", "/directory/companies", post_company, "Add or update a company "
               "(by name; an administrator's token)", body=_entry({
@@ -758,7 +819,7 @@ def openapi(table: list[Route], config: Config) -> dict:
     """The OpenAPI 3.0 document of the route table."""
     paths: dict = {}
     for route in table:
-        responses: dict = {"200" if route.method == "GET" or route.path.endswith(
+        responses: dict = {"200" if route.method != "POST" or route.path.endswith(
             ("/status", "/retry", "/drop", "/replay")) else "201": {
             "description": "done", "content": {route.content_type: {"schema": (
                 route.response if route.content_type == "application/json"

@@ -497,3 +497,15 @@ class ApiToken(Base):
     created_at: Mapped[datetime]
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class CannedAnswer(Base):
+    """A canned answer staff pick when replying (the staff API's reply takes its id):
+    a title to find it by, unique, and the text sent."""
+
+    __tablename__ = "canned_answers"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    title: Mapped[str] = mapped_column(Bounded(200), unique=True)
+    text: Mapped[str] = mapped_column(CleanText)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -332,7 +332,7 @@ async def test_bad_replies_and_notes_change_nothing(desk):
         for body, words in [({}, "text is required"), ({"text": ""}, "empty"),
                             ({"text": "   "}, "empty"), ({"text": 5}, "string"),
                             ({"text": "x", "colour": 1}, "unknown field"), ([], "object"),
-                            ("text", "object"), (None, "text is required")]:
+                            ("text", "object"), (None, "a JSON body is required")]:
             status, answer = await desk.post(path, body)
             assert status == 400, (path, body)
             assert words in _error(answer, 400), (path, body)
@@ -554,3 +554,38 @@ async def test_helpgate_run_serves_the_api_when_enabled(sqlite_store, clock):
         gateway.stop.set()
         await task
     assert Gateway(Config(), sqlite_store).api is None  # off by default
+
+
+async def test_canned_answers_and_a_reply_with_one(desk):
+    status, body = await desk.post("/canned", {"title": "Картридж",
+                                               "text": "Заменили картридж."})
+    assert status == 201 and body["title"] == "Картридж"
+    canned = body["id"]
+    status, body = await desk.post("/canned", {"title": " Картридж ", "text": "другое"})
+    assert status == 409 and "exists" in _error(body, 409)
+    for entry in ({"title": "x"}, {"title": " ", "text": "x"}, {"title": "x", "text": ""},
+                  {"title": "x", "text": "y", "tags": []}):
+        status, body = await desk.post("/canned", entry)
+        assert status == 400, entry
+    response = await desk.client.put(f"/canned/{canned}", headers=desk.auth(),
+                                     json={"text": "Заменили картридж, проверьте печать."})
+    assert response.status == 200
+    assert (await response.json())["text"] == "Заменили картридж, проверьте печать."
+    response = await desk.client.put("/canned/99", headers=desk.auth(), json={"text": "x"})
+    assert response.status == 404
+    number = await desk.ticket()
+    status, body = await desk.post(f"/tickets/{number}/reply", {"canned": 99})
+    assert status == 400 and "no canned answer 99" in _error(body, 400)
+    assert len((await desk.detail(number))["comments"]) == 1
+    status, body = await desk.post(f"/tickets/{number}/reply",
+                                   {"canned": canned, "text": "С уважением, Вера."})
+    assert status == 201
+    assert (await desk.detail(number))["comments"][-1]["text"] == (
+        "Заменили картридж, проверьте печать.\n\nС уважением, Вера.")
+    status, body = await desk.get("/canned")
+    assert [c["id"] for c in body["canned"]] == [canned]
+    response = await desk.client.delete(f"/canned/{canned}", headers=desk.auth())
+    assert response.status == 200
+    assert (await desk.get("/canned"))[1]["canned"] == []
+    response = await desk.client.delete(f"/canned/{canned}", headers=desk.auth())
+    assert response.status == 404

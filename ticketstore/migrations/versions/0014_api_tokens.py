@@ -1,4 +1,5 @@
-"""API tokens: an employee's bearer token for the staff HTTP API, kept hashed.
+"""The staff HTTP API's tables: API tokens (an employee's bearer token, kept hashed) and
+canned answers.
 
 Revision ID: 0014
 Revises: 0013
@@ -29,8 +30,18 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_api_tokens_employee_id'), 'api_tokens', ['employee_id'],
                     unique=False)
+    op.create_table('canned_answers',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('title', sa.String(length=200), nullable=False),
+    sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('title')
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('canned_answers')
     op.drop_index(op.f('ix_api_tokens_employee_id'), table_name='api_tokens')
     op.drop_table('api_tokens')
