@@ -250,6 +250,8 @@ class Api:
         self.limiter = RateLimiter(config.api.rate_limit)
         self.routes = routes(config)
         self._document: dict | None = None
+        # Requests answered, by route and status: /metrics.
+        self.requests: dict[tuple[str, int], int] = {}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.api.max_body_size,
@@ -276,6 +278,13 @@ class Api:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler) -> web.StreamResponse:
+        response = await self._answer(request, handler)
+        route = request.match_info.route.resource
+        key = (route.canonical if route is not None else "unmatched", response.status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        return response
+
+    async def _answer(self, request: web.Request, handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except ApiError as exc:
@@ -409,6 +418,45 @@ async def get_health(call: Call) -> web.Response:
     body = {"status": "ok" if database["ok"] else "unavailable", "database": database,
             "channels": call.api.channels(), "outbox": backlog}
     return web.json_response(body, status=200 if database["ok"] else 503)
+
+
+async def get_metrics(call: Call) -> web.Response:
+    """Prometheus text format: the store's figures (messages in by channel and state, the
+    outbox by channel and state, the oldest waiting row's age, parked and uncertain rows
+    as delivery failures) and this process's API requests by route and status."""
+    from helpgate.ticketstore.queries import metrics_snapshot
+    snap = await call.api.store.run(metrics_snapshot, call.api.clock())
+    lines = ["# HELP helpgate_messages_in Inbound messages kept, by channel and state.",
+             "# TYPE helpgate_messages_in gauge"]
+    lines += [f'helpgate_messages_in{{channel="{_label(c)}",state="{_label(s)}"}} {n}'
+              for c, s, n in snap["inbound"]]
+    lines += ["# HELP helpgate_outbox_messages Outbox rows by channel and state.",
+              "# TYPE helpgate_outbox_messages gauge"]
+    lines += [f'helpgate_outbox_messages{{channel="{_label(c)}",state="{_label(s)}"}} {n}'
+              for c, s, n in snap["outbox"]]
+    lines += ["# HELP helpgate_outbox_oldest_waiting_seconds Age of the oldest row still "
+              "to be sent, by channel.", "# TYPE helpgate_outbox_oldest_waiting_seconds gauge"]
+    lines += [f'helpgate_outbox_oldest_waiting_seconds{{channel="{_label(c)}"}} {age:.3f}'
+              for c, age in sorted(snap["oldest_waiting"].items())]
+    failed: dict[str, int] = {}
+    for channel, state, count in snap["outbox"]:
+        if state in ("parked", "uncertain"):
+            failed[channel] = failed.get(channel, 0) + count
+    lines += ["# HELP helpgate_delivery_failures Outbox rows parked or uncertain, by "
+              "channel.", "# TYPE helpgate_delivery_failures gauge"]
+    lines += [f'helpgate_delivery_failures{{channel="{_label(c)}"}} {n}'
+              for c, n in sorted(failed.items())]
+    lines += ["# HELP helpgate_api_requests_total Staff API requests answered by this "
+              "process, by route and status.", "# TYPE helpgate_api_requests_total counter"]
+    lines += [f'helpgate_api_requests_total{{route="{_label(r)}",status="{st}"}} {n}'
+              for (r, st), n in sorted(call.api.requests.items())]
+    return web.Response(text="\n".join(lines) + "\n",
+                        content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _label(value) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 async def get_openapi(call: Call) -> web.Response:
@@ -723,6 +771,8 @@ def routes(config: Config) -> list[Route]:
               "outbox backlog; 503 when the database does not answer", auth=False,
               errors=(503,)),
         Route("GET", "/openapi.json", get_openapi, "This document", auth=False),
+        Route("GET", "/metrics", get_metrics, "Prometheus metrics (text format)",
+              content_type="text/plain"),
         Route("GET", "/me", get_me, "The employee the token acts as"),
         Route("GET", "/tickets", get_tickets, "Tickets, newest first, a page at a time",
               params=[
@@ -823,6 +873,7 @@ def openapi(table: list[Route], config: Config) -> dict:
             ("/status", "/retry", "/drop", "/replay")) else "201": {
             "description": "done", "content": {route.content_type: {"schema": (
                 route.response if route.content_type == "application/json"
+                else {"type": "string"} if route.content_type.startswith("text/")
                 else {"type": "string", "format": "binary"})}}}}
         errors = set(route.errors)
         if route.auth:

@@ -235,3 +235,25 @@ def outbox_backlog(session: Session, now: datetime) -> dict:
             "waiting": counts.get("queued", 0) + counts.get("sending", 0),
             "oldest_waiting_seconds": (round((now - oldest).total_seconds(), 3)
                                        if oldest is not None else None)}
+
+
+def metrics_snapshot(session: Session, now: datetime) -> dict:
+    """What the staff API's /metrics reports from the store, each figure one grouped
+    query: messages in by channel and state, outbox rows by channel and state, the age of
+    the oldest row waiting per channel."""
+    inbound = session.execute(select(InboundMessage.channel, InboundMessage.state,
+                                     func.count()).group_by(InboundMessage.channel,
+                                                            InboundMessage.state)).all()
+    outbox = session.execute(select(OutboxMessage.channel, OutboxMessage.state,
+                                    func.count()).group_by(OutboxMessage.channel,
+                                                           OutboxMessage.state)).all()
+    oldest = session.execute(select(OutboxMessage.channel, func.min(OutboxMessage.created_at))
+                             .where(OutboxMessage.state.in_(("queued", "sending")))
+                             .group_by(OutboxMessage.channel)).all()
+    ages = {}
+    for channel, created in oldest:
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=timezone.utc)
+        ages[channel] = max(0.0, (now - created).total_seconds()) if created else 0.0
+    return {"inbound": [(c, s, n) for c, s, n in inbound],
+            "outbox": [(c, s, n) for c, s, n in outbox], "oldest_waiting": ages}

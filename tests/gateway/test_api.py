@@ -589,3 +589,24 @@ async def test_canned_answers_and_a_reply_with_one(desk):
     assert (await desk.get("/canned"))[1]["canned"] == []
     response = await desk.client.delete(f"/canned/{canned}", headers=desk.auth())
     assert response.status == 404
+
+
+async def test_metrics_in_prometheus_text(desk):
+    await desk.ticket()
+    await desk.pipeline.ingest_email((DATA / "no_sender.eml").read_bytes())
+    await desk.get("/nothing")
+    response = await desk.client.get("/metrics")
+    assert response.status == 401
+    response = await desk.client.get("/metrics", headers=desk.auth())
+    assert response.status == 200 and response.content_type == "text/plain"
+    lines = (await response.text()).splitlines()
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in lines if not line.startswith("#")}
+    assert samples['helpgate_messages_in{channel="email",state="quarantined"}'] == 1
+    assert sum(v for k, v in samples.items()
+               if k.startswith('helpgate_messages_in{channel="email"')) == 2
+    assert samples['helpgate_outbox_messages{channel="email",state="queued"}'] >= 1
+    assert samples['helpgate_outbox_oldest_waiting_seconds{channel="email"}'] >= 0
+    assert samples['helpgate_api_requests_total{route="unmatched",status="404"}'] == 1
+    assert samples['helpgate_api_requests_total{route="/metrics",status="401"}'] == 1
+    assert "# TYPE helpgate_delivery_failures gauge" in lines
