@@ -32,7 +32,7 @@ from aiohttp import web
 
 from helpgate.config.schema import Config
 from helpgate.gateway.channels import CHANNELS
-from helpgate.gateway.replies import ReplyError, staff_reply
+from helpgate.gateway.replies import ReplyError, ReplyFile, staff_reply
 from helpgate.gateway.status_service import status_service
 from helpgate.ticketstore import api_tokens
 from helpgate.ticketstore.queries import (
@@ -55,6 +55,7 @@ log = logging.getLogger("helpgate.api")
 MAX_NUMBER = 2**63 - 1
 PAGE_DEFAULT, PAGE_MAX = 50, 200
 MAX_TEXT = 100_000
+MAX_BASE64 = 64 * 1024 * 1024
 API_VERSION = "1"
 
 Handler = Callable[["Call"], Awaitable[web.StreamResponse]]
@@ -526,6 +527,7 @@ async def _comment(call: Call, public: bool) -> web.Response:
                                                   if public else ""))
     if text is not None and not text.strip():
         raise ApiError(400, "text must not be empty")
+    files = _uploads(api.config, body.get("attachments") or [])
     now = api.clock()
 
     def work(session):
@@ -548,7 +550,7 @@ async def _comment(call: Call, public: bool) -> web.Response:
                                     f"{ticket.status}")
         try:
             result = staff_reply(session, api.config, number, text, public, email, "api",
-                                 now, body.get("via"))
+                                 now, body.get("via"), files)
             if target:
                 api.statuses.request(session, ticket, target, now,
                                      "resolved with a reply (API)")
@@ -585,6 +587,26 @@ async def post_status(call: Call) -> web.Response:
     result = await api.store.run(work)
     api.committed()
     return web.json_response(result)
+
+
+def _uploads(config: Config, items: list[dict]) -> list[ReplyFile]:
+    """The files of a reply, decoded; one over mail.max_attachment_size is refused (the
+    relay could not carry it, and an upload is not a mail to keep whatever it holds)."""
+    import base64
+    import binascii
+    files = []
+    for n, item in enumerate(items):
+        try:
+            data = base64.b64decode(item["content_base64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(400, f"attachments[{n}].content_base64 is not base64") from None
+        if len(data) > config.mail.max_attachment_size:
+            raise ApiError(400, f"attachments[{n}] ({item['filename']}) is larger than "
+                                f"mail.max_attachment_size ({config.mail.max_attachment_size} "
+                                "bytes)")
+        files.append(ReplyFile(item["filename"], item.get("content_type")
+                               or "application/octet-stream", data))
+    return files
 
 
 def _status_refusal(config: Config, current: str, target: str) -> int:
@@ -798,6 +820,15 @@ def routes(config: Config) -> list[Route]:
                       "canned": {**NUMBER, "description": "a canned answer's id: its "
                                  "text goes first, then `text` if given"},
                       "via": _string(enum=list(CHANNELS)),
+                      "attachments": {"type": "array", "maxItems": 20, "items": {
+                          "type": "object", "additionalProperties": False,
+                          "required": ["filename", "content_base64"], "properties": {
+                              "filename": _string(minLength=1, maxLength=500,
+                                                  pattern=NOT_BLANK),
+                              "content_type": _string(
+                                  maxLength=200, pattern="^[A-Za-z0-9!#$&^_.+-]+/"
+                                  "[A-Za-z0-9!#$&^_.+-]+$"),
+                              "content_base64": _string(maxLength=MAX_BASE64)}}},
                       "resolve": {"type": "boolean", "default": False}}},
               errors=(400, 403, 404, 409)),
         Route("POST", "/tickets/{number}/note", post_note, "A private note: stored, sent "

@@ -610,3 +610,42 @@ async def test_metrics_in_prometheus_text(desk):
     assert samples['helpgate_api_requests_total{route="unmatched",status="404"}'] == 1
     assert samples['helpgate_api_requests_total{route="/metrics",status="401"}'] == 1
     assert "# TYPE helpgate_delivery_failures gauge" in lines
+
+
+async def test_a_reply_uploads_files_that_the_relay_carries(desk):
+    import base64
+
+    from helpgate.ticketstore.models import OutboxMessage
+    number = await desk.ticket()
+    before = await desk.outbox()
+    content = "Акт сверки\n".encode() * 100
+    upload = {"filename": "акт.txt", "content_type": "text/plain",
+              "content_base64": base64.b64encode(content).decode()}
+    for bad, words in [({**upload, "content_base64": "не base64"}, "not base64"),
+                       ({**upload, "content_type": "text"}, "content_type"),
+                       ({"filename": "x"}, "content_base64 is required")]:
+        status, body = await desk.post(f"/tickets/{number}/reply",
+                                       {"text": "Акт во вложении.", "attachments": [bad]})
+        assert status == 400 and words in _error(body, 400), bad
+    small = await make_desk(Config.model_validate(
+        {"mail": {"max_attachment_size": len(content) - 1}}), desk.store, desk.clock)
+    try:
+        status, body = await small.post(f"/tickets/{number}/reply",
+                                        {"text": "Акт во вложении.", "attachments": [upload]})
+        assert status == 400 and "max_attachment_size" in _error(body, 400)
+    finally:
+        await small.client.close()
+    assert len((await desk.detail(number))["comments"]) == 1
+    assert await desk.outbox() == before
+    status, body = await desk.post(f"/tickets/{number}/reply",
+                                   {"text": "Акт во вложении.", "attachments": [upload]})
+    assert status == 201
+    [attachment] = (await desk.detail(number))["comments"][-1]["attachments"]
+    assert (attachment["filename"], attachment["size"], attachment["stored"]) == (
+        "акт.txt", len(content), True)
+    response = await desk.client.get(f"/attachments/{attachment['id']}",
+                                     headers=desk.auth())
+    assert await response.read() == content
+    [relay] = (await desk.outbox())[len(before):]
+    row = await desk.store.run(lambda s: s.get(OutboxMessage, relay["id"]).attachments)
+    assert row == [attachment["id"]]
