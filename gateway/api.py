@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+from helpgate.channels.base import ChannelStartError
 from helpgate.config.schema import Config
 from helpgate.gateway.channels import CHANNELS
 from helpgate.gateway.replies import ReplyError, ReplyFile, staff_reply
@@ -395,7 +396,13 @@ class ApiServer:
         self._runner = web.AppRunner(self.api.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # a port in use: one line naming the key that fixes it
+            await self.stop()
+            raise ChannelStartError(
+                f"the staff API cannot listen on {self.host}:{self.port}: "
+                f"{exc.strerror or exc}; choose another [api] port") from None
         # Port 0 asks for any free port: the one taken is what to tell clients.
         server = site._server
         if server is not None and server.sockets:

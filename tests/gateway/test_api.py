@@ -649,3 +649,18 @@ async def test_a_reply_uploads_files_that_the_relay_carries(desk):
     [relay] = (await desk.outbox())[len(before):]
     row = await desk.store.run(lambda s: s.get(OutboxMessage, relay["id"]).attachments)
     assert row == [attachment["id"]]
+
+
+async def test_a_taken_api_port_stops_the_gateway_with_one_line(sqlite_store):
+    import socket
+
+    from helpgate.channels.base import ChannelStartError
+    from helpgate.gateway.run import Gateway
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = Config.model_validate({"api": {"enabled": True, "port": port},
+                                        "mail": {"endpoint": {"enabled": False}}})
+        with pytest.raises(ChannelStartError, match=f"127.0.0.1:{port}: .*\\[api\\] port"):
+            await Gateway(config, sqlite_store, timer_interval=60).serve()
