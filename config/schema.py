@@ -1066,6 +1066,18 @@ def judge_language(*texts: str | None) -> str | None:
     return "ru" if cyrillic >= CYRILLIC_SHARE * (cyrillic + latin) else "en"
 
 
+class ApiConfig(Section):
+    """The staff HTTP API (gateway/api.py): served by `helpgate run` when enabled."""
+    enabled: bool = False
+    # Loopback by default: put a TLS-terminating proxy in front to reach it from elsewhere.
+    host: str = "127.0.0.1"
+    port: ListenPort = 8480
+    # Requests per minute one token may make (a burst of as many); 0: no limit.
+    rate_limit: int = Field(default=600, ge=0)
+    # The largest request body accepted, in bytes.
+    max_body_size: int = Field(default=10 * 1024 * 1024, ge=1024)
+
+
 class Config(Section):
     # Customer-facing texts: "auto" (each customer's language, judged from their own
     # messages), or always "ru" or "en".
@@ -1084,6 +1096,7 @@ class Config(Section):
     telegram: TelegramConfig = TelegramConfig()
     sms: SmsConfig = SmsConfig()
     webform: WebformConfig = WebformConfig()
+    api: ApiConfig = ApiConfig()
     # Customer-facing texts override the built-in ones, key by key (in every language).
     texts: dict[str, str] = {}
 

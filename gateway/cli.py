@@ -127,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     srevoke.add_argument("email", help="the employee's email address")
     srevoke.add_argument("--ticket", type=int, help="only this ticket's reply address")
 
+    apitoken = sub.add_parser("api-token", help="tokens of the staff HTTP API (not the "
+                              "staff reply addresses of `helpgate staff`)")
+    tsub = apitoken.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tissue = tsub.add_parser("issue", help="a new token for an employee; printed once, "
+                             "kept hashed")
+    tissue.add_argument("email", help="the employee the token acts as")
+    tissue.add_argument("--name", required=True, help="what or who uses it (a label)")
+    tlist = tsub.add_parser("list", help="the tokens (never their values)")
+    tlist.add_argument("--json", action="store_true", help="print JSON")
+    trevoke = tsub.add_parser("revoke", help="end a token: requests with it are refused")
+    trevoke.add_argument("id", type=int, help="the token's id (helpgate api-token list)")
+
     attachment = sub.add_parser("attachment", help="stored attachments")
     asub = attachment.add_subparsers(dest="action", required=True, metavar="ACTION")
     aget = asub.add_parser("get", help="write a stored attachment to a file (a safe name "
@@ -210,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # The largest number the store can hold (64-bit signed): anything above names nothing.
 MAX_NUMBER = 2**63 - 1
-_ID_OF = {"outbox": "outbox message", "quarantine": "quarantined message"}
+_ID_OF = {"outbox": "outbox message", "quarantine": "quarantined message",
+          "api-token": "API token"}
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -522,6 +535,26 @@ async def _cmd_staff(args, config: Config, store) -> int:
     return 0
 
 
+async def _cmd_api_token(args, config: Config, store) -> int:
+    from helpgate.ticketstore import api_tokens
+    try:
+        if args.action == "issue":
+            _print(await store.run(api_tokens.issue, args.email, args.name, _now()))
+        elif args.action == "revoke":
+            _print(await store.run(api_tokens.revoke, args.id, _now()))
+        else:
+            rows = await store.run(api_tokens.token_list)
+            if args.json:
+                _print(rows)
+            else:
+                _lines(f"{row['id']}\t{row['prefix']}…\t{row['employee']}\t{row['name']}\t"
+                       + ("active" if row["active"] else f"revoked {row['revoked_at']}")
+                       for row in rows)
+    except api_tokens.ApiTokenError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
 async def _cmd_attachment(args, config: Config, store) -> int:
     from helpgate.outbound.attachments import safe_filename
     from helpgate.ticketstore.queries import attachment_content
@@ -681,7 +714,7 @@ COMMANDS = {
     "status": _cmd_status, "outbox": _cmd_outbox, "quarantine": _cmd_quarantine,
     "db": _cmd_db, "directory": _cmd_directory, "reply": _cmd_reply,
     "import": _cmd_import, "staff": _cmd_staff, "attachment": _cmd_attachment,
-    "oauth": _cmd_oauth, "doctor": _cmd_doctor,
+    "oauth": _cmd_oauth, "doctor": _cmd_doctor, "api-token": _cmd_api_token,
 }
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ customer in the same transaction. A private comment is stored and reaches no one
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -15,8 +17,20 @@ from sqlalchemy.orm import Session
 from helpgate.config.schema import Config
 from helpgate.outbound.notify import Notifier
 from helpgate.outbound.sms_text import preview
-from helpgate.ticketstore.models import Comment, Employee
-from helpgate.ticketstore.repository import earliest_admin, ticket_by_number
+from helpgate.ticketstore.models import Attachment, Comment, Employee
+from helpgate.ticketstore.repository import (
+    earliest_admin,
+    insert_rows_with_blob,
+    ticket_by_number,
+)
+
+
+@dataclass(frozen=True)
+class ReplyFile:
+    """A file staff attach to a reply (the staff API's upload)."""
+    filename: str
+    content_type: str
+    data: bytes
 
 
 class ReplyError(ValueError):
@@ -25,9 +39,10 @@ class ReplyError(ValueError):
 
 def staff_reply(session: Session, config: Config, number: int, text: str, public: bool,
                 author_email: str | None, channel: str, now: datetime,
-                via: str | None = None) -> dict:
+                via: str | None = None, files: Sequence[ReplyFile] = ()) -> dict:
     """The comment, and its relay to the customer when public: on `via` when staff chose
-    a channel, else where the ticket came from (outbound/targets.py)."""
+    a channel, else where the ticket came from (outbound/targets.py). `files` are stored
+    as the comment's attachments before the relay is composed, so it carries them."""
     text = text.strip()
     if not text:
         raise ReplyError("the reply text is empty")
@@ -44,6 +59,12 @@ def staff_reply(session: Session, config: Config, number: int, text: str, public
     if public and ticket.first_response_at is None:
         ticket.first_response_at = now
     session.flush()
+    if files:
+        limit = config.mail.max_attachment_size
+        insert_rows_with_blob(session, Attachment, [dict(
+            comment_id=comment.id, filename=f.filename[:500], content_type=f.content_type[:200],
+            size=len(f.data), stored=len(f.data) <= limit,
+            data=f.data if len(f.data) <= limit else None) for f in files], "data")
     drafts = Notifier(config).comment(session, ticket, comment, now, via=via)
     return {"ticket": ticket.number, "comment": comment.id, "public": public,
             "author": {"kind": "employee", "email": author.email},

@@ -65,6 +65,7 @@ class Gateway:
                                  tokens=self.tokens)
         self.channels: list[Adapter] = [adapter for entry in CHANNELS.values()
                                         for adapter in entry.kind.adapters(config, self.services)]
+        self.api = api_server(self)
         self._parsers: ParserPool | None = None
         self._parsers_starting: asyncio.Task | None = None
         self.stop = asyncio.Event()
@@ -77,7 +78,11 @@ class Gateway:
         try:
             for channel in self.channels:
                 await channel.start()
+            if self.api is not None:
+                await self.api.start()
         except BaseException:  # a port in use: close what did start, then say why
+            if self.api is not None:
+                await self.api.stop()
             for channel in self.channels:
                 await channel.stop()
             await self._stop_parsers()
@@ -90,6 +95,8 @@ class Gateway:
             await self.stop.wait()
         finally:
             # Inbound first: what is stored now still gets its notifications queued.
+            if self.api is not None:
+                await self.api.stop()
             for channel in self.channels:
                 await channel.stop()
             self.stop.set()
@@ -131,8 +138,10 @@ class Gateway:
     def banner(self) -> str:
         inbound = ", ".join(channel.name for channel in self.channels) or "none"
         outbound = ", ".join(self.worker.transports) or "none (notifications wait in the outbox)"
+        api = (f"; staff API: http://{self.api.host}:{self.api.port}"
+               if self.api is not None else "")
         return (f"helpgate running: database {self.store.url.split('@')[-1]}; inbound: "
-                f"{inbound}; outbound: {outbound}. Stop with Ctrl-C.")
+                f"{inbound}; outbound: {outbound}{api}. Stop with Ctrl-C.")
 
     async def _timers(self) -> None:
         while not self.stop.is_set():
@@ -166,6 +175,22 @@ class Gateway:
                              len(placed))
             except Exception:  # the database away: the next round retries
                 log.exception("deciding undecided messages failed")
+
+
+def api_server(gateway: Gateway):
+    """The staff HTTP API (gateway/api.py) when `[api] enabled`: one more part, waking
+    the outbox worker after a change that queued a notification."""
+    if not gateway.config.api.enabled:
+        return None
+    from helpgate.gateway.api import Api, ApiServer
+
+    def channels() -> dict:
+        return {"inbound": [channel.name for channel in gateway.channels],
+                "outbound": list(gateway.worker.transports)}
+
+    api = Api(gateway.config, gateway.store, gateway.clock, on_commit=gateway.worker.wake,
+              channels=channels, pipeline=gateway.pipeline)
+    return ApiServer(api, gateway.config.api.host, gateway.config.api.port)
 
 
 def oauth_broker(config: Config, store: Store,

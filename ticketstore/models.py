@@ -497,3 +497,35 @@ class ChatMessage(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     comment_id: Mapped[int | None] = mapped_column(ForeignKey("comments.id"), index=True)
     created_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """An employee's bearer token for the staff HTTP API (`helpgate api-token issue`).
+
+    Not a staff reply token (`StaffToken`, a per-ticket secret in a reply address): this
+    one signs every API request as its employee. Only its SHA-256 is kept (the value is
+    shown once, when issued), so a copy of the database gives no way in; `prefix` names it
+    in listings; `revoked_at` ends it.
+    """
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(Bounded(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    employee_id: Mapped[int] = mapped_column(ForeignKey("employees.id"), index=True)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class CannedAnswer(Base):
+    """A canned answer staff pick when replying (the staff API's reply takes its id):
+    a title to find it by, unique, and the text sent."""
+
+    __tablename__ = "canned_answers"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    title: Mapped[str] = mapped_column(Bounded(200), unique=True)
+    text: Mapped[str] = mapped_column(CleanText)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

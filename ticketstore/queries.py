@@ -187,3 +187,73 @@ def directory_list(session: Session) -> dict:
         "employees": [{"name": e.name, "email": e.email, "phone": e.phone, "role": e.role}
                       for e in session.scalars(select(Employee).order_by(Employee.id))],
     }
+
+
+def ticket_page(session: Session, config: Config, status: str | None = None,
+                contact: str | None = None, company: str | None = None,
+                before: int | None = None, limit: int = 50) -> tuple[list[dict], int | None]:
+    """One page of tickets, newest first (the staff API's list): by status, by the
+    contact's email, by the company's name; `before` is the cursor, the last number of
+    the previous page. Returns the page and the next cursor (None: the last page)."""
+    query = select(Ticket).order_by(Ticket.number.desc()).limit(limit + 1)
+    if status:
+        query = query.where(Ticket.status == status)
+    if contact:
+        query = query.where(Ticket.contact_id.in_(
+            select(Contact.id).where(Contact.email == contact.strip().lower())))
+    if company:
+        query = query.where(Ticket.company_id.in_(
+            select(Company.id).where(func.lower(Company.name) == company.strip().lower())))
+    if before is not None:
+        query = query.where(Ticket.number < before)
+    tickets = session.scalars(query).all()
+    more = len(tickets) > limit
+    tickets = tickets[:limit]
+    # The page's contacts and companies in one query each: ticket_summary's lookups by
+    # id then come from the session, not one query per ticket.
+    people = _preload(session, Contact, {t.contact_id for t in tickets})
+    people += _preload(session, Company, {t.company_id for t in tickets})
+    return ([ticket_summary(session, config, t) for t in tickets],
+            tickets[-1].number if more else None)
+
+
+def _preload(session: Session, model, ids: set) -> list:
+    ids.discard(None)
+    return session.scalars(select(model).where(model.id.in_(ids))).all() if ids else []
+
+
+def outbox_backlog(session: Session, now: datetime) -> dict:
+    """What waits in the outbox (the API's /health): how many rows by state, and the age
+    of the oldest one still to be sent."""
+    counts = dict(session.execute(select(OutboxMessage.state, func.count())
+                                  .group_by(OutboxMessage.state)).all())
+    oldest = session.scalar(select(func.min(OutboxMessage.created_at)).where(
+        OutboxMessage.state.in_(("queued", "sending"))))
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=timezone.utc)
+    return {"by_state": counts,
+            "waiting": counts.get("queued", 0) + counts.get("sending", 0),
+            "oldest_waiting_seconds": (round((now - oldest).total_seconds(), 3)
+                                       if oldest is not None else None)}
+
+
+def metrics_snapshot(session: Session, now: datetime) -> dict:
+    """What the staff API's /metrics reports from the store, each figure one grouped
+    query: messages in by channel and state, outbox rows by channel and state, the age of
+    the oldest row waiting per channel."""
+    inbound = session.execute(select(InboundMessage.channel, InboundMessage.state,
+                                     func.count()).group_by(InboundMessage.channel,
+                                                            InboundMessage.state)).all()
+    outbox = session.execute(select(OutboxMessage.channel, OutboxMessage.state,
+                                    func.count()).group_by(OutboxMessage.channel,
+                                                           OutboxMessage.state)).all()
+    oldest = session.execute(select(OutboxMessage.channel, func.min(OutboxMessage.created_at))
+                             .where(OutboxMessage.state.in_(("queued", "sending")))
+                             .group_by(OutboxMessage.channel)).all()
+    ages = {}
+    for channel, created in oldest:
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=timezone.utc)
+        ages[channel] = max(0.0, (now - created).total_seconds()) if created else 0.0
+    return {"inbound": [(c, s, n) for c, s, n in inbound],
+            "outbox": [(c, s, n) for c, s, n in outbox], "oldest_waiting": ages}
