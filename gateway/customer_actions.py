@@ -62,6 +62,7 @@ class Done:
 
     ticket: int | None
     reason: str
+    # The results of the held messages the action placed (logged by the pipeline).
     held: list = dataclasses.field(default_factory=list)
 
 

@@ -289,6 +289,8 @@ class Pipeline:
             reachable_again(session, message.channel, message.sender_id)
         if message.action is not None:
             done = self.actions.carry_out(session, message, inbound_id, now, self._decide_held)
+            for placed in done.held:   # the held messages the answer placed
+                _log_result(placed)
             result = Result(action=Action.ACTION, ticket=done.ticket,
                             rules=[f"action:{message.action.name}"], reason=done.reason,
                             inbound=inbound_id)

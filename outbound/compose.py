@@ -114,7 +114,7 @@ class Composer:
         if quoted and quoted.strip():
             body += ["", *(QUOTE_PREFIX + line for line in quoted.strip().splitlines())]
         headers = {"Auto-Submitted": auto, "X-Helpgate-Ticket": str(ticket.number),
-                   "From": _address(mail.display_name, mail.address)}
+                   "From": address_line(mail.display_name, mail.address)}
         if mail.reply_to:
             headers["Reply-To"] = mail.reply_to
         reply_to_ids = message_ids(reply_to_ids or [])
@@ -182,7 +182,8 @@ class Composer:
 
 
 @lru_cache(maxsize=16)  # our own From, on every notification
-def _address(name: str, address: str) -> str:
+def address_line(name: str, address: str) -> str:
+    """An address with its display name, as a From header takes it."""
     from email.utils import formataddr
     return formataddr((name, address)) if name else address
 

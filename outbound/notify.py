@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from email.utils import formataddr
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config, Texts
-from helpgate.outbound.compose import Composer, Draft
+from helpgate.outbound.compose import Composer, Draft, address_line
 from helpgate.outbound.staff_topics import StaffTopics
 from helpgate.outbound.targets import Target, addresses
 from helpgate.threading.context import TicketView
@@ -251,8 +250,7 @@ class Notifier:
                       text=texts.email_code_text.format(code=code, channel=channel) + "\n",
                       dedupe_key=f"verify:{key}", ticket_id=None,
                       headers={"Auto-Submitted": "auto-generated",
-                               "From": formataddr((mail.display_name, mail.address))
-                               if mail.display_name else mail.address},
+                               "From": address_line(mail.display_name, mail.address)},
                       content=texts.email_code_text.format(code=code, channel=channel))
         return self._queue(session, [draft], now)
 
