@@ -538,17 +538,9 @@ async def _comment(call: Call, public: bool) -> web.Response:
     now = api.clock()
 
     def work(session):
-        nonlocal text
         ticket = ticket_by_number(session, number, lock=True)
         if ticket is None:
             raise ApiError(404, f"no ticket {number}")
-        if canned_id is not None:
-            from helpgate.ticketstore.canned import CannedError, canned_text
-            try:
-                # A canned answer first, then what staff added to it.
-                text = canned_text(session, canned_id) + (f"\n\n{text}" if text else "")
-            except CannedError as exc:
-                raise ApiError(400, str(exc)) from None
         target = None
         if body.get("resolve"):
             target = _resolve_target(api.config, ticket.status)
@@ -556,8 +548,8 @@ async def _comment(call: Call, public: bool) -> web.Response:
                 raise ApiError(409, f"ticket {number} cannot be resolved from "
                                     f"{ticket.status}")
         try:
-            result = staff_reply(session, api.config, number, text, public, email, "api",
-                                 now, body.get("via"), files)
+            result = staff_reply(session, api.config, number, text or "", public, email,
+                                 "api", now, body.get("via"), files, canned_id)
             if target:
                 api.statuses.request(session, ticket, target, now,
                                      "resolved with a reply (API)")
@@ -733,15 +725,17 @@ async def _directory_entry(call: Call, kind: str) -> web.Response:
 
 
 async def get_canned(call: Call) -> web.Response:
-    from helpgate.ticketstore.canned import canned_list
-    return web.json_response({"canned": await call.api.store.run(canned_list)})
+    """The answers (of one case with `?case=`), and the same grouped by case."""
+    from helpgate.ticketstore.canned import canned_list, cases
+    rows = await call.api.store.run(canned_list, call.params["case"])
+    return web.json_response({"canned": rows, "cases": cases(rows)})
 
 
 async def post_canned(call: Call) -> web.Response:
     from helpgate.ticketstore import canned
     try:
         row = await call.api.store.run(canned.create, call.body["title"], call.body["text"],
-                                       call.api.clock())
+                                       call.api.clock(), call.body.get("case"))
     except canned.CannedError as exc:
         raise ApiError(409, str(exc)) from None
     return web.json_response(row, status=201)
@@ -752,7 +746,7 @@ async def put_canned(call: Call) -> web.Response:
     try:
         row = await call.api.store.run(canned.update, call.params["id"],
                                        call.body.get("title"), call.body.get("text"),
-                                       call.api.clock())
+                                       call.api.clock(), call.body.get("case", canned.UNSET))
     except canned.CannedError as exc:
         raise ApiError(404 if str(exc).startswith("no ") else 409, str(exc)) from None
     return web.json_response(row)
@@ -790,7 +784,9 @@ def routes(config: Config) -> list[Route]:
     def canned(required: list[str]) -> dict:
         return {"type": "object", "additionalProperties": False, "required": required,
                 "properties": {"title": _string(minLength=1, maxLength=200,
-                                                pattern=NOT_BLANK), "text": text}}
+                                                pattern=NOT_BLANK), "text": text,
+                               "case": _string(maxLength=100, description="the case it "
+                                               "is filed under; \"\" for none")}}
 
     def ident(what: str) -> Param:
         return Param("id", "path", NUMBER, what, required=True)
@@ -872,10 +868,14 @@ def routes(config: Config) -> list[Route]:
         Route("POST", "/quarantine/{id}/replay", post_quarantine_replay, "Run a "
               "quarantined message through the pipeline again (after a fix)",
               params=[ident("quarantined message")], errors=(404, 409)),
-        Route("GET", "/canned", get_canned, "Canned answers"),
+        Route("GET", "/canned", get_canned, "Canned answers, and the same grouped by "
+              "case", params=[Param("case", "query", _string(minLength=1, maxLength=100),
+                                    "only the answers filed under this case")],
+              errors=(400,)),
         Route("POST", "/canned", post_canned, "A new canned answer", body=canned(
               ["title", "text"]), errors=(400, 409)),
-        Route("PUT", "/canned/{id}", put_canned, "Change a canned answer's title or text",
+        Route("PUT", "/canned/{id}", put_canned, "Change a canned answer's title, text or "
+              "case",
               params=[ident("canned answer")], body=canned([]), errors=(400, 404, 409)),
         Route("DELETE", "/canned/{id}", delete_canned, "Delete a canned answer",
               params=[ident("canned answer")], errors=(404,)),

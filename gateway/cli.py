@@ -95,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     reply = sub.add_parser("reply", help="add a staff comment to a ticket; a public one "
                            "goes to the customer")
     reply.add_argument("number", type=int)
-    reply.add_argument("text", help="the comment, or - for standard input")
+    reply.add_argument("text", nargs="?", help="the comment, or - for standard input "
+                       "(optional with --canned: added below the canned answer)")
+    reply.add_argument("--canned", metavar="ID|TITLE",
+                       help="a canned answer (helpgate canned list): its text goes first")
     reply.add_argument("--private", action="store_true",
                        help="an internal comment: never sent to the customer")
     reply.add_argument("--as", dest="author", metavar="EMAIL",
@@ -119,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "dropped, kept with its raw bytes and the reason")
     qdrop.add_argument("id", type=int)
     qdrop.add_argument("--reason", required=True, help="why it is dropped (kept with it)")
+
+    canned = sub.add_parser("canned", help="canned answers (ready replies), filed by case")
+    csub = canned.add_subparsers(dest="action", required=True, metavar="ACTION")
+    clist = csub.add_parser("list", help="the canned answers, grouped by case")
+    clist.add_argument("--json", action="store_true", help="print JSON")
+    clist.add_argument("--case", help="only the answers filed under this case")
+    cadd = csub.add_parser("add", help="a new canned answer")
+    cadd.add_argument("title", help="its title, unique across all cases")
+    cadd.add_argument("text", help="the text sent, or - for standard input")
+    cadd.add_argument("--case", help="the case to file it under")
+    cshow = csub.add_parser("show", help="one canned answer")
+    cshow.add_argument("ref", metavar="ID|TITLE")
+    cshow.add_argument("--json", action="store_true", help="print JSON")
+    cremove = csub.add_parser("remove", help="delete a canned answer (replies made with it "
+                              "keep their text)")
+    cremove.add_argument("ref", metavar="ID|TITLE")
 
     staff = sub.add_parser("staff", help="staff members' reply addresses")
     ssub = staff.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -195,8 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line. `reply`'s text is optional (with --canned), and argparse
+    gives an optional positional its empty value at once when an option comes between
+    (`reply 5 --private TEXT`): such a text comes back as an extra and is taken here."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if (extra and getattr(args, "command", None) == "reply" and args.text is None
+            and len(extra) == 1 and (extra[0] == "-" or not extra[0].startswith("-"))):
+        args.text, extra = extra[0], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "run" and not args.verbose:
@@ -515,13 +548,46 @@ async def _cmd_reply(args, config: Config, store) -> int:
     known = sending_channels()
     if args.via is not None and args.via not in known:
         raise CliError(f"--via {args.via}: no such channel; known: {', '.join(known)}")
-    text = sys.stdin.read() if args.text == "-" else args.text
+    if args.text is None and args.canned is None:
+        raise CliError("give the reply's text (or - for standard input), or --canned "
+                       "ID|TITLE")
+    text = sys.stdin.read() if args.text == "-" else (args.text or "")
     try:
         result = await store.run(staff_reply, config, args.number, text, not args.private,
-                                 args.author, "cli", _now(), args.via)
+                                 args.author, "cli", _now(), args.via, (), args.canned)
     except ReplyError as exc:
         raise CliError(str(exc)) from None
     _print(result)
+    return 0
+
+
+async def _cmd_canned(args, config: Config, store) -> int:
+    """`helpgate canned`: the same rows and shapes as the staff API's /canned."""
+    from helpgate.ticketstore import canned
+    try:
+        if args.action == "add":
+            text = sys.stdin.read() if args.text == "-" else args.text
+            if not args.title.strip() or not text.strip():
+                raise CliError("a canned answer needs a title and a text")
+            _print(await store.run(canned.create, args.title, text.strip(), _now(),
+                                   args.case))
+        elif args.action == "show":
+            row = await store.run(canned.detail, args.ref)
+            if args.json:
+                _print(row)
+            else:
+                print(f"{row['id']}\t{row['title']}\t{row['case'] or '-'}\n{row['text']}")
+        elif args.action == "remove":
+            _print({"deleted": await store.run(canned.delete, args.ref)})
+        else:
+            rows = await store.run(canned.canned_list, args.case)
+            if args.json:
+                _print({"canned": rows, "cases": canned.cases(rows)})
+            else:
+                _lines(f"{group['case'] or '(no case)'}\t{answer['id']}\t{answer['title']}"
+                       for group in canned.cases(rows) for answer in group["answers"])
+    except canned.CannedError as exc:
+        raise CliError(str(exc)) from None
     return 0
 
 
@@ -715,6 +781,7 @@ COMMANDS = {
     "db": _cmd_db, "directory": _cmd_directory, "reply": _cmd_reply,
     "import": _cmd_import, "staff": _cmd_staff, "attachment": _cmd_attachment,
     "oauth": _cmd_oauth, "doctor": _cmd_doctor, "api-token": _cmd_api_token,
+    "canned": _cmd_canned,
 }
 
 if __name__ == "__main__":

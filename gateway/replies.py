@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from helpgate.config.schema import Config
 from helpgate.outbound.notify import Notifier
 from helpgate.outbound.sms_text import preview
+from helpgate.ticketstore.canned import CannedError, canned_text
 from helpgate.ticketstore.models import Attachment, Comment, Employee
 from helpgate.ticketstore.repository import (
     earliest_admin,
@@ -39,10 +40,18 @@ class ReplyError(ValueError):
 
 def staff_reply(session: Session, config: Config, number: int, text: str, public: bool,
                 author_email: str | None, channel: str, now: datetime,
-                via: str | None = None, files: Sequence[ReplyFile] = ()) -> dict:
+                via: str | None = None, files: Sequence[ReplyFile] = (),
+                canned: int | str | None = None) -> dict:
     """The comment, and its relay to the customer when public: on `via` when staff chose
     a channel, else where the ticket came from (outbound/targets.py). `files` are stored
-    as the comment's attachments before the relay is composed, so it carries them."""
+    as the comment's attachments before the relay is composed, so it carries them.
+    `canned` names a canned answer (id, or title): its text goes first, then `text`."""
+    if canned is not None:
+        try:
+            # The one place a canned answer becomes a reply (the API's and the CLI's).
+            text = canned_text(session, canned) + (f"\n\n{text}" if text.strip() else "")
+        except CannedError as exc:
+            raise ReplyError(str(exc)) from None
     text = text.strip()
     if not text:
         raise ReplyError("the reply text is empty")

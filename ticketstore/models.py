@@ -520,12 +520,15 @@ class ApiToken(Base):
 
 
 class CannedAnswer(Base):
-    """A canned answer staff pick when replying (the staff API's reply takes its id):
-    a title to find it by, unique, and the text sent."""
+    """A canned answer staff pick when replying (the staff API's reply takes its id,
+    `helpgate reply --canned` its id or title): a title to find it by, unique across all
+    cases (so a title alone names one answer), the case it is filed under (R-OUT-7;
+    None: no case) and the text sent."""
 
     __tablename__ = "canned_answers"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     title: Mapped[str] = mapped_column(Bounded(200), unique=True)
+    case_name: Mapped[str | None] = mapped_column(Bounded(100), index=True)
     text: Mapped[str] = mapped_column(CleanText)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
