@@ -446,6 +446,13 @@ async def get_metrics(call: Call) -> web.Response:
               "to be sent, by channel.", "# TYPE helpgate_outbox_oldest_waiting_seconds gauge"]
     lines += [f'helpgate_outbox_oldest_waiting_seconds{{channel="{_label(c)}"}} {age:.3f}'
               for c, age in sorted(snap["oldest_waiting"].items())]
+    lines += ["# HELP helpgate_messages_by_action Inbound messages kept, by channel and "
+              "the action decided (a message not decided yet: its state); from the "
+              "database, the same on every instance.",
+              "# TYPE helpgate_messages_by_action gauge"]
+    lines += [f'helpgate_messages_by_action{{channel="{_label(c)}",action="{_label(a)}"}} {n}'
+              for c, a, n in snap["by_action"]]
+    lines += _latency_histogram(snap["latency"])
     failed: dict[str, int] = {}
     for channel, state, count in snap["outbox"]:
         if state in ("parked", "uncertain"):
@@ -461,6 +468,24 @@ async def get_metrics(call: Call) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n",
                         content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _latency_histogram(latency: dict[str, dict]) -> list[str]:
+    """The decision latency as a Prometheus histogram per channel (cumulative buckets,
+    +Inf, sum, count), read from the kept messages' receipt and decision times."""
+    from helpgate.ticketstore.queries import DECISION_BUCKETS
+    name = "helpgate_decision_latency_seconds"
+    lines = [f"# HELP {name} Seconds from a message's receipt to its decision, by channel; "
+             "from the database (every message kept), the same on every instance.",
+             f"# TYPE {name} histogram"]
+    for channel, figures in sorted(latency.items()):
+        label = f'channel="{_label(channel)}"'
+        lines += [f'{name}_bucket{{{label},le="{float(bound)!r}"}} {count}'
+                  for bound, count in zip(DECISION_BUCKETS, figures["buckets"], strict=True)]
+        lines += [f'{name}_bucket{{{label},le="+Inf"}} {figures["count"]}',
+                  f'{name}_sum{{{label}}} {figures["sum"]:.6f}',
+                  f'{name}_count{{{label}}} {figures["count"]}']
+    return lines
 
 
 def _label(value) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
@@ -256,4 +256,50 @@ def metrics_snapshot(session: Session, now: datetime) -> dict:
             created = created.replace(tzinfo=timezone.utc)
         ages[channel] = max(0.0, (now - created).total_seconds()) if created else 0.0
     return {"inbound": [(c, s, n) for c, s, n in inbound],
-            "outbox": [(c, s, n) for c, s, n in outbox], "oldest_waiting": ages}
+            "outbox": [(c, s, n) for c, s, n in outbox], "oldest_waiting": ages,
+            "by_action": _messages_by_action(session),
+            "latency": _decision_latency(session)}
+
+
+# Upper bounds (seconds) of the decision-latency histogram: a message is decided in
+# milliseconds when all is well; the long ones are retries and crash recovery.
+DECISION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0, 300.0, 3600.0)
+
+
+def _messages_by_action(session: Session) -> list[tuple[str, str, int]]:
+    """Inbound messages by channel and the action decided (new_ticket, comment, reopened,
+    ignored, duplicate, quarantined, held…); a message not decided yet counts under its
+    state."""
+    action = InboundMessage.result["action"].as_string()
+    rows = session.execute(select(InboundMessage.channel, action, InboundMessage.state,
+                                  func.count()).group_by(InboundMessage.channel, action,
+                                                         InboundMessage.state)).all()
+    counts: dict[tuple[str, str], int] = {}
+    for channel, decided, state, count in rows:
+        key = (channel, decided or state)
+        counts[key] = counts.get(key, 0) + count
+    return [(c, a, n) for (c, a), n in sorted(counts.items())]
+
+
+def _decision_latency(session: Session) -> dict[str, dict]:
+    """Per channel, the seconds from a message's receipt to its decision as a cumulative
+    histogram over DECISION_BUCKETS, with the count and the sum: one grouped query over
+    the decided messages, so every gateway instance reports the same."""
+    seconds = _seconds_between(session, InboundMessage.received_at,
+                               InboundMessage.processed_at)
+    columns = [func.sum(case((seconds <= bound, 1), else_=0)) for bound in DECISION_BUCKETS]
+    rows = session.execute(
+        select(InboundMessage.channel, func.count(), func.sum(seconds), *columns)
+        .where(InboundMessage.processed_at.is_not(None))
+        .group_by(InboundMessage.channel)).all()
+    return {row[0]: {"count": row[1], "sum": max(0.0, float(row[2] or 0.0)),
+                     "buckets": [int(n or 0) for n in row[3:]]} for row in rows}
+
+
+def _seconds_between(session: Session, start, end):
+    """`end - start` in seconds, as each backend computes it (SQLite keeps the times as
+    ISO text, PostgreSQL as timestamps)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * literal_column("86400.0")
+    return func.extract("epoch", end - start)
