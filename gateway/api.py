@@ -749,6 +749,33 @@ async def _directory_entry(call: Call, kind: str) -> web.Response:
                              status=201)
 
 
+async def delete_company(call: Call) -> web.Response:
+    return await _directory_delete(call, "company")
+
+
+async def delete_contact(call: Call) -> web.Response:
+    return await _directory_delete(call, "contact")
+
+
+async def delete_employee(call: Call) -> web.Response:
+    return await _directory_delete(call, "employee")
+
+
+async def _directory_delete(call: Call, kind: str) -> web.Response:
+    """Delete one entry that no history points at, as `helpgate directory remove`
+    (an administrator's token only); 409 with the reason when something does."""
+    from helpgate.ticketstore import people
+    if call.employee["role"] != "admin":
+        raise ApiError(403, "changing the directory needs an administrator's token")
+    try:
+        gone = await call.api.store.run(people.delete_entry, kind, call.params["id"])
+    except people.EntryNotFound as exc:
+        raise ApiError(404, str(exc)) from None
+    except people.EntryInUse as exc:
+        raise ApiError(409, str(exc)) from None
+    return web.json_response(gone)
+
+
 async def get_canned(call: Call) -> web.Response:
     """The answers (of one case with `?case=`), and the same grouped by case."""
     from helpgate.ticketstore.canned import canned_list, cases
@@ -920,6 +947,16 @@ def routes(config: Config) -> list[Route]:
                   "name": name, "email": email, "phone": phone,
                   "role": _string(enum=["admin", "agent"], default="agent")}, "name"),
               errors=(400, 403)),
+        Route("DELETE", "/directory/companies/{id}", delete_company, "Delete a company "
+              "without tickets or contacts (an administrator's token)",
+              params=[ident("company")], errors=(403, 404, 409)),
+        Route("DELETE", "/directory/contacts/{id}", delete_contact, "Delete a contact "
+              "without tickets or comments (an administrator's token)",
+              params=[ident("contact")], errors=(403, 404, 409)),
+        Route("DELETE", "/directory/employees/{id}", delete_employee, "Delete an employee "
+              "who wrote no comment, with their API tokens (an administrator's token; "
+              "never the last administrator)", params=[ident("employee")],
+              errors=(403, 404, 409)),
     ]
 
 

@@ -211,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     dadd.add_argument("--domain", action="append", default=[], help="company mail domain")
     dadd.add_argument("--company", help="a contact's company name")
     dadd.add_argument("--role", choices=["admin", "agent"], default="agent")
+    dremove = dsub.add_parser("remove", help="delete one entry that no ticket or comment "
+                              "points at (else refused, nothing changed)")
+    dremove.add_argument("kind", choices=["company", "contact", "employee"])
+    dremove.add_argument("id", type=int, help="the entry's id (helpgate directory list "
+                         "--json)")
     return parser
 
 
@@ -264,7 +269,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
     for name in ("number", "ticket", "id"):
         value = getattr(args, name, None)
         if isinstance(value, int) and not 1 <= value <= MAX_NUMBER:
-            what = "ticket" if name != "id" else _ID_OF.get(args.command, "record")
+            what = "ticket" if name != "id" else _ID_OF.get(
+                args.command, getattr(args, "kind", None) or "record")
             raise CliError(f"no {what} {value}")
 
 
@@ -682,6 +688,8 @@ async def _cmd_directory(args, config: Config, store) -> int:
         elif args.action == "add":
             await store.run(_add_entry, args, now)
             _print({"added": args.kind, "name": args.name, "email": args.email})
+        elif args.action == "remove":
+            _print(await store.run(people.delete_entry, args.kind, args.id))
         else:
             rows = await store.run(directory_list)
             if args.json:

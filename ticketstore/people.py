@@ -8,6 +8,11 @@ written.
 
 A person's ids on messengers are `identities` (channel -> id, e.g. {telegram = "42"});
 `telegram_id` and `vk_id` are kept as short forms of the same.
+
+An entry is deleted (`delete_entry`) only while nothing of the help desk's history
+points at it: a contact or company with tickets or comments, an employee who wrote
+comments, a company with contacts, the last administrator are refused with the reason
+(`EntryInUse`), so no ticket loses its customer and no comment its author.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from helpgate.ticketstore.models import (
+    ApiToken,
     Comment,
     Company,
     CompanyDomain,
@@ -30,6 +37,7 @@ from helpgate.ticketstore.models import (
     Employee,
     Identity,
     OutboxMessage,
+    StaffToken,
     Ticket,
 )
 
@@ -38,6 +46,14 @@ ROLES = ("admin", "agent")
 
 class DirectoryError(ValueError):
     """A directory file or entry that cannot be imported, named in one line."""
+
+
+class EntryNotFound(DirectoryError):
+    """No such company, contact or employee."""
+
+
+class EntryInUse(DirectoryError):
+    """An entry the help desk's history points at: it stays."""
 
 
 class _Entry(BaseModel):
@@ -309,3 +325,50 @@ def _merge(session: Session, gone: Contact, into: Contact) -> None:
     session.flush()  # the address is unique: free it before `into` takes it
     into.email = into.email or email
     session.delete(gone)
+
+
+ENTRY_MODELS = {"company": Company, "contact": Contact, "employee": Employee}
+
+
+def delete_entry(session: Session, kind: str, entry_id: int) -> dict:
+    """Delete one company, contact or employee that no history points at; else raise
+    EntryInUse naming what does (nothing is changed). With it go what only it owned:
+    a company's domains, a person's messenger identities, an employee's API tokens and
+    reply addresses (so nothing can act as them any more)."""
+    row = session.get(ENTRY_MODELS[kind], entry_id, with_for_update=True)
+    if row is None:
+        raise EntryNotFound(f"no {kind} {entry_id}")
+    name = getattr(row, "email", None) or row.name or str(entry_id)
+    uses = [f"{n} {what}" for what, n in _uses(session, kind, entry_id) if n]
+    if kind == "employee" and row.role == "admin" and not session.scalar(
+            select(func.count()).select_from(Employee).where(
+                Employee.role == "admin", Employee.id != entry_id)):
+        uses.append("the role of the only administrator (the author of mail from "
+                    "unknown senders, R-TH-3)")
+    if uses:
+        raise EntryInUse(f"{kind} {entry_id} ({name}) is kept: it has {', '.join(uses)}")
+    gone = {"deleted": kind, "id": entry_id, "name": row.name,
+            "email": getattr(row, "email", None)}
+    if kind == "employee":
+        for model in (ApiToken, StaffToken):
+            session.query(model).filter(model.employee_id == entry_id).delete()
+    session.query(Identity).filter(getattr(Identity, f"{kind}_id") == entry_id).delete()
+    session.delete(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        # A reference _uses does not know of yet: the database keeps the row, and so do we.
+        raise EntryInUse(f"{kind} {entry_id} ({name}) is kept: other records point at "
+                         "it") from None
+    return gone
+
+
+def _uses(session: Session, kind: str, entry_id: int) -> list[tuple[str, int]]:
+    """What of the history points at the entry, counted."""
+    def count(column) -> int:
+        return session.scalar(select(func.count()).where(column == entry_id)) or 0
+    if kind == "contact":
+        return [("tickets", count(Ticket.contact_id)), ("comments", count(Comment.contact_id))]
+    if kind == "company":
+        return [("tickets", count(Ticket.company_id)), ("contacts", count(Contact.company_id))]
+    return [("comments", count(Comment.employee_id))]

@@ -179,12 +179,14 @@ def directory_list(session: Session) -> dict:
     companies = session.scalars(select(Company).order_by(Company.id)).all()
     names = {c.id: c.name for c in companies}
     return {
-        "companies": [{"name": c.name, "domains": sorted(d.domain for d in c.domains),
+        "companies": [{"id": c.id, "name": c.name,
+                       "domains": sorted(d.domain for d in c.domains),
                        "email": c.email, "phone": c.phone} for c in companies],
-        "contacts": [{"name": c.name, "email": c.email, "phone": c.phone,
+        "contacts": [{"id": c.id, "name": c.name, "email": c.email, "phone": c.phone,
                       "company": names.get(c.company_id)}
                      for c in session.scalars(select(Contact).order_by(Contact.id))],
-        "employees": [{"name": e.name, "email": e.email, "phone": e.phone, "role": e.role}
+        "employees": [{"id": e.id, "name": e.name, "email": e.email, "phone": e.phone,
+                       "role": e.role}
                       for e in session.scalars(select(Employee).order_by(Employee.id))],
     }
 

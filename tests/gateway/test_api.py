@@ -482,7 +482,8 @@ async def test_directory_changes_need_an_admin_and_good_input(desk):
                                    {"name": "Gleb", "email": "gleb@helpgate.test"},
                                    token=desk.other)
     assert status == 201
-    after = (await desk.get("/directory"))[1]
+    after = {kind: [{k: v for k, v in e.items() if k != "id"} for e in entries]
+             for kind, entries in (await desk.get("/directory"))[1].items()}
     assert {"name": "Пётр", "email": "petr@romashka.ru", "phone": None,
             "company": "Romashka LLC"} in after["contacts"]
     assert ["lutik.ru"] in [c["domains"] for c in after["companies"]]
