@@ -614,7 +614,7 @@ async def post_status(call: Call) -> web.Response:
 
 
 def _uploads(config: Config, items: list[dict]) -> list[ReplyFile]:
-    """The files of a reply, decoded; one over mail.max_attachment_size is refused (the
+    """The files of a reply or a note, decoded; one over mail.max_attachment_size is refused (the
     relay could not carry it, and an upload is not a mail to keep whatever it holds)."""
     import base64
     import binascii
@@ -840,6 +840,15 @@ def routes(config: Config) -> list[Route]:
                                "case": _string(maxLength=100, description="the case it "
                                                "is filed under; \"\" for none")}}
 
+    # The files of a reply or a note, each decoded and checked by _uploads.
+    attachments = {"type": "array", "maxItems": 20, "items": {
+        "type": "object", "additionalProperties": False,
+        "required": ["filename", "content_base64"], "properties": {
+            "filename": _string(minLength=1, maxLength=500, pattern=NOT_BLANK),
+            "content_type": _string(maxLength=200, pattern="^[A-Za-z0-9!#$&^_.+-]+/"
+                                                           "[A-Za-z0-9!#$&^_.+-]+$"),
+            "content_base64": _string(maxLength=MAX_BASE64)}}}
+
     def ident(what: str) -> Param:
         return Param("id", "path", NUMBER, what, required=True)
 
@@ -875,21 +884,14 @@ def routes(config: Config) -> list[Route]:
                       "canned": {**NUMBER, "description": "a canned answer's id: its "
                                  "text goes first, then `text` if given"},
                       "via": _string(enum=list(CHANNELS)),
-                      "attachments": {"type": "array", "maxItems": 20, "items": {
-                          "type": "object", "additionalProperties": False,
-                          "required": ["filename", "content_base64"], "properties": {
-                              "filename": _string(minLength=1, maxLength=500,
-                                                  pattern=NOT_BLANK),
-                              "content_type": _string(
-                                  maxLength=200, pattern="^[A-Za-z0-9!#$&^_.+-]+/"
-                                  "[A-Za-z0-9!#$&^_.+-]+$"),
-                              "content_base64": _string(maxLength=MAX_BASE64)}}},
+                      "attachments": attachments,
                       "resolve": {"type": "boolean", "default": False}}},
               errors=(400, 403, 404, 409)),
-        Route("POST", "/tickets/{number}/note", post_note, "A private note: stored, sent "
-              "to no customer", params=[number], body={
+        Route("POST", "/tickets/{number}/note", post_note, "A private note, with files if "
+              "given: stored, sent to no customer", params=[number], body={
                   "type": "object", "additionalProperties": False, "required": ["text"],
-                  "properties": {"text": text}}, errors=(400, 403, 404)),
+                  "properties": {"text": text, "attachments": attachments}},
+              errors=(400, 403, 404)),
         Route("POST", "/tickets/{number}/status", post_status, "Change the status (the "
               "status model's transitions; a pending-like status needs `until`)",
               params=[number], body={
