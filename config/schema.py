@@ -460,6 +460,69 @@ class SmsConfig(Section):
         return value
 
 
+# What a custom web-form field may be called: a plain key, none of the form's own.
+WEBFORM_OWN_FIELDS = ("name", "email", "phone", "text", "lang", "website", "files")
+WEBFORM_FIELD_TYPES = ("text", "select", "textarea")
+
+
+class WebformField(Section):
+    # A field of the web form beyond its own four (R-CH-5: "Field": "value" in the
+    # description): `name` is the form's key, `label` what people see (one text, or one
+    # per language: {ru = "…", en = "…"}); a select offers `options`; `max_length`
+    # defaults to max_field_length (text, select) or max_text_length (textarea).
+    name: str
+    label: str | dict[str, str]
+    type: str = "text"
+    required: bool = False
+    options: list[str] = []
+    max_length: int | None = Field(default=None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value):
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", value):
+            raise ValueError(f"{value!r} is not a field name: lower-case letters, digits "
+                             "and _, starting with a letter (at most 40)")
+        if value in WEBFORM_OWN_FIELDS:
+            raise ValueError(f"{value!r} is one of the form's own fields "
+                             f"({', '.join(WEBFORM_OWN_FIELDS)}): choose another name")
+        return value
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value):
+        labels = {"": value} if isinstance(value, str) else value
+        unknown = [lang for lang in labels if lang and lang not in TEXTS]
+        if unknown:
+            raise ValueError(f"no language {unknown[0]!r}; known: {', '.join(TEXTS)}")
+        if not labels or not all(str(text).strip() for text in labels.values()):
+            raise ValueError("a field needs a label people see")
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value):
+        if value not in WEBFORM_FIELD_TYPES:
+            raise ValueError(f"{value!r} is not a field type; known: "
+                             f"{', '.join(WEBFORM_FIELD_TYPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _options(self):
+        if self.type == "select" and not [o for o in self.options if o.strip()]:
+            raise ValueError(f"field {self.name!r}: a select needs options")
+        if self.type != "select" and self.options:
+            raise ValueError(f"field {self.name!r}: options are for type \"select\" only")
+        if len(set(self.options)) != len(self.options):
+            raise ValueError(f"field {self.name!r}: an option is listed twice")
+        return self
+
+    def label_for(self, language: str) -> str:
+        if isinstance(self.label, str):
+            return self.label
+        return self.label.get(language) or next(iter(self.label.values()))
+
+
 class WebformConfig(Section):
     # The web form (R-CH-5): a page at `path` on host:port (behind the site's reverse
     # proxy) whose submissions become tickets; each submitter is known by the email
@@ -488,11 +551,33 @@ class WebformConfig(Section):
     client_ip_header: str = ""
     # Ticket type of tickets opened through the form (default: tickets.default_type).
     ticket_type: str | None = None
+    # Fields of the form beyond name, email, phone and the message, in the order shown
+    # (between the phone and the message): see WebformField.
+    fields: list[WebformField] = []
+    # Files people may attach (0: the form has no file field), each at most
+    # max_file_size; they become attachments of the ticket's first comment. A request
+    # may then be max_body_size + max_files × max_file_size long.
+    max_files: int = Field(default=0, ge=0, le=20)
+    max_file_size: int = 5 * 1024 * 1024
 
-    @field_validator("max_body_size", mode="before")
+    @field_validator("max_body_size", "max_file_size", mode="before")
     @classmethod
     def _size(cls, value):
         return parse_size(value)
+
+    @field_validator("fields")
+    @classmethod
+    def _unique(cls, value):
+        names = [f.name for f in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"field {twice[0]!r} is listed twice")
+        return value
+
+    def request_limit(self) -> int:
+        """The largest request the server reads: the fields, and the files allowed (with
+        room for each part's multipart headers)."""
+        return self.max_body_size + self.max_files * (self.max_file_size + 4096)
 
     @field_validator("rate_window")
     @classmethod
@@ -777,6 +862,11 @@ class Texts(Section):
     webform_thanks: str
     webform_kept: str
     webform_failed: str
+    webform_bad_option: str
+    webform_files: str
+    webform_files_hint: str
+    webform_too_many_files: str
+    webform_file_too_big: str
 
 
 TEXTS = {
@@ -882,6 +972,11 @@ TEXTS = {
                       "не нужно."),
         webform_failed=("Не удалось сохранить обращение. Попробуйте ещё раз через минуту — "
                         "текст сохранён в форме."),
+        webform_bad_option="Выберите один из вариантов.",
+        webform_files="Файлы",
+        webform_files_hint="До {count} файлов, каждый не больше {size}.",
+        webform_too_many_files="Не больше {limit} файлов; выберите файлы ещё раз.",
+        webform_file_too_big="Файл {filename} больше {limit}; выберите файлы ещё раз.",
     ),
     "en": Texts(
         separator="##- Please type your reply above this line -##",
@@ -983,6 +1078,12 @@ TEXTS = {
         webform_kept="Your message was received and will be looked at. No need to send it again.",
         webform_failed=("Your request could not be stored. Please try again in a minute; "
                         "your text is kept in the form."),
+        webform_bad_option="Please choose one of the options.",
+        webform_files="Files",
+        webform_files_hint="Up to {count} files, each at most {size}.",
+        webform_too_many_files="At most {limit} files; please choose the files again.",
+        webform_file_too_big="{filename} is larger than {limit}; please choose the files "
+                             "again.",
     ),
 }
 

@@ -34,7 +34,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # for the parser only: the registry loads every channel's modules, and every command
 # builds the parser. tests/gateway/test_cli_messenger_checks.py keeps it equal to the
 # registry's.
-CHECKED_CHANNELS = ("telegram", "vk", "sms")
+CHECKED_CHANNELS = ("telegram", "vk", "sms", "webform")
 NONE = "none"  # what a text listing prints when it has nothing to list
 
 

@@ -37,7 +37,7 @@ from aiohttp import web
 
 from helpgate.channels.base import ChannelStartError, Services
 from helpgate.channels.webform import form
-from helpgate.channels.webform.parse import CHANNEL, FIELDS, clean, envelope
+from helpgate.channels.webform.parse import CHANNEL, clean, envelope
 from helpgate.config.schema import WebformConfig, parse_window
 
 log = logging.getLogger("helpgate.webform")
@@ -103,7 +103,7 @@ class WebformAdapter:
 
     async def start(self) -> None:
         config = self.config
-        app = web.Application(client_max_size=config.max_body_size)
+        app = web.Application(client_max_size=config.request_limit())
         app.router.add_get(config.path, self._get)
         app.router.add_post(config.path, self._post)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_GRACE)
@@ -195,8 +195,19 @@ class WebformAdapter:
             return web.Response(status=413, text="the form is too large")
         lang = self._lang(request, _first(posted, "lang"))
         texts = self.texts(lang)
-        values = {key: clean(_first(posted, key) or "") for key in FIELDS}
+        keys = form.keys(self.config)
+        values = {key: clean(_first(posted, key) or "") for key in keys}
         errors = form.check(values, self.config, texts)
+        files = _files(posted) if self.config.max_files else []
+        if self.config.max_files and sum(len(v.encode()) for v in posted.values()
+                                     if isinstance(v, str)) > self.config.max_body_size:
+            # The room a request has for files is for files: the fields stay within
+            # max_body_size as they do without any.
+            return web.Response(status=413, text="the form is too large")
+        refused = form.check_files([(name, len(data)) for name, _, data in files],
+                                   self.config, texts)
+        if refused:
+            errors[form.FILES] = refused
         if errors:
             return self._form(lang, 422, values=values, errors=errors)
         client = self.client(request)
@@ -204,10 +215,10 @@ class WebformAdapter:
             log.info("webform: %s is over the rate limit; not stored", client)
             return self._form(lang, 429, values=values, notice=texts.webform_rate_limited)
         trap = clean(_first(posted, form.TRAP) or "")
-        names = form.labels(texts)
-        fields = [{"key": key, "label": names[key], "value": values[key]} for key in FIELDS]
+        names = form.labels(texts, self.config, lang)
+        fields = [{"key": key, "label": names[key], "value": values[key]} for key in keys]
         raw = envelope(uuid.uuid4().hex, fields, lang=lang, subject=texts.webform_subject,
-                       client=client, trap=trap)
+                       client=client, trap=trap, files=files)
         task = asyncio.ensure_future(self._store(raw))
         # Tracked until done, not until this request ends: stopping waits for it.
         self._in_flight.add(task)
@@ -237,6 +248,22 @@ ANSWERED = ("new_ticket", "comment", "reopened", "new_ticket_after_window")
 def _first(posted, key: str) -> str | None:
     value = posted.get(key)
     return value if isinstance(value, str) else None
+
+
+def _files(posted) -> list[tuple[str, str, bytes]]:
+    """The files chosen, (filename, content type, bytes) each; the empty part a browser
+    sends when none was chosen is no file."""
+    chosen = []
+    for part in posted.getall(form.FILES, []):
+        if not isinstance(part, web.FileField):
+            continue
+        data = part.file.read()
+        name = clean(part.filename or "")
+        if not name and not data:
+            continue
+        chosen.append((name or "file", part.content_type or "application/octet-stream",
+                       data))
+    return chosen
 
 
 def accepted_language(header: str) -> str | None:

@@ -22,4 +22,9 @@ def adapters(config: Config, services: Services) -> list[Adapter]:
                            fallback_language=config.fallback_language)]
 
 
-WEBFORM = ChannelKind(name="webform", parse=parse, adapters=adapters)
+async def check(config: Config):
+    from helpgate.channels.webform.check import check as check_setup
+    return await check_setup(config)
+
+
+WEBFORM = ChannelKind(name="webform", parse=parse, adapters=adapters, check=check)

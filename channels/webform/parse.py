@@ -8,7 +8,11 @@ configured to later:
      "fields": [{"key": "name" | "email" | "phone" | "text", "label": "Name",
                  "value": "..."}, ...],
      "subject": <the default subject in the form's language>,
-     "client": <the client's address>?, "trap": <what a bot put in the hidden field>?}
+     "client": <the client's address>?, "trap": <what a bot put in the hidden field>?,
+     "files": [{"name", "mime", "data_b64"}, ...]?}
+
+The fields are the form's own four and those configured (`[webform] fields`), under the
+labels shown; the files become attachments of the ticket's first comment.
 
 R-CH-5: every filled field goes into the description as `"Field name": "Field value"`,
 one field per line (a multi-line value continues on the lines after its own, inside
@@ -23,11 +27,13 @@ whose browser filled it loses nothing (a replay makes it a ticket).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from datetime import datetime
 
-from helpgate.channels.base import InboundMessage
+from helpgate.channels.base import InboundAttachment, InboundMessage
 from helpgate.threading.message import SPAM_TRAP_HEADER
 
 CHANNEL = "webform"
@@ -39,11 +45,17 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def envelope(submission_id: str, fields: list[dict], *, lang: str, subject: str,
-             client: str | None = None, trap: str = "") -> bytes:
+             client: str | None = None, trap: str = "",
+             files: list[tuple[str, str, bytes]] = ()) -> bytes:
     """The raw record kept for one submission; `fields` in the form's order, each
-    {"key", "label", "value"} (empty values are left out)."""
+    {"key", "label", "value"} (empty values are left out); `files` (filename, content
+    type, bytes) each."""
     record: dict = {"id": submission_id, "lang": lang,
                     "fields": [f for f in fields if f.get("value")], "subject": subject}
+    if files:
+        record["files"] = [{"name": name, "mime": mime,
+                            "data_b64": base64.b64encode(data).decode("ascii")}
+                           for name, mime, data in files]
     if client:
         record["client"] = client
     if trap:
@@ -79,7 +91,12 @@ def parse(raw: bytes, received_at: datetime) -> InboundMessage:
         fields = [{"key": str(f["key"]), "label": str(f["label"]), "value": clean(str(f["value"]))}
                   for f in record.get("fields") or []]
         submission = str(record["id"])
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        attachments = tuple(InboundAttachment(
+            filename=str(f["name"]), content_type=str(f.get("mime") or
+                                                      "application/octet-stream"),
+            data=base64.b64decode(f["data_b64"], validate=True))
+            for f in record.get("files") or [])
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error) as exc:
         return InboundMessage(channel=CHANNEL, raw=raw, dedupe_key="",
                               received_at=received_at,
                               problem=f"not a web form record: {type(exc).__name__}: {exc}")
@@ -98,5 +115,5 @@ def parse(raw: bytes, received_at: datetime) -> InboundMessage:
         sender_email=email.lower() if email else None, sender_name=values.get("name") or None,
         sender_phone=values.get("phone") or None, sender_language=lang,
         subject=subject_of(fields, str(record.get("subject") or DEFAULT_SUBJECT)),
-        text=description(fields), problem=problem, chat=False,
+        text=description(fields), attachments=attachments, problem=problem, chat=False,
         headers={SPAM_TRAP_HEADER: trap} if trap else {})
