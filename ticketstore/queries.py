@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
 from helpgate.ticketstore.models import (
+    AssignmentChange,
     Attachment,
     Comment,
     Company,
@@ -48,6 +49,13 @@ def ticket_detail(session: Session, config: Config, ticket: Ticket, now: datetim
         .join(Ticket, Ticket.id == TicketLink.linked_id)
         .where(TicketLink.ticket_id == ticket.id).order_by(Ticket.number)).all()
     out["linked_tickets"] = [number for _, number in links]
+    assignments = session.scalars(select(AssignmentChange).where(
+        AssignmentChange.ticket_id == ticket.id).order_by(AssignmentChange.at,
+                                                          AssignmentChange.id)).all()
+    out["assignment_history"] = [{
+        "from": _employee(session, a.from_employee_id), "to": _employee(session, a.to_employee_id),
+        "by": _employee(session, a.by_employee_id), "at": iso(a.at), "reason": a.reason}
+        for a in assignments]
     out["links"] = [{"ticket": number, "relation": relation} for relation, number in links]
     first = ticket.first_response_at
     out["first_response_seconds"] = ((first - ticket.created_at).total_seconds()
@@ -77,7 +85,16 @@ def ticket_summary(session: Session, config: Config, ticket: Ticket) -> dict:
         "company": {"name": company.name} if company else None,
         "created_at": iso(ticket.created_at), "updated_at": iso(ticket.updated_at),
         "closed_at": iso(ticket.closed_at),
+        # The employee responsible for the ticket (None: unassigned).
+        "assignee": _employee(session, ticket.assignee_id),
     }
+
+
+def _employee(session: Session, employee_id: int | None) -> dict | None:
+    """An employee as the ticket's JSON names one: id, email, name."""
+    person = session.get(Employee, employee_id) if employee_id else None
+    return ({"id": person.id, "email": person.email, "name": person.name}
+            if person is not None else None)
 
 
 def _comment(session: Session, comment: Comment) -> dict:
@@ -112,11 +129,15 @@ def attachment_content(session: Session, attachment_id: int) -> tuple[str, bytes
 
 
 def ticket_list(session: Session, config: Config, status: str | None = None,
-                email: str | None = None, phone: str | None = None) -> list[dict]:
-    """Tickets, newest first; by email or phone it is the customer's history (R-TH-10)."""
+                email: str | None = None, phone: str | None = None,
+                assignee_id: int | None = None) -> list[dict]:
+    """Tickets, newest first; by email or phone it is the customer's history (R-TH-10);
+    by assignee an employee's tickets."""
     query = select(Ticket).order_by(Ticket.number.desc())
     if status:
         query = query.where(Ticket.status == status)
+    if assignee_id is not None:
+        query = query.where(Ticket.assignee_id == assignee_id)
     if email or phone:
         # By phone: the same last digits, whatever prefix (+7, 8) or punctuation.
         digits = config.threading.phone_match_digits
