@@ -388,7 +388,7 @@ class VkConfig(Section):
 
 
 # The kinds of notification an SMS template may be given for, and what it may name.
-SMS_TEMPLATE_KINDS = ("comment", "status", "ack")
+SMS_TEMPLATE_KINDS = ("comment", "status", "ack", "staff")
 SMS_PLACEHOLDERS = {"text": "", "number": 0}
 
 
@@ -422,7 +422,8 @@ class SmsConfig(Section):
     too_long: Literal["trim", "park"] = "trim"
     # Statuses whose entry is announced to the contact by SMS (R-OUT-5; none by default).
     status_changes: list[str] = []
-    # The SMS text per kind of notification (comment, status, ack); {text} is the words
+    # The SMS text per kind of notification (comment, status, ack; staff: to an employee's
+    # phone, notifications.employee_channels); {text} is the words
     # as they would go to a messenger, {number} the ticket's number. Default: "{text}".
     templates: dict[str, str] = {}
     # Settings of a gateway plugged in through helpgate.sms_gateways, read by it alone.
@@ -800,6 +801,11 @@ class Texts(Section):
     status_text: str
     staff_new_subject: str
     staff_comment_subject: str
+    # Employees' notifications of an assignment and of a status change of their ticket.
+    staff_assigned_subject: str
+    staff_assigned_text: str
+    staff_status_subject: str
+    staff_status_text: str
     attachment_too_big: str
     staff_unverified_subject: str
     staff_unverified_text: str
@@ -886,6 +892,10 @@ TEXTS = {
         status_text="Статус обращения {number} изменён: {status}.",
         staff_new_subject="{marker} Новое обращение: {subject}",
         staff_comment_subject="{marker} Новый комментарий: {subject}",
+        staff_assigned_subject="{marker} Вам назначено обращение: {subject}",
+        staff_assigned_text="Обращение {number} «{subject}» назначено вам ({by}).",
+        staff_status_subject="{marker} Статус: {status}: {subject}",
+        staff_status_text="Статус вашего обращения {number} «{subject}» изменён: {status}.",
         attachment_too_big=("[Вложение «{filename}» ({size}) не сохранено: "
                             "оно больше допустимых {limit}.]"),
         staff_unverified_subject="{marker} Ваше письмо не отправлено клиенту: {subject}",
@@ -994,6 +1004,10 @@ TEXTS = {
         status_text="The status of request {number} is now: {status}.",
         staff_new_subject="{marker} New request: {subject}",
         staff_comment_subject="{marker} New comment: {subject}",
+        staff_assigned_subject="{marker} Assigned to you: {subject}",
+        staff_assigned_text="Request {number} \"{subject}\" is assigned to you ({by}).",
+        staff_status_subject="{marker} Status: {status}: {subject}",
+        staff_status_text="The status of your request {number} \"{subject}\" is now: {status}.",
         attachment_too_big=("[Attachment \"{filename}\" ({size}) was not stored: "
                             "it exceeds the limit of {limit}.]"),
         staff_unverified_subject="{marker} Your mail was not sent to the customer: {subject}",
@@ -1088,6 +1102,11 @@ TEXTS = {
 }
 
 
+# What employees may be told on, and of (notifications.employee_channels, _events).
+EMPLOYEE_CHANNELS = ("email", "sms", "telegram", "vk")
+EMPLOYEE_EVENTS = ("new_ticket", "customer_comment", "assignment", "status_change")
+
+
 class NotificationConfig(Section):
     # Acknowledge a new ticket to the customer who opened it (the From address).
     acknowledge_new_tickets: bool = True
@@ -1097,8 +1116,27 @@ class NotificationConfig(Section):
     # Statuses whose entry is announced to the customer by email (R-OUT-5).
     status_changes: list[str] = ["resolved"]
     # Employees told about new tickets and customer comments: "all", "none" or a list of
-    # employee email addresses.
+    # employee email addresses. (A ticket's assignee hears of its customer comments alone,
+    # with assigned_only.)
     employees: str | list[str] = "all"
+    # The channels employees are told on (R-OUT-4): "email" (their directory address),
+    # "sms" (their directory phone; needs [sms] provider), "telegram", "vk" (their own
+    # chat with the bot: their identity in the directory; needs that channel's token).
+    # The staff group's topics (telegram.staff_chat_id) are apart and stay as they are.
+    employee_channels: list[str] = ["email"]
+    # What employees are told of: "new_ticket", "customer_comment", "assignment" (to the
+    # new assignee), "status_change" (to the assignee, for employee_status_changes).
+    employee_events: list[str] = ["new_ticket", "customer_comment", "assignment",
+                                  "status_change"]
+    # Statuses whose entry is told to the ticket's assignee (R-OUT-5: on for employees).
+    # A change a customer's message made (a reopen) is told with the message instead.
+    employee_status_changes: list[str] = ["open", "resolved", "closed"]
+    # A customer's comment on an assigned ticket goes to its assignee alone; false: to
+    # the `employees` list as on an unassigned ticket.
+    assigned_only: bool = True
+    # R-OUT-3's optional duplicate "the author of the event": an employee who opened a
+    # ticket, or assigned a ticket to themselves, is told of it too.
+    notify_author: bool = False
     # Optional duplicate addresses (R-OUT-3).
     global_duplicate: str = ""
     company_duplicate: Literal["never", "always", "no_contact_email", "no_contact"] = "never"
@@ -1108,6 +1146,25 @@ class NotificationConfig(Section):
     # on it, or no transport for it), these channels are tried in order: the first on
     # which they have an address and helpgate can send.
     fallback_order: list[str] = ["email"]
+
+    @field_validator("employee_channels")
+    @classmethod
+    def _employee_channels(cls, value):
+        cleaned = list(dict.fromkeys(name.strip().lower() for name in value))
+        bad = [name for name in cleaned if name not in EMPLOYEE_CHANNELS]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a channel employees can be told on; "
+                             f"use {', '.join(EMPLOYEE_CHANNELS)}")
+        return cleaned
+
+    @field_validator("employee_events")
+    @classmethod
+    def _employee_events(cls, value):
+        cleaned = list(dict.fromkeys(name.strip().lower() for name in value))
+        bad = [name for name in cleaned if name not in EMPLOYEE_EVENTS]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not an event; known: {', '.join(EMPLOYEE_EVENTS)}")
+        return cleaned
 
     @field_validator("fallback_order")
     @classmethod
@@ -1216,6 +1273,13 @@ class Config(Section):
         for status in self.notifications.status_changes:
             if status not in known:
                 raise ValueError(f"notifications.status_changes names unknown status {status!r}")
+        # (The default names the default model's states: a model without them is fine.)
+        told = self.notifications.employee_status_changes \
+            if "employee_status_changes" in self.notifications.model_fields_set else []
+        for status in told:
+            if status not in known:
+                raise ValueError("notifications.employee_status_changes names unknown "
+                                 f"status {status!r}")
         for rule in self.reopen.rules:
             if rule.type is not None and rule.type not in self.tickets.types:
                 raise ValueError(f"reopen rule type {rule.type!r} is not one of "

@@ -613,6 +613,35 @@ async def post_status(call: Call) -> web.Response:
     return web.json_response(result)
 
 
+async def post_assign(call: Call) -> web.Response:
+    """Give the ticket to an employee (`employee`: id or email), or to nobody (null)."""
+    from helpgate.gateway.status_service import assignment_service
+    from helpgate.ticketstore.assignments import AssignmentError, find_employee
+    number, api, ref = call.params["number"], call.api, call.body["employee"]
+    if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (int, str))
+                            or (isinstance(ref, str) and not ref.strip())):
+        raise ApiError(400, "employee must be an employee's id, email, or null")
+    now, by = api.clock(), call.employee
+
+    def work(session):
+        ticket = ticket_by_number(session, number, lock=True)
+        if ticket is None:
+            raise ApiError(404, f"no ticket {number}")
+        try:
+            employee = find_employee(session, ref) if ref is not None else None
+        except AssignmentError as exc:
+            raise ApiError(422, str(exc)) from None
+        who = by["email"] or "an employee"
+        assignment_service(api.config).assign(
+            session, ticket, employee, now,
+            f"{'assigned' if employee else 'unassigned'} by {who} (API)", by["id"])
+        return ticket_summary(session, api.config, ticket)
+
+    result = await api.store.run(work)
+    api.committed()
+    return web.json_response(result)
+
+
 def _uploads(config: Config, items: list[dict]) -> list[ReplyFile]:
     """The files of a reply or a note, decoded; one over mail.max_attachment_size is refused (the
     relay could not carry it, and an upload is not a mail to keep whatever it holds)."""
@@ -899,6 +928,14 @@ def routes(config: Config) -> list[Route]:
                   "properties": {"status": _string(enum=statuses),
                                  "until": _string(format="date-time", maxLength=64)}},
               errors=(400, 404, 409, 422)),
+        Route("POST", "/tickets/{number}/assign", post_assign, "Give the ticket to an "
+              "employee (id or email), or to nobody (null); the assignee is told "
+              "(notifications.employee_events)", params=[number], body={
+                  "type": "object", "additionalProperties": False, "required": ["employee"],
+                  "properties": {"employee": {
+                      "nullable": True, "description": "an employee's id or email; null "
+                      "unassigns", "anyOf": [NUMBER, _string(minLength=1, maxLength=320)]}}},
+              errors=(400, 404, 422)),
         Route("GET", "/customers/history", get_history, "A customer's tickets across "
               "channels, by email or phone (R-TH-10)", params=[
                   Param("email", "query", _string(minLength=1, maxLength=320)),
@@ -972,7 +1009,7 @@ def openapi(table: list[Route], config: Config) -> dict:
     paths: dict = {}
     for route in table:
         responses: dict = {"200" if route.method != "POST" or route.path.endswith(
-            ("/status", "/retry", "/drop", "/replay")) else "201": {
+            ("/status", "/retry", "/drop", "/replay", "/assign")) else "201": {
             "description": "done", "content": {route.content_type: {"schema": (
                 route.response if route.content_type == "application/json"
                 else {"type": "string"} if route.content_type.startswith("text/")

@@ -73,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     tickets.add_argument("--status")
     tickets.add_argument("--email")
     tickets.add_argument("--phone")
+    tickets.add_argument("--assignee", metavar="EMPLOYEE",
+                         help="only the tickets assigned to this employee (email or id)")
+
+    assign = sub.add_parser("assign", help="give a ticket to an employee (or, with --none, "
+                            "to nobody)")
+    assign.add_argument("number", type=int)
+    assign.add_argument("employee", nargs="?", metavar="EMPLOYEE",
+                        help="the employee's email or id")
+    assign.add_argument("--none", action="store_true", help="unassign the ticket")
+    assign.add_argument("--json", action="store_true", help="print JSON")
 
     status = sub.add_parser("status", help="change a ticket's status")
     status.add_argument("number", type=int)
@@ -392,7 +402,9 @@ def _ticket_text(data: dict) -> str:
              f"status: {data['status_name']} ({data['status']})  type: {data['type']}  "
              f"channel: {data['channel']}",
              f"contact: {contact.get('name') or ''} <{contact.get('email') or ''}>  "
-             f"company: {(data['company'] or {}).get('name') or '-'}"]
+             f"company: {(data['company'] or {}).get('name') or '-'}",
+             "assignee: " + (f"{data['assignee']['name']} <{data['assignee']['email'] or ''}>"
+                             if data.get("assignee") else "-")]
     if data["linked_tickets"]:
         lines.append("linked: " + ", ".join(f"#{n}" for n in data["linked_tickets"]))
     if data.get("rating"):
@@ -411,11 +423,22 @@ def _ticket_text(data: dict) -> str:
 
 
 async def _cmd_tickets(args, config: Config, store) -> int:
+    from helpgate.ticketstore.assignments import AssignmentError, find_employee
     from helpgate.ticketstore.queries import ticket_list
     known = config.statuses.states_by_id()
     if args.status and args.status not in known:
         raise CliError(f"unknown status {args.status!r}; known: {', '.join(known)}")
-    rows = await store.run(ticket_list, config, args.status, args.email, args.phone)
+
+    def read(session):
+        assignee = None
+        if args.assignee is not None:
+            try:
+                assignee = find_employee(session, args.assignee).id
+            except AssignmentError as exc:
+                raise CliError(str(exc)) from None
+        return ticket_list(session, config, args.status, args.email, args.phone, assignee)
+
+    rows = await store.run(read)
     if args.json:
         _print(rows)
     else:
@@ -455,6 +478,41 @@ async def _cmd_status(args, config: Config, store) -> int:
         return ticket_summary(session, config, ticket)
 
     _print(await store.run(change))
+    return 0
+
+
+async def _cmd_assign(args, config: Config, store) -> int:
+    from helpgate.gateway.status_service import assignment_service
+    from helpgate.ticketstore.assignments import AssignmentError, find_employee
+    from helpgate.ticketstore.queries import ticket_summary
+    from helpgate.ticketstore.repository import ticket_by_number
+
+    if args.none == (args.employee is not None):
+        raise CliError("name the employee (email or id), or --none to unassign")
+    now = _now()
+    service = assignment_service(config)
+
+    def change(session):
+        ticket = ticket_by_number(session, args.number, lock=True)
+        if ticket is None:
+            raise CliError(f"no ticket {args.number}")
+        try:
+            employee = find_employee(session, args.employee) if not args.none else None
+        except AssignmentError as exc:
+            raise CliError(str(exc)) from None
+        done = service.assign(session, ticket, employee, now,
+                              "assigned by an operator (CLI)" if employee
+                              else "unassigned by an operator (CLI)")
+        return {**ticket_summary(session, config, ticket), "changed": done is not None}
+
+    data = await store.run(change)
+    if args.json:
+        _print(data)
+    else:
+        who = data["assignee"]
+        print(f"#{data['number']}: " + (f"assigned to {who['name']} <{who['email']}>"
+                                       if who else "unassigned")
+              + ("" if data["changed"] else " (already)"))
     return 0
 
 
@@ -785,7 +843,8 @@ async def _cmd_doctor(args, config: Config, store) -> int:
 
 COMMANDS = {
     "run": _cmd_run, "ingest": _cmd_ingest, "ticket": _cmd_ticket, "tickets": _cmd_tickets,
-    "status": _cmd_status, "outbox": _cmd_outbox, "quarantine": _cmd_quarantine,
+    "status": _cmd_status, "assign": _cmd_assign, "outbox": _cmd_outbox,
+    "quarantine": _cmd_quarantine,
     "db": _cmd_db, "directory": _cmd_directory, "reply": _cmd_reply,
     "import": _cmd_import, "staff": _cmd_staff, "attachment": _cmd_attachment,
     "oauth": _cmd_oauth, "doctor": _cmd_doctor, "api-token": _cmd_api_token,

@@ -463,7 +463,7 @@ class Pipeline:
             return view
         ticket = _ticket_entity(session, view.id)
         ticket.updated_at = now
-        reason = f"{decision.action}: message from {message.sender_email}"
+        reason = statuses.MESSAGE_REASON.format(action=decision.action, sender=message.sender_email)
         self.statuses.change(session, ticket, decision.new_status, now, reason)
         return ticket
 

@@ -169,16 +169,16 @@ class Composer:
         return targets + [Target("email", address) for address in _unique(copies)
                           if address not in taken]
 
-    def staff_targets(self, employees: list, author_email: str | None) -> list[str]:
-        """Employees (anything with an `email`) to tell, without the event's author."""
+    def staff_recipients(self, employees: list) -> list:
+        """The employees (anything with `id` and `email`) `notifications.employees`
+        names: all, none, or those whose email it lists."""
         wanted = self.config.notifications.employees
         if wanted == "none":
             return []
-        chosen = [e.email for e in employees if e.email]
-        if wanted != "all":
-            listed = {a.lower() for a in wanted}
-            chosen = [a for a in chosen if a in listed]
-        return _unique([a for a in chosen if a != author_email])
+        if wanted == "all":
+            return list(employees)
+        listed = {a.lower() for a in wanted}
+        return [e for e in employees if e.email and e.email.lower() in listed]
 
 
 @lru_cache(maxsize=16)  # our own From, on every notification

@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 from helpgate.config.schema import Config, Texts
 from helpgate.outbound.compose import Composer, Draft, address_line
 from helpgate.outbound.staff_topics import StaffTopics
-from helpgate.outbound.targets import Target, addresses
+from helpgate.outbound.targets import Target, addresses, employee_channels, staff_addresses
 from helpgate.threading.context import TicketView
 from helpgate.threading.markers import format_marker, reply_address
 from helpgate.threading.message import ChatAction
 from helpgate.ticketstore.models import (
+    AssignmentChange,
     Attachment,
     Comment,
     Company,
@@ -40,6 +41,7 @@ from helpgate.ticketstore.repository import (
     pending_rows,
 )
 from helpgate.ticketstore.staff_tokens import token_for
+from helpgate.ticketstore.statuses import by_message
 
 log = logging.getLogger("helpgate.notify")
 ACK_WINDOW = timedelta(hours=1)
@@ -123,13 +125,21 @@ class Notifier:
         files = _files(session, comment)
         attached, left_out = self.compose.attachable(files)
         content = "\n\n".join([comment.text, *self.compose.left_out_notes(left_out, texts)])
+        targets = self._customer_targets(session, ticket, via)
+        if targets and self.config.notifications.notify_author:
+            # R-OUT-3's duplicate to the author of the event: the employee who answered.
+            author = session.connection().execute(
+                _EMPLOYEE, {"id": comment.employee_id}).first()
+            mine = author.email.lower() if author is not None and author.email else None
+            if mine and mine not in {t.recipient.lower() for t in targets}:
+                targets.append(Target("email", mine))
         return [self.compose.draft(
             kind="comment", ticket=ticket, to=target, texts=texts,
             subject=self.compose.subject(texts.comment_subject, ticket), content=content,
             event_key=f"comment{comment.id}", comment=comment,
             reply_to_ids=self._customer_thread(session, ticket),
             attachments=[f.id for f in attached])
-            for target in self._customer_targets(session, ticket, via)]
+            for target in targets]
 
     def _customer_targets(self, session: Session, ticket: Ticket,
                           via: str | None = None) -> list[Target]:
@@ -143,6 +153,7 @@ class Notifier:
         topic = self.topics.post(ticket, f"status{change.id}", staff.topic_status.format(
             status=self.config.status_name(change.to_status, self.config.staff_language)))
         sms = self.sms_status(session, ticket, change, now)
+        topic += self._staff_status(session, ticket, change, now)
         if change.to_status not in self.config.notifications.status_changes:
             return self._queue(session, topic, now) + sms
         language = self._language(session, ticket)
@@ -273,18 +284,28 @@ class Notifier:
                template: str, now: datetime, new: bool = False,
                stand_in: bool = False) -> list[Draft]:
         """Employees hear who wrote what (with the files), threaded per ticket, in the
-        team's language."""
+        team's language: of a new ticket the `employees` list; of a customer's comment
+        the ticket's assignee alone (assigned_only), else the list."""
+        rules = self.config.notifications
+        if ("new_ticket" if new else "customer_comment") not in rules.employee_events:
+            return []
         language = self.config.staff_language
-        # One query per transaction, not per comment: a batch shares the list.
-        employees = session.info.get("employees")
-        if employees is None:
-            table = Employee.__table__
-            employees = session.execute(select(table.c.id, table.c.email)
-                                        .order_by(table.c.id)).all()
-            session.info["employees"] = employees
-        author = comment.email_from.lower() if comment.email_from else None
-        targets = self.compose.staff_targets(employees, author)
-        if not targets:
+        # Read once per transaction, not per comment: a batch shares the directory.
+        known = staff_addresses(session)
+        assignee = getattr(ticket, "assignee_id", None)
+        if not new and assignee and rules.assigned_only:
+            chosen = [assignee] if assignee in known else []
+        else:
+            employees = [_Staff(i, a.get("email")) for i, a in known.items()]
+            chosen = [e.id for e in self.compose.staff_recipients(employees)]
+        if not rules.notify_author:
+            author = comment.email_from.lower() if comment.email_from else None
+            # (A stand-in for an unknown sender is not the author.)
+            by = comment.employee_id if comment.author_kind == "employee" \
+                and not stand_in else None
+            chosen = [i for i in chosen
+                      if i != by and (author is None or known[i].get("email") != author)]
+        if not chosen:
             return []
         texts = self.compose.texts_for(language)
         files = _files(session, comment)
@@ -292,19 +313,83 @@ class Notifier:
         content = "\n\n".join(filter(None, [
             self._about(session, ticket, comment, language, stand_in), comment.text,
             self.compose.file_list(files, {f.id for f in attached}, texts)]))
+        return self._to_staff(session, ticket, chosen, now, texts=texts,
+                              subject=self.compose.subject(getattr(texts, template), ticket),
+                              content=content, event_key=f"comment{comment.id}",
+                              comment=comment, files=[f.id for f in attached], new=new)
+
+    def _to_staff(self, session: Session, ticket: Ticket, chosen: list[int], now: datetime,
+                  *, texts: Texts, subject: str, content: str, event_key: str,
+                  comment: Comment | None = None, files: list[int] | None = None,
+                  new: bool = False) -> list[Draft]:
+        """One notification to each chosen employee on each channel of
+        `notifications.employee_channels` they have an address on (one dedupe key per
+        event, employee and channel); by mail threaded per ticket, with their own
+        reply address; on a messenger and by SMS the words alone."""
+        known = staff_addresses(session)
+        channels = employee_channels(self.config)
         earlier = {} if new else _staff_thread(session, ticket)
         root = self.compose.thread_root(ticket)
-        drafts = [self.compose.draft(
-            kind="staff", ticket=ticket, to=address, texts=texts,
-            subject=self.compose.subject(getattr(texts, template), ticket), content=content,
-            event_key=f"comment{comment.id}", comment=comment,
-            reply_to_ids=[root, *earlier.get(address, [])],
-            attachments=[f.id for f in attached])
-            for address in targets]
-        ids = {e.email.lower(): e.id for e in employees if e.email}
-        for draft in drafts:
-            self._reply_token(session, ticket, draft, ids[draft.recipient], now, new)
+        drafts = []
+        for employee_id in chosen:
+            for channel in channels:
+                address = known.get(employee_id, {}).get(channel)
+                if not address:
+                    continue
+                mail = channel == "email"
+                draft = self.compose.draft(
+                    kind="staff", ticket=ticket, to=Target(channel, address), texts=texts,
+                    subject=subject, content=content, event_key=event_key, comment=comment,
+                    reply_to_ids=[root, *earlier.get(address, [])] if mail else None,
+                    attachments=files if channel != "sms" else None)
+                if mail:
+                    self._reply_token(session, ticket, draft, employee_id, now, new)
+                drafts.append(draft)
         return drafts
+
+    def assignment(self, session: Session, ticket: Ticket, change: AssignmentChange,
+                   now: datetime) -> list[Draft]:
+        """The new assignee hears that the ticket is theirs (not when they took it
+        themselves, unless notify_author)."""
+        rules = self.config.notifications
+        to = change.to_employee_id
+        if "assignment" not in rules.employee_events or to is None or (
+                change.by_employee_id == to and not rules.notify_author):
+            return []
+        texts = self.compose.texts_for(self.config.staff_language)
+        by = session.connection().execute(_EMPLOYEE, {"id": change.by_employee_id}).first() \
+            if change.by_employee_id else None
+        content = texts.staff_assigned_text.format(
+            number=ticket.number, subject=ticket.subject,
+            by=(by.name or by.email) if by is not None else change.reason)
+        drafts = self._to_staff(
+            session, ticket, [to], now, texts=texts,
+            subject=self.compose.subject(texts.staff_assigned_subject, ticket),
+            content=content, event_key=f"assign{change.id}")
+        return self._queue(session, drafts, now)
+
+    def _staff_status(self, session: Session, ticket: Ticket, change: StatusChange,
+                      now: datetime) -> list[Draft]:
+        """R-OUT-5 for employees: the assignee hears of their ticket entering a status of
+        `employee_status_changes`; a change a customer's message made is told with that
+        message (the staff notification says it reopened the ticket)."""
+        rules = self.config.notifications
+        assignee = getattr(ticket, "assignee_id", None)
+        if "status_change" not in rules.employee_events or not assignee \
+                or change.to_status not in rules.employee_status_changes \
+                or by_message(change.reason):
+            return []
+        language = self.config.staff_language
+        texts = self.compose.texts_for(language)
+        status = self.config.status_name(change.to_status, language)
+        return self._to_staff(
+            session, ticket, [assignee], now, texts=texts,
+            # (A status's name is no template: put in after the marker's formatting.)
+            subject=self.compose.subject(texts.staff_status_subject.replace(
+                "{status}", status.replace("{", "{{").replace("}", "}}")), ticket),
+            content=texts.staff_status_text.format(number=ticket.number,
+                                                   subject=ticket.subject, status=status),
+            event_key=f"status{change.id}")
 
     def _reply_token(self, session: Session, ticket: Ticket, draft: Draft,
                      employee_id: int, now: datetime, new_ticket: bool = False) -> None:
@@ -429,6 +514,14 @@ def _customer(session: Session, ticket: Ticket) -> tuple[Contact | None, Company
     company_id = ticket.company_id or (contact.company_id if contact else None)
     company = session.get(Company, company_id) if company_id else None
     return contact, company
+
+
+class _Staff:
+    """An employee as Composer.staff_recipients reads one: id and email."""
+    __slots__ = ("id", "email")
+
+    def __init__(self, employee_id: int, email: str | None) -> None:
+        self.id, self.email = employee_id, email
 
 
 def _is(person, kind: str, person_id: int) -> bool:

@@ -9,6 +9,10 @@ its channel have no transport then (outbound/outbox.py), so a customer is never 
 unanswered because one channel is missing. Copies (a contact's duplicate address, the
 company's, the global one) are plain email addresses. A contact's phone is their address
 for SMS.
+
+An employee is reached on each channel of `notifications.employee_channels` where the
+directory has an address of theirs: their email, their phone (SMS), their own chat with
+the bot (an identity of kind employee), on the channels helpgate is set up to send on.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from datetime import datetime
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from helpgate.config.schema import Config
 from helpgate.outbound.sms_text import e164
-from helpgate.ticketstore.models import Contact, Identity
+from helpgate.ticketstore.models import Contact, Employee, Identity
 
 _CONTACTS = Contact.__table__
 _IDENTITIES = Identity.__table__
@@ -56,6 +61,46 @@ def addresses(session: Session, contact_id: int) -> dict[str, str]:
     if row is not None and row.phone and e164(row.phone) is not None:
         found.setdefault("sms", row.phone.strip())
     return found
+
+
+_EMPLOYEES = Employee.__table__
+_STAFF = select(_EMPLOYEES.c.id, _EMPLOYEES.c.email, _EMPLOYEES.c.phone).order_by(
+    _EMPLOYEES.c.id)
+_STAFF_IDS = select(_IDENTITIES.c.employee_id, _IDENTITIES.c.channel,
+                    _IDENTITIES.c.external_id).where(
+    _IDENTITIES.c.kind == "employee").order_by(_IDENTITIES.c.id)
+# What each channel needs set up before helpgate sends on it (the transport factories of
+# outbound/<name>.py return None without it): an employee is told only where it can be.
+_SET_UP = {"email": lambda config: True,
+           "sms": lambda config: bool(config.sms.provider),
+           "telegram": lambda config: bool(config.telegram.token),
+           "vk": lambda config: bool(config.vk.token)}
+
+
+def employee_channels(config: Config) -> list[str]:
+    """`notifications.employee_channels` that helpgate can send on."""
+    return [channel for channel in config.notifications.employee_channels
+            if _SET_UP.get(channel, lambda config: False)(config)]
+
+
+def staff_addresses(session: Session) -> dict[int, dict[str, str]]:
+    """Each employee's address per channel: email, their phone for SMS (when an SMS can
+    reach it), their messenger ids. Read once per transaction (a batch shares it)."""
+    known = session.info.get("staff_addresses")
+    if known is not None:
+        return known
+    db = session.connection()
+    known = {}
+    for row in db.execute(_STAFF):
+        found = known.setdefault(row.id, {})
+        if row.email:
+            found["email"] = row.email.lower()
+        if row.phone and e164(row.phone) is not None:
+            found["sms"] = row.phone.strip()
+    for employee_id, channel, external_id in db.execute(_STAFF_IDS):
+        known.get(employee_id, {}).setdefault(channel, external_id)
+    session.info["staff_addresses"] = known
+    return known
 
 
 def reach(known: dict[str, str], first: str | None, order: list[str],

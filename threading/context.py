@@ -43,6 +43,7 @@ class TicketView:
     closed_at: datetime | None
     # For the notifications the decision queues, not for rules.
     subject: str = ""
+    assignee_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

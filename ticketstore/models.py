@@ -284,6 +284,8 @@ class Ticket(Base):
     # The messenger group chat the ticket lives in (a customer company's), when replies
     # go there rather than to the contact's private chat.
     chat: Mapped[str | None] = mapped_column(Bounded(100))
+    # The employee responsible for the ticket (ticketstore/assignments.py), if any.
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("employees.id"), index=True)
 
 
 class TicketLink(Base):
@@ -301,6 +303,20 @@ class StatusChange(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     from_status: Mapped[str | None] = mapped_column(Bounded(40))
     to_status: Mapped[str] = mapped_column(Bounded(40))
+    at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Bounded(200))
+
+
+class AssignmentChange(Base):
+    """A ticket given to an employee, passed on, or taken back (`to_employee_id` None):
+    its history beside the status history, with who did it."""
+
+    __tablename__ = "assignment_history"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    from_employee_id: Mapped[int | None] = mapped_column(ForeignKey("employees.id"))
+    to_employee_id: Mapped[int | None] = mapped_column(ForeignKey("employees.id"))
+    by_employee_id: Mapped[int | None] = mapped_column(ForeignKey("employees.id"))
     at: Mapped[datetime]
     reason: Mapped[str] = mapped_column(Bounded(200))
 

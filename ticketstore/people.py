@@ -10,9 +10,10 @@ A person's ids on messengers are `identities` (channel -> id, e.g. {telegram = "
 `telegram_id` and `vk_id` are kept as short forms of the same.
 
 An entry is deleted (`delete_entry`) only while nothing of the help desk's history
-points at it: a contact or company with tickets or comments, an employee who wrote
-comments, a company with contacts, the last administrator are refused with the reason
-(`EntryInUse`), so no ticket loses its customer and no comment its author.
+points at it: a contact or company with tickets or comments, a company with contacts,
+an employee who wrote comments or is or was in a ticket's assignment history, the last
+administrator are refused with the reason (`EntryInUse`), so no ticket loses its
+customer and no comment its author.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from helpgate.ticketstore.models import (
     ApiToken,
+    AssignmentChange,
     Comment,
     Company,
     CompanyDomain,
@@ -371,4 +373,10 @@ def _uses(session: Session, kind: str, entry_id: int) -> list[tuple[str, int]]:
         return [("tickets", count(Ticket.contact_id)), ("comments", count(Comment.contact_id))]
     if kind == "company":
         return [("tickets", count(Ticket.company_id)), ("contacts", count(Contact.company_id))]
-    return [("comments", count(Comment.employee_id))]
+    assignments = session.scalar(select(func.count()).select_from(AssignmentChange).where(
+        or_(AssignmentChange.from_employee_id == entry_id,
+            AssignmentChange.to_employee_id == entry_id,
+            AssignmentChange.by_employee_id == entry_id))) or 0
+    return [("comments", count(Comment.employee_id)),
+            ("tickets assigned", count(Ticket.assignee_id)),
+            ("assignment history entries", assignments)]

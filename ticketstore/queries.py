@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import case, func, literal_column, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from helpgate.config.schema import Config
 from helpgate.ticketstore.models import (
+    AssignmentChange,
     Attachment,
     Comment,
     Company,
@@ -49,6 +50,13 @@ def ticket_detail(session: Session, config: Config, ticket: Ticket, now: datetim
         .join(Ticket, Ticket.id == TicketLink.linked_id)
         .where(TicketLink.ticket_id == ticket.id).order_by(Ticket.number)).all()
     out["linked_tickets"] = [number for _, number in links]
+    assignments = session.scalars(select(AssignmentChange).where(
+        AssignmentChange.ticket_id == ticket.id).order_by(AssignmentChange.at,
+                                                          AssignmentChange.id)).all()
+    out["assignment_history"] = [{
+        "from": _employee(session, a.from_employee_id), "to": _employee(session, a.to_employee_id),
+        "by": _employee(session, a.by_employee_id), "at": iso(a.at), "reason": a.reason}
+        for a in assignments]
     out["links"] = [{"ticket": number, "relation": relation} for relation, number in links]
     first = ticket.first_response_at
     out["first_response_seconds"] = ((first - ticket.created_at).total_seconds()
@@ -70,14 +78,16 @@ def ticket_summary(session: Session, config: Config, ticket: Ticket) -> dict:
     contact = session.get(Contact, ticket.contact_id) if ticket.contact_id else None
     company = session.get(Company, ticket.company_id) if ticket.company_id else None
     return summary_of(config, ticket, contact, company.name if company else None,
-                      config.status_name(ticket.status))
+                      config.status_name(ticket.status),
+                      _employee(session, ticket.assignee_id))
 
 
 def summary_of(config: Config, ticket, contact, company: str | None,
-               status_name: str) -> dict:
+               status_name: str, assignee: dict | None) -> dict:
     """The one shape of a ticket in lists and details: `ticket` and `contact` are rows
     or objects with the columns' names (the contact's email, name, phone; None: no
-    contact), `company` the company's name."""
+    contact), `company` the company's name, `assignee` the employee responsible
+    (`_employee`'s shape; None: unassigned)."""
     return {
         "number": ticket.number, "subject": ticket.subject, "status": ticket.status,
         "status_name": status_name, "type": ticket.type,
@@ -87,16 +97,28 @@ def summary_of(config: Config, ticket, contact, company: str | None,
         "company": {"name": company} if company is not None else None,
         "created_at": iso(ticket.created_at), "updated_at": iso(ticket.updated_at),
         "closed_at": iso(ticket.closed_at),
+        "assignee": assignee,
     }
 
 
-# A page of the ticket list in one query: the columns summary_of shows, the contact's
-# and the company's by outer join (no ORM objects: the list is the API's busiest read).
+def _employee(session: Session, employee_id: int | None) -> dict | None:
+    """An employee as the ticket's JSON names one: id, email, name."""
+    person = session.get(Employee, employee_id) if employee_id else None
+    return ({"id": person.id, "email": person.email, "name": person.name}
+            if person is not None else None)
+
+
+# The ticket's assignee in a page's one query.
+_ASSIGNEE = aliased(Employee, name="assignee")
+# A page of the ticket list in one query: the columns summary_of shows, the contact's,
+# the company's and the assignee's by outer join (no ORM objects: the list is the API's
+# busiest read).
 PAGE_COLUMNS = (Ticket.number, Ticket.subject, Ticket.status, Ticket.type,
                 Ticket.priority, Ticket.channel, Ticket.created_at, Ticket.updated_at,
                 Ticket.closed_at, Ticket.contact_id, Contact.email.label("contact_email"),
                 Contact.name.label("contact_name"), Contact.phone.label("contact_phone"),
-                Company.name.label("company_name"))
+                Company.name.label("company_name"), Ticket.assignee_id,
+                _ASSIGNEE.email.label("assignee_email"), _ASSIGNEE.name.label("assignee_name"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +160,15 @@ def attachment_content(session: Session, attachment_id: int) -> tuple[str, bytes
 
 
 def ticket_list(session: Session, config: Config, status: str | None = None,
-                email: str | None = None, phone: str | None = None) -> list[dict]:
-    """Tickets, newest first; by email or phone it is the customer's history (R-TH-10)."""
+                email: str | None = None, phone: str | None = None,
+                assignee_id: int | None = None) -> list[dict]:
+    """Tickets, newest first; by email or phone it is the customer's history (R-TH-10);
+    by assignee an employee's tickets."""
     query = select(Ticket).order_by(Ticket.number.desc())
     if status:
         query = query.where(Ticket.status == status)
+    if assignee_id is not None:
+        query = query.where(Ticket.assignee_id == assignee_id)
     if email or phone:
         # By phone: the same last digits, whatever prefix (+7, 8) or punctuation.
         digits = config.threading.phone_match_digits
@@ -226,6 +252,7 @@ def ticket_page(session: Session, config: Config, status: str | None = None,
     query = (select(*PAGE_COLUMNS)
              .outerjoin(Contact, Contact.id == Ticket.contact_id)
              .outerjoin(Company, Company.id == Ticket.company_id)
+             .outerjoin(_ASSIGNEE, _ASSIGNEE.id == Ticket.assignee_id)
              .order_by(Ticket.number.desc()).limit(limit + 1))
     if status:
         query = query.where(Ticket.status == status)
@@ -245,7 +272,10 @@ def ticket_page(session: Session, config: Config, status: str | None = None,
             names[row.status] = config.status_name(row.status)
         person = (_PageContact(row.contact_email, row.contact_name, row.contact_phone)
                   if row.contact_id is not None else None)
-        page.append(summary_of(config, row, person, row.company_name, names[row.status]))
+        assignee = ({"id": row.assignee_id, "email": row.assignee_email,
+                     "name": row.assignee_name} if row.assignee_id is not None else None)
+        page.append(summary_of(config, row, person, row.company_name, names[row.status],
+                               assignee))
     return page, rows[-1].number if more else None
 
 

@@ -314,7 +314,7 @@ def ticket_view(ticket) -> TicketView:
     return TicketView(id=ticket.id, number=ticket.number, status=ticket.status,
                       type=ticket.type, channel=ticket.channel, contact_id=ticket.contact_id,
                       company_id=ticket.company_id, closed_at=ticket.closed_at,
-                      subject=ticket.subject)
+                      subject=ticket.subject, assignee_id=ticket.assignee_id)
 
 
 def person_of(row, kind: str | None = None) -> Person:

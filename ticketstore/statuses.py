@@ -24,6 +24,15 @@ from helpgate.ticketstore.models import StatusChange, Ticket
 # Called in the change's transaction, after the history row is written (it has an id).
 StatusListener = Callable[[Session, Ticket, StatusChange, datetime], object]
 TIMER_REASON = "timer"
+# The reason of a change a customer's message made (the pipeline's): the notification of
+# the message tells staff of it, so the change itself is not told to them again.
+MESSAGE_REASON = "{action}: message from {sender}"
+_BY_MESSAGE = ": message from "
+
+
+def by_message(reason: str) -> bool:
+    """Was this change made by an arriving message (MESSAGE_REASON)?"""
+    return _BY_MESSAGE in (reason or "")
 
 
 class StatusError(ValueError):

@@ -107,3 +107,21 @@ def test_directory_remove_from_the_cli(hg):
     emails = [c["email"] for c in hg.json("directory", "list", "--json")["contacts"]]
     assert emails == ["ivan@romashka.ru"]
     assert hg.ticket(number)["contact"]["email"] == "ivan@romashka.ru"
+
+
+async def test_an_employee_in_a_tickets_assignment_history_is_kept(desk):  # noqa: F811
+    number = await desk.ticket()
+    boris = (await ids(desk))["employees"]["boris@helpgate.test"]
+    status, body = await desk.post(f"/tickets/{number}/assign",
+                                   {"employee": "boris@helpgate.test"})
+    assert status == 200 and body["assignee"]["id"] == boris
+    status, body = await delete(desk, f"/directory/employees/{boris}", desk.other)
+    assert status == 409 and "1 tickets assigned, 1 assignment history entries" in (
+        _error(body, 409))
+    # Unassigned, the history still names him: he stays, and the ticket's history whole.
+    status, body = await desk.post(f"/tickets/{number}/assign", {"employee": None})
+    assert status == 200 and body["assignee"] is None
+    status, body = await delete(desk, f"/directory/employees/{boris}", desk.other)
+    assert status == 409 and "2 assignment history entries" in _error(body, 409)
+    assert "boris@helpgate.test" in (await ids(desk))["employees"]
+    assert len((await desk.detail(number))["assignment_history"]) == 2

@@ -87,7 +87,7 @@ def test_sms_config_errors_name_the_key(tmp_path):
     for text, words in [
         ('[sms]\nstatus_changes = ["done"]\n', "sms.status_changes names unknown status"),
         ('[sms]\ntemplates = { comment = "{name}" }\n', "may name only {text} and {number}"),
-        ('[sms]\ntemplates = { staff = "{text}" }\n', "no SMS template kind 'staff'"),
+        ('[sms]\ntemplates = { topic = "{text}" }\n', "no SMS template kind 'topic'"),
         ('[sms]\ndefault_country_code = "x"\n', "not a country calling code"),
         ('[sms]\nprovider = "sms c"\n', "not a gateway name"),
         ('[sms]\nmax_parts = 0\n', "sms.max_parts"),

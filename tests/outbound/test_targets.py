@@ -5,6 +5,7 @@ have no transport. Mail to and from email customers is unchanged."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from helpgate.config.schema import Config
@@ -176,3 +177,65 @@ async def test_a_blocked_messenger_with_nowhere_else_parks_the_answer(store, rel
         select(OutboxMessage.state, OutboxMessage.last_error)
         .where(OutboxMessage.kind == "comment")).one())
     assert tuple(row) == ("parked", "Forbidden: bot was blocked by the user")
+
+
+# ------------------------------------------------------------ R-OUT-3: targets and copies
+def _who(ticket_type="question", contact="ivan@romashka.ru", duplicate=None,
+         company="office@romashka.ru", has_contact=True):
+    from types import SimpleNamespace
+    ticket = SimpleNamespace(type=ticket_type, channel="email", chat=None)
+    person = SimpleNamespace(id=7, email=contact, duplicate_email=duplicate) \
+        if has_contact else None
+    firm = SimpleNamespace(email=company) if company else None
+    return ticket, person, firm
+
+
+@pytest.mark.parametrize("rules, who, expected", [
+    # The contact's email; without one, the company's; no contact: none.
+    ({}, {}, ["ivan@romashka.ru"]),
+    ({}, {"contact": None}, ["office@romashka.ru"]),
+    ({}, {"contact": None, "company": None}, []),
+    ({}, {"has_contact": False}, []),
+    # The contact's duplicate address, unless switched off.
+    ({}, {"duplicate": "boss@romashka.ru"}, ["ivan@romashka.ru", "boss@romashka.ru"]),
+    ({"contact_duplicate": False}, {"duplicate": "boss@romashka.ru"}, ["ivan@romashka.ru"]),
+    # The company's email: always / if the contact has no email / if there is no contact.
+    ({"company_duplicate": "always"}, {}, ["ivan@romashka.ru", "office@romashka.ru"]),
+    ({"company_duplicate": "no_contact_email"}, {}, ["ivan@romashka.ru"]),
+    ({"company_duplicate": "no_contact_email"}, {"contact": None}, ["office@romashka.ru"]),
+    ({"company_duplicate": "no_contact"}, {}, ["ivan@romashka.ru"]),
+    ({"company_duplicate": "no_contact"}, {"has_contact": False}, ["office@romashka.ru"]),
+    ({"company_duplicate": "never"}, {"has_contact": False}, []),
+    # The global duplicate, with anything else sent (never alone), each address once.
+    ({"global_duplicate": "copy@helpgate.test"}, {},
+     ["ivan@romashka.ru", "copy@helpgate.test"]),
+    ({"global_duplicate": "copy@helpgate.test"}, {"has_contact": False}, []),
+    ({"global_duplicate": "IVAN@romashka.ru", "company_duplicate": "always"},
+     {"duplicate": "office@romashka.ru"}, ["ivan@romashka.ru", "office@romashka.ru"]),
+    # An internal ticket type reaches no customer and no copy (R-OUT-5).
+    ({"global_duplicate": "copy@helpgate.test", "company_duplicate": "always"},
+     {"ticket_type": "internal", "duplicate": "boss@romashka.ru"}, []),
+])
+def test_customer_targets_and_duplicates(rules, who, expected):
+    from helpgate.outbound.compose import Composer
+    ticket, contact, company = _who(**who)
+    targets = Composer(Config(notifications=rules)).customer_targets(ticket, contact, company)
+    assert [t.recipient for t in targets] == expected
+    assert all(t.channel == "email" for t in targets)
+    # Only the contact's own address is re-resolved when sent; copies stay as they are.
+    assert [t.contact_id is not None for t in targets] == \
+        [t.recipient == (contact.email if contact else None) for t in targets]
+
+
+async def test_the_author_of_an_answer_gets_a_copy_with_notify_author(store, clock):
+    """R-OUT-3's last optional duplicate: the employee who answered (notify_author)."""
+    for notify_author, expected in [(False, ["ivan@romashka.ru"]),
+                                    (True, ["ivan@romashka.ru", "anna@helpgate.test"])]:
+        config = Config(notifications={"notify_author": notify_author})
+        if not notify_author:
+            await directory(store, clock, email="ivan@romashka.ru")
+        ticket = (await Pipeline(config, store, clock).ingest_email(
+            mail(body=f"Вопрос {notify_author}", subject=f"Вопрос {notify_author}"))).ticket
+        result = await store.run(staff_reply, config, ticket, "Ответ", True,
+                                 "anna@helpgate.test", "cli", clock.now)
+        assert [q["to"] for q in result["queued"]] == expected

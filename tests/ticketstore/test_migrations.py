@@ -150,3 +150,45 @@ async def test_outbox_rows_and_their_bounces_survive_the_outbox_rebuild(store):
         "SELECT o.text, o.content, o.contact_id, r.outbox_id = o.id FROM outbox o "
         "JOIN delivery_reports r ON r.outbox_id = o.id")).all())
     assert [tuple(row) for row in rows] == [("текст", None, None, True)]
+
+
+async def test_tickets_get_an_empty_assignee_on_upgrade(store):
+    """0015: tickets kept from before gain an assignee column (nobody) and can then be
+    assigned, with the history row, on both backends."""
+    from alembic import command
+
+    from helpgate.ticketstore.assignments import AssignmentService, find_employee
+    from helpgate.ticketstore.migrations import alembic_config, upgrade
+    from helpgate.ticketstore.queries import ticket_detail
+    from helpgate.ticketstore.repository import ticket_by_number
+    from tests.conftest import Clock
+
+    await store.run_migration(lambda c: command.downgrade(alembic_config(c), "0014"))
+    now = Clock().now
+
+    def old_rows(connection):
+        at = {"at": now}
+        connection.execute(text(
+            "INSERT INTO employees (name, email, role, created_at) "
+            "VALUES ('Анна', 'anna@helpgate.test', 'admin', :at)"), at)
+        for number in (1, 2):
+            connection.execute(text(
+                "INSERT INTO tickets (number, subject, type, priority, status, channel, "
+                "created_at, updated_at, status_changed_at, open_seconds) "
+                f"VALUES ({number}, 's{number}', 'question', 'normal', 'open', 'email', "
+                ":at, :at, :at, 0)"), at)
+    await store.run_connection(old_rows)
+    await upgrade(store)
+
+    def assign(session):
+        from helpgate.config.schema import Config
+        ticket = ticket_by_number(session, 2)
+        kept = ticket_by_number(session, 1)
+        AssignmentService().assign(session, ticket, find_employee(session, "anna@helpgate.test"),
+                                   now, "test")
+        return (kept.assignee_id, ticket_detail(session, Config(), ticket, now))
+    before, detail = await store.run(assign)
+    assert before is None
+    assert detail["assignee"]["email"] == "anna@helpgate.test"
+    assert [(h["from"], h["to"]["email"]) for h in detail["assignment_history"]] == \
+        [(None, "anna@helpgate.test")]

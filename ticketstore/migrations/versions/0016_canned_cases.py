@@ -4,14 +4,14 @@ column rather than a table of cases: a case is only a name staff file answers un
 and it goes away with its last answer. Titles stay unique across every case.
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-01 00:20:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0016'
-down_revision = '0014'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 
