@@ -14,7 +14,9 @@ elsewhere; at the end it hands back every SMS it took. The proof:
 - zero losses: every queued text was taken, and every row is "sent".
 
     .venv/bin/python bench/outbox.py [--messages 10000] [--failures 0.1]
-        [--provider smsc|smsru|smsaero|all] [--database URL]
+        [--provider smsc|smsru|smsaero|all] [--database URL] [--in-flight N]
+
+--in-flight sets `outbox.in_flight` (default: the configuration's default).
 
 With --database postgresql://… the rows go into a schema of their own in that database,
 dropped at the end.
@@ -81,7 +83,8 @@ def states(session) -> dict[str, int]:
                                 .group_by(OutboxMessage.state)).all())
 
 
-async def run(provider: str, messages: int, failures: float, url: str) -> bool:
+async def run(provider: str, messages: int, failures: float, url: str,
+              in_flight: int | None = None) -> bool:
     parent, child = multiprocessing.Pipe()
     server = multiprocessing.Process(target=serve_fake, args=(provider, failures, child),
                                      daemon=True)
@@ -90,7 +93,8 @@ async def run(provider: str, messages: int, failures: float, url: str) -> bool:
     config = Config(sms=sms, database={"url": url},
                     notifications={"employees": "none"},
                     outbox={"retry_after": "0.2s", "retry_max": "1s", "max_attempts": 50,
-                            "poll_interval": 0.2})
+                            "poll_interval": 0.2,
+                            **({"in_flight": in_flight} if in_flight else {})})
     schema = f"bench_{uuid.uuid4().hex[:10]}" if url.startswith("postgres") else None
     if schema:   # a schema of its own in the given database, dropped at the end
         await _schema(url, f'CREATE SCHEMA "{schema}"')
@@ -130,7 +134,8 @@ async def run(provider: str, messages: int, failures: float, url: str) -> bool:
     expected = {f"Ответ по заявке: {n}" for n in range(messages)}
     lost = len(expected - set(texts))
     wrong = {state: n for state, n in counts.items() if state != "sent"}
-    print(f"{provider:>8}: {messages} messages, {failures:.0%} transient failures "
+    print(f"{provider:>8}: {messages} messages, {failures:.0%} transient failures, "
+          f"in flight {config.outbox.in_flight} "
           f"({requests.get('send', 0) - len(taken)} sends failed and retried): "
           f"{messages / elapsed:,.0f} delivered/s ({elapsed:.1f} s; the first 99 % at "
           f"{messages * 0.99 / (most or elapsed):,.0f}/s); "
@@ -155,6 +160,7 @@ def main() -> int:
     parser.add_argument("--failures", type=float, default=0.1)
     parser.add_argument("--provider", choices=[*FAKES, "all"], default="all")
     parser.add_argument("--database", help="a database URL (default: a new SQLite file)")
+    parser.add_argument("--in-flight", type=int, help="outbox.in_flight")
     args = parser.parse_args()
     # The retried sends are the point; their warnings would only slow the run down.
     logging.getLogger("helpgate").setLevel(logging.ERROR)
@@ -163,7 +169,8 @@ def main() -> int:
     for provider in FAKES if args.provider == "all" else [args.provider]:
         with tempfile.TemporaryDirectory() as tmp:
             url = args.database or f"sqlite:///{Path(tmp) / 'bench.db'}"
-            ok &= asyncio.run(run(provider, args.messages, args.failures, url))
+            ok &= asyncio.run(run(provider, args.messages, args.failures, url,
+                                   args.in_flight))
     return 0 if ok else 1
 
 
