@@ -423,6 +423,8 @@ class OutboxWorker:
         # group's outcomes and marks the next group "sending" (stopping: hands the rest
         # of the round back), so a group costs one commit, and still at most one group's
         # rows are handed over uncommitted: all that a crash can leave uncertain.
+        if not batch:
+            return 0
         size = self.config.in_flight
         groups = [batch[start:start + size] for start in range(0, len(batch), size)]
         outcomes: list[tuple[Outgoing, DeliveryResult]] = []
