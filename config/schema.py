@@ -1192,6 +1192,10 @@ class OutboxConfig(Section):
     # to the queue at once, and only those it was handing to the relay become "uncertain".
     heartbeat: Duration = "5s"
     dead_after: Duration = "15s"
+    # Messages handed over side by side, marked "sending" in one commit and recorded in
+    # one: the most a gateway killed mid-send can leave "uncertain" (never re-sent by
+    # itself). More is faster against a slow provider, fewer leaves less for a person.
+    in_flight: int = Field(default=16, ge=1, le=100)
 
     @field_validator("retry_after", "retry_max", "lease")
     @classmethod

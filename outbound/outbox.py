@@ -14,11 +14,14 @@ This worker moves them through their states:
 
 A claim is a committed state change made under `FOR UPDATE SKIP LOCKED` on PostgreSQL
 (SQLite's write lock serializes claims), so several gateway instances share one outbox and
-no row is sent by two of them. Each row is marked "sending" in its own commit just before
-the transport gets it: a gateway that dies leaves its claimed rows to go back to the
-queue, and only a row whose outcome is truly unknown — handed to the relay, answer not
-recorded — is parked as "uncertain" rather than sent again; `helpgate outbox retry ID`
-sends it once more on an admin's word. A transport that knows its request arrived but
+no row is sent by two of them. A round's claims are handed over in groups of
+`outbox.in_flight`: each group is marked "sending" in a commit before the transport gets
+any of it, and that same commit records the outcomes of the group before (one commit a
+group, its outcomes written by one UPDATE run for the whole group). A gateway that dies
+leaves its claimed rows to go back to the queue, and only the rows whose outcome is truly
+unknown — the one group handed over, its outcomes not committed — are parked as
+"uncertain" rather than sent again; `helpgate outbox retry ID` sends one once more on an
+admin's word. A transport that knows its request arrived but
 got no answer (an SMS gateway's timeout after the request was written) says so
 (`DeliveryResult.unknown`), and the row takes the same state.
 
@@ -40,7 +43,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config, OutboxConfig, parse_window
@@ -57,8 +60,6 @@ OUTBOX = OutboxMessage.__table__
 # hands back what a round has not started (release), so a round may be large: the fixed
 # cost of a round (expiry, rerouting, the claim) is spread over many messages.
 BATCH = 100
-# Messages handed over at the same moment: what a crash can leave uncertain, at most.
-IN_FLIGHT = 4
 # Kinds delivered one at a time per ticket, in the order queued (outbound/staff_topics.py).
 IN_ORDER = ("topic",)
 UNFINISHED = ("queued", "claimed", "sending")
@@ -213,39 +214,73 @@ def _claimed_by(instance: str | None):
 def record(session: Session, outbox_id: int, result: DeliveryResult, now: datetime,
            config: OutboxConfig, instance: str | None = None) -> str:
     """Store a send's outcome; returns the row's new state."""
-    row = session.execute(select(OUTBOX.c.state, OUTBOX.c.attempts, OUTBOX.c.claimed_by,
-                                 OUTBOX.c.channel, OUTBOX.c.ticket_id, OUTBOX.c.comment_id)
-                          .where(OUTBOX.c.id == outbox_id).with_for_update()).first()
-    if row is not None and row.ticket_id is not None:
-        # Whatever the verdict below: what went out is out, and a topic made is there.
-        if result.topic is not None:
-            chat_map.remember_topic(session, row.ticket_id, *result.topic, now)
-        chat_map.remember_messages(session, row.channel, row.ticket_id, row.comment_id,
-                                   list(result.posted), now)
-    if row is None or row.state != "sending" or row.claimed_by != instance:
-        # Parked as uncertain meanwhile (this instance taken for dead, or a lease shorter
-        # than the send), perhaps retried since: keep that verdict.
-        log.warning("outbox %s: result arrived in state %s", outbox_id,
-                    row.state if row else "gone")
-        return row.state if row else "gone"
+    return record_many(session, [(outbox_id, result)], now, config, instance)[0]
+
+
+def record_many(session: Session, outcomes: list[tuple[int, DeliveryResult]],
+                now: datetime, config: OutboxConfig, instance: str | None = None
+                ) -> list[str]:
+    """Store the outcomes of a group's sends, (outbox id, result) each: one read of the
+    rows (locked), one UPDATE run for the whole group; the rows' new states in order."""
+    found = {row.id: row for row in session.execute(
+        select(OUTBOX.c.id, OUTBOX.c.state, OUTBOX.c.attempts, OUTBOX.c.claimed_by,
+               OUTBOX.c.channel, OUTBOX.c.ticket_id, OUTBOX.c.comment_id)
+        .where(OUTBOX.c.id.in_([outbox_id for outbox_id, _ in outcomes]))
+        .with_for_update())}
+    changes, states = [], []
+    for outbox_id, result in outcomes:
+        row = found.get(outbox_id)
+        if row is not None and row.ticket_id is not None:
+            # Whatever the verdict below: what went out is out, and a topic made is there.
+            if result.topic is not None:
+                chat_map.remember_topic(session, row.ticket_id, *result.topic, now)
+            chat_map.remember_messages(session, row.channel, row.ticket_id, row.comment_id,
+                                       list(result.posted), now)
+        if row is None or row.state != "sending" or row.claimed_by != instance:
+            # Parked as uncertain meanwhile (this instance taken for dead, or a lease
+            # shorter than the send), perhaps retried since: keep that verdict.
+            log.warning("outbox %s: result arrived in state %s", outbox_id,
+                        row.state if row else "gone")
+            states.append(row.state if row else "gone")
+            continue
+        change = _verdict(row.attempts, result, now, config)
+        changes.append({"outbox_id": outbox_id, **change})
+        states.append(change["new_state"])
+    if changes:
+        # Every row under the lock read above, so no condition is needed here.
+        session.execute(_RECORD, changes)
+    return states
+
+
+def _verdict(attempts: int, result: DeliveryResult, now: datetime,
+             config: OutboxConfig) -> dict:
+    """What a send's outcome makes of its row: the values of _RECORD."""
     if result.delivered:
-        values = {"state": "sent", "sent_at": now, "last_error": None}
-    elif result.uncertain:
+        return {"new_state": "sent", "sent": now, "due": None, "error": None}
+    if result.uncertain:
         # The transport cannot tell whether it went out: the same verdict as a gateway
         # killed while handing it over, for a person to decide (`outbox retry`).
-        values = {"state": "uncertain", "last_error": result.error or "outcome unknown"}
-    elif result.temporary and row.attempts < config.max_attempts:
-        wait = backoff(row.attempts, config)
+        return {"new_state": "uncertain", "sent": None, "due": None,
+                "error": result.error or "outcome unknown"}
+    if result.temporary and attempts < config.max_attempts:
+        wait = backoff(attempts, config)
         if result.retry_after:
             wait = max(wait, timedelta(seconds=result.retry_after))
-        values = {"state": "queued", "last_error": result.error, "next_attempt_at": now + wait}
-    else:
-        error = result.error or "failed"
-        if result.temporary:
-            error = f"gave up after {row.attempts} attempts: {error}"
-        values = {"state": "parked", "last_error": error}
-    session.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(**values))
-    return values["state"]
+        return {"new_state": "queued", "sent": None, "due": now + wait,
+                "error": result.error}
+    error = result.error or "failed"
+    if result.temporary:
+        error = f"gave up after {attempts} attempts: {error}"
+    return {"new_state": "parked", "sent": None, "due": None, "error": error}
+
+
+# One statement for every verdict, so a group's outcomes are one executemany: a verdict
+# that does not set sent_at or next_attempt_at passes None and keeps the row's.
+_RECORD = update(OUTBOX).where(OUTBOX.c.id == bindparam("outbox_id")).values(
+    state=bindparam("new_state"), last_error=bindparam("error"),
+    sent_at=func.coalesce(bindparam("sent", type_=OUTBOX.c.sent_at.type), OUTBOX.c.sent_at),
+    next_attempt_at=func.coalesce(bindparam("due", type_=OUTBOX.c.next_attempt_at.type),
+                                  OUTBOX.c.next_attempt_at))
 
 
 def backoff(attempts: int, config: OutboxConfig) -> timedelta:
@@ -384,17 +419,31 @@ class OutboxWorker:
         lease = parse_window(self.config.lease)
         batch = await self.store.run(claim, sorted(self.transports), now, lease, BATCH,
                                      self.instance)
-        # In groups of IN_FLIGHT: a group is marked "sending" in one commit, handed over
-        # side by side, and its outcomes recorded in one commit — two commits a group,
-        # not two a message, and still at most IN_FLIGHT rows that a crash can leave
-        # uncertain.
-        for start in range(0, len(batch), IN_FLIGHT):
-            if self._stop is not None and self._stop.is_set():
-                # Stopping: the group in flight has finished; the rest go back at once.
-                await self.store.run(release, [m.id for m in batch[start:]], self.clock(),
-                                     self.instance)
+        # In groups of `outbox.in_flight`, handed over side by side. One commit records a
+        # group's outcomes and marks the next group "sending" (stopping: hands the rest
+        # of the round back), so a group costs one commit, and still at most one group's
+        # rows are handed over uncommitted: all that a crash can leave uncertain.
+        if not batch:
+            return 0
+        size = self.config.in_flight
+        groups = [batch[start:start + size] for start in range(0, len(batch), size)]
+        outcomes: list[tuple[Outgoing, DeliveryResult]] = []
+        for index in range(len(groups) + 1):
+            stopping = self._stop is not None and self._stop.is_set()
+            following = groups[index] if index < len(groups) and not stopping else []
+            back = [m.id for group in groups[index:] for m in group] if stopping else []
+            states, marked = await self.store.run(self._settle, outcomes,
+                                                  [m.id for m in following], back)
+            self._after(outcomes, states)
+            if not following:
                 break
-            await self._deliver_group(batch[start:start + IN_FLIGHT])
+            for message in following:
+                if message.id not in marked:
+                    log.warning("outbox %s: claim lost before sending; left alone",
+                                message.id)
+            ready = [message for message in following if message.id in marked]
+            results = await asyncio.gather(*(self._send(message) for message in ready))
+            outcomes = list(zip(ready, results, strict=True))
         return len(batch)
 
     def _beat_and_expire(self, session: Session, now: datetime) -> int:
@@ -402,22 +451,12 @@ class OutboxWorker:
         instances.beat(session, self.instance, now)
         return expire_leases(session, now, parse_window(self.config.dead_after))
 
-    async def _deliver_group(self, group: list[Outgoing]) -> None:
-        marked = set(await self.store.run(mark_sending_many, [m.id for m in group],
-                                          self.instance))
-        for message in group:
-            if message.id not in marked:
-                log.warning("outbox %s: claim lost before sending; left alone", message.id)
-        ready = [message for message in group if message.id in marked]
-        if not ready:
-            return
-        results = await asyncio.gather(*(self._send(message) for message in ready))
-        states = await self.store.run(self._record_all, list(zip(ready, results,
-                                                                  strict=True)))
+    def _after(self, outcomes: list[tuple[Outgoing, DeliveryResult]],
+               states: list[str]) -> None:
         if any(m.kind in IN_ORDER and state == "sent"
-               for m, state in zip(ready, states, strict=True)):
+               for (m, _), state in zip(outcomes, states, strict=True)):
             self._wake.set()   # a ticket's next topic post may go now, not at the next poll
-        for message, result, state in zip(ready, results, states, strict=True):
+        for (message, result), state in zip(outcomes, states, strict=True):
             # A relay's refusal or a network failure is the admin's business: WARNING.
             level = logging.INFO if result.delivered else logging.WARNING
             log.log(level, "outbox %s: %s %s to %s -> %s%s", message.id, message.channel,
@@ -431,11 +470,22 @@ class OutboxWorker:
             log.exception("outbox %s: %s transport failed", message.id, message.channel)
             return DeliveryResult.retry(f"{type(exc).__name__}: {exc}")
 
-    def _record_all(self, session: Session,
-                    outcomes: list[tuple[Outgoing, DeliveryResult]]) -> list[str]:
+    def _settle(self, session: Session, outcomes: list[tuple[Outgoing, DeliveryResult]],
+                following: list[int], back: list[int]) -> tuple[list[str], set[int]]:
+        """One transaction: the outcomes recorded (their new states, in order), then the
+        next group marked "sending" (the ids still ours) and `back` released."""
         now = self.clock()
-        channels = sorted(self.transports)
-        return [unreachable(session, message.id, result, now, self.settings, channels,
-                            self.instance) if result.unreachable else
-                record(session, message.id, result, now, self.config, self.instance)
-                for message, result in outcomes]
+        plain = [(m.id, result) for m, result in outcomes if not result.unreachable]
+        states = record_many(session, plain, now, self.config, self.instance) if plain \
+            else []
+        if any(result.unreachable for _, result in outcomes):
+            channels = sorted(self.transports)
+            recorded = iter(states)
+            states = [unreachable(session, m.id, result, now, self.settings, channels,
+                                  self.instance) if result.unreachable else next(recorded)
+                      for m, result in outcomes]
+        marked = set(mark_sending_many(session, following, self.instance)) if following \
+            else set()
+        if back:
+            release(session, back, now, self.instance)
+        return states, marked

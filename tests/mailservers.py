@@ -11,6 +11,7 @@ import asyncio
 import base64
 import email
 import email.policy
+import random
 import ssl
 import subprocess
 import warnings
@@ -68,10 +69,17 @@ class RelayHandler:
     # Seconds the relay takes over each message (a slow relay keeps messages in flight).
     delay: float = 0.0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # A share of recipients refused with 451 at random, nothing kept (bench/outbox.py).
+    transient_rate: float = 0.0
+    rng: random.Random = field(default_factory=lambda: random.Random(18))
+    busy: int = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.rcpt_answer:
             return self.rcpt_answer
+        if self.transient_rate and self.rng.random() < self.transient_rate:
+            self.busy += 1
+            return "451 4.3.0 busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

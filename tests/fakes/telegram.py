@@ -28,6 +28,7 @@ import copy
 import html
 import json
 import mimetypes
+import random
 import re
 import secrets
 import time
@@ -235,6 +236,10 @@ class FakeTelegram:
         self._allowed: set[str] | None = None
         self._open_queries: set[str] = set()
         self._faults: list[list] = []
+        # A share of sendMessage calls that fail with 502 at random, nothing sent
+        # (bench/outbox.py).
+        self.transient_rate = 0.0
+        self.random = random.Random(18)
         self._poll: _Poll | None = None
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -320,6 +325,9 @@ class FakeTelegram:
             status, "Internal Server Error"), retry_after, times])
 
     def _take_fault(self, method: str) -> None:
+        if self.transient_rate and method == "sendMessage" and \
+                self.random.random() < self.transient_rate:
+            raise TelegramError(502, "Bad Gateway")
         for fault in self._faults:
             if fault[0] in ("*", method.lower()):
                 fault[4] -= 1

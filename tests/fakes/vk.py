@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import secrets
 import time
 from collections import Counter, defaultdict, deque
@@ -176,6 +177,10 @@ class FakeVK:
         self.lp_key = secrets.token_hex(20)
         self._lp_failures: deque[tuple[int, int | None]] = deque()
         self._faults: dict[str, deque[tuple[int, str | None, bool]]] = defaultdict(deque)
+        # A share of messages.send calls that fail with error 10 (VK's internal error) at
+        # random, nothing sent (bench/outbox.py).
+        self.transient_rate = 0.0
+        self.random = random.Random(18)
         self._by_random_id: dict[tuple[int, int], tuple[Sent, float]] = {}
         self._messages: dict[tuple[int, int], dict] = {}   # (peer_id, cmid) -> message
         self._message_ids = itertools.count(1)
@@ -398,6 +403,9 @@ class FakeVK:
             handler = getattr(self, "_m_" + name.replace(".", "_"), None)
             if handler is None:
                 raise ApiFault(3)
+            if self.transient_rate and name == "messages.send" and \
+                    self.random.random() < self.transient_rate:
+                raise ApiFault(10)
             fault = self._faults[name].popleft() if self._faults.get(name) else None
             if fault and not fault[2]:
                 raise ApiFault(fault[0], fault[1])

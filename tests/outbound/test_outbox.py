@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from helpgate.config.schema import Config
 from helpgate.gateway.pipeline import Pipeline
@@ -17,6 +18,7 @@ from helpgate.outbound.base import DeliveryResult
 from helpgate.outbound.email import EmailTransport, TemplateError
 from helpgate.outbound.outbox import OutboxWorker
 from helpgate.ticketstore import instances
+from helpgate.ticketstore.models import OutboxMessage
 from helpgate.ticketstore.queries import outbox_list
 from helpgate.ticketstore.repository import Store
 from tests.mailfactory import mail
@@ -295,12 +297,13 @@ def test_a_template_without_the_slot_is_a_clear_error(tmp_path):
 
 
 async def test_a_stop_hands_back_the_claims_a_round_has_not_started(store, relay, clock):
-    """A round claims up to BATCH rows and hands them over IN_FLIGHT at a time; a stop
+    """A round claims up to BATCH rows and hands them over outbox.in_flight at a time; a stop
     lets the group in flight finish and returns the rest to the queue at once, for the
     next gateway, instead of keeping them until the whole round is sent."""
     config = relay_config(relay)
+    in_flight = config.outbox.in_flight
     pipeline = Pipeline(config, store, clock)
-    for n in range(outbox.IN_FLIGHT * 2 + 1):
+    for n in range(in_flight * 2 + 1):
         await pipeline.ingest_email(mail(sender=f"user{n}@romashka.ru"))
     stop = asyncio.Event()
     delivery = worker(store, config, clock)
@@ -319,8 +322,75 @@ async def test_a_stop_hands_back_the_claims_a_round_has_not_started(store, relay
     delivery.transports = {"email": StopWhileSending()}
     await delivery.run(stop)
     counts = Counter(state for state, _ in await states(store))
-    assert counts == {"sent": outbox.IN_FLIGHT, "queued": outbox.IN_FLIGHT + 1}
-    assert len(relay.received) == outbox.IN_FLIGHT
+    assert counts == {"sent": in_flight, "queued": in_flight + 1}
+    assert len(relay.received) == in_flight
     # The next gateway takes them at once and sends each once.
-    assert await worker(store, config, clock).run_once() == outbox.IN_FLIGHT + 1
-    assert len(relay.received) == outbox.IN_FLIGHT * 2 + 1
+    assert await worker(store, config, clock).run_once() == in_flight + 1
+    assert len(relay.received) == in_flight * 2 + 1
+
+
+@pytest.mark.pipeline_errors_expected  # the failed round and the parking are logged
+async def test_a_crash_between_a_groups_sends_and_its_result_commit_leaves_it_uncertain(
+        store, relay, clock, monkeypatch):
+    """A group is handed over after the commit that marks it "sending"; its outcomes are
+    recorded in the commit that marks the next group. A gateway that dies between the
+    sends and that commit leaves exactly the group it handed over uncertain, none sent
+    again; the rest of its round was never marked and goes out once."""
+    config = Config(mail={"smtp": relay.smtp_config()}, notifications={"employees": "none"},
+                    outbox={"in_flight": 3})
+    pipeline = Pipeline(config, store, clock)
+    for n in range(5):
+        await pipeline.ingest_email(mail(sender=f"user{n}@romashka.ru"))
+    killed = worker(store, config, clock)
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed before the outcomes were committed")
+
+    monkeypatch.setattr(outbox, "record_many", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        await killed.run_once()
+    monkeypatch.undo()
+    assert len(relay.received) == 3   # the first group went out; the commit did not
+    assert Counter(state for state, _ in await states(store)) == {"sending": 3, "claimed": 2}
+    clock.advance(seconds=16)   # its heartbeat stale past dead_after
+    survivor = worker(store, config, clock)
+    assert await survivor.run_once() == 2
+    rows = await store.run(outbox_list)
+    assert [row["state"] for row in rows] == ["uncertain"] * 3 + ["sent"] * 2
+    ids = Counter(r.message["Message-ID"] for r in relay.received)
+    assert len(ids) == 5 and max(ids.values()) == 1
+
+
+async def test_a_groups_outcomes_are_recorded_together_each_by_its_own_verdict(store,
+                                                                                relay,
+                                                                                clock):
+    """record_many: one group, every verdict (sent, retried later, parked, uncertain),
+    and a row another instance holds left as it is."""
+    config = relay_config(relay)
+    pipeline = Pipeline(config, store, clock)
+    for n in range(5):
+        await pipeline.ingest_email(mail(sender=f"user{n}@romashka.ru"))
+    lease = timedelta(minutes=10)
+    ours = [m.id for m in await store.run(outbox.claim, ["email"], clock(), lease, 4, "gw-1")]
+    [theirs] = [m.id for m in await store.run(outbox.claim, ["email"], clock(), lease, 1,
+                                              "gw-2")]
+    assert await store.run(outbox.mark_sending_many, ours, "gw-1") == ours
+    assert await store.run(outbox.mark_sending_many, [theirs], "gw-2") == [theirs]
+    now = clock.advance(seconds=1)
+    verdicts = await store.run(outbox.record_many, [
+        (ours[0], DeliveryResult.ok()), (ours[1], DeliveryResult.retry("451 busy")),
+        (theirs, DeliveryResult.ok()), (ours[2], DeliveryResult.failed("550 no such user")),
+        (ours[3], DeliveryResult.unknown("no answer"))], now, config.outbox, "gw-1")
+    assert verdicts == ["sent", "queued", "sending", "parked", "uncertain"]
+
+    def read(session):
+        return {row.id: row for row in session.execute(select(
+            OutboxMessage.id, OutboxMessage.state, OutboxMessage.sent_at,
+            OutboxMessage.next_attempt_at, OutboxMessage.last_error))}
+    rows = await store.run(read)
+    assert rows[ours[0]].sent_at == now and rows[ours[0]].last_error is None
+    assert rows[ours[1]].next_attempt_at == now + timedelta(minutes=1)
+    assert rows[ours[1]].last_error == "451 busy" and rows[ours[1]].sent_at is None
+    assert rows[ours[2]].last_error == "550 no such user"
+    assert rows[ours[3]].last_error == "no answer" and rows[ours[3]].sent_at is None
+    assert rows[theirs].state == "sending" and rows[theirs].sent_at is None
