@@ -12,3 +12,13 @@ async def test_keep_raw_then_duplicate(store):
     again, duplicate_again = await store.keep_raw(message, message.sender_email)
     assert (duplicate, duplicate_again) == (False, True)
     assert again == first
+
+
+async def test_sqlite_commits_survive_a_power_cut(sqlite_store):
+    # A kept mail is answered 250 and an outbox row marked sending is sent: each commit
+    # must be on disk (synchronous FULL, 2), not only in the WAL's page cache (NORMAL).
+    def modes(session):
+        connection = session.connection()
+        return (connection.exec_driver_sql("PRAGMA synchronous").scalar(),
+                connection.exec_driver_sql("PRAGMA journal_mode").scalar())
+    assert await sqlite_store.run(modes) == (2, "wal")
