@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
@@ -433,6 +434,18 @@ def insert_returning_id(session: Session, model, values: dict) -> int:
     if cursor is None:
         return db.execute(statement, values).scalar_one()
     return cursor.fetchone()[0]
+
+
+def inserted_row(model, values: dict, row_id: int) -> SimpleNamespace:
+    """A row just written through Core as an object with every column of the table as an
+    attribute (None where not given, as on a new entity), without an ORM entity's cost:
+    for code that only reads what was written (notifications, results)."""
+    return SimpleNamespace(**{**_column_keys(model.__table__), **values, "id": row_id})
+
+
+@lru_cache(maxsize=32)
+def _column_keys(table) -> dict[str, None]:
+    return dict.fromkeys(column.key for column in table.columns)
 
 
 def execute(session: Session, statement, values: dict) -> None:
