@@ -499,6 +499,9 @@ class _Compiled(NamedTuple):
     compiled: Any  # SQLAlchemy's compiled form, or None: not for the driver
     processors: tuple
     make_row: Callable | None  # a raw row of a SELECT -> a row as SQLAlchemy gives it
+    # Every parameter comes from the values given (none is a literal of the statement):
+    # they are read straight from the dict, without SQLAlchemy's construct_params.
+    direct: bool = False
 
 
 _DRIVER: dict[tuple, _Compiled] = {}
@@ -508,25 +511,51 @@ _DRIVER_MAX = 512
 def _on_driver(db, statement, values: dict, rows: bool = False):
     """None (run it the ordinary way), or the driver's cursor after running `statement`;
     with `rows`, (the cursor, what makes its rows)."""
+    cached = _driver_form(db, statement, tuple(values), rows)
+    if cached is None:
+        return None
+    cursor = db.connection.dbapi_connection.execute(cached.compiled.string,
+                                                    _driver_params(cached, values))
+    return (cursor, cached.make_row) if rows else cursor
+
+
+def _many_on_driver(db, statement, rows: list[dict]) -> bool:
+    """Run `statement` (no RETURNING) once per row through the driver's executemany,
+    the way `_on_driver` runs one; False when it must take SQLAlchemy's way. SQLAlchemy
+    executes a list of rows with the same executemany, after work per row that costs
+    more than SQLite's."""
+    keys = tuple(rows[0])
+    if any(tuple(row) != keys for row in rows):  # then SQLAlchemy sorts out each row
+        return False
+    cached = _driver_form(db, statement, keys, False)
+    if cached is None:
+        return False
+    db.connection.dbapi_connection.executemany(
+        cached.compiled.string, [_driver_params(cached, row) for row in rows])
+    return True
+
+
+def _driver_form(db, statement, keys: tuple, rows: bool) -> _Compiled | None:
+    """The statement compiled for the driver with these parameter names, or None."""
     dialect = db.dialect
     if dialect.name != "sqlite" or dialect.driver != "pysqlite" \
             or dialect.paramstyle != "qmark" or db.engine.echo:  # database.echo logs each
         return None
-    key = (id(statement), rows, tuple(values))
+    key = (id(statement), rows, keys)
     cached = _DRIVER.get(key)
     if cached is None or cached.statement is not statement:
-        cached = _compile_for_driver(statement, dialect, list(values), rows)
+        cached = _compile_for_driver(statement, dialect, list(keys), rows)
         if len(_DRIVER) < _DRIVER_MAX:  # the hot statements are few and built once
             _DRIVER[key] = cached
+    return cached if cached.compiled is not None else None
+
+
+def _driver_params(cached: _Compiled, values: dict) -> tuple:
     compiled = cached.compiled
-    if compiled is None:
-        return None
-    params = compiled.construct_params(values)
-    cursor = db.connection.dbapi_connection.execute(compiled.string, tuple(
-        value if process is None else process(value)
-        for value, process in zip((params[name] for name in compiled.positiontup),
-                                  cached.processors, strict=True)))
-    return (cursor, cached.make_row) if rows else cursor
+    params = values if cached.direct else compiled.construct_params(values)
+    return tuple(value if process is None else process(value)
+                 for value, process in zip((params[name] for name in compiled.positiontup),
+                                           cached.processors, strict=True))
 
 
 def _compile_for_driver(statement, dialect, keys: list[str], rows: bool) -> _Compiled:
@@ -554,7 +583,8 @@ def _compile_for_driver(statement, dialect, keys: list[str], rows: bool) -> _Com
     binds = compiled.binds
     return _Compiled(statement, compiled, tuple(
         binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-        for name in compiled.positiontup), make_row)
+        for name in compiled.positiontup), make_row,
+        direct=set(compiled.positiontup) <= set(keys))
 
 
 @lru_cache(maxsize=32)
@@ -564,7 +594,13 @@ def _insert_with_id(table):
 
 def insert_rows(session: Session, model, rows: list[dict]) -> None:
     if rows:
-        connection(session).execute(_insert(model.__table__), rows)
+        _insert_many(session, _insert(model.__table__), rows)
+
+
+def _insert_many(session: Session, statement, rows: list[dict]) -> None:
+    db = connection(session)
+    if not _many_on_driver(db, statement, rows):
+        db.execute(statement, rows)
 
 
 # Above this size a blob goes into SQLite through incremental blob I/O: a bound parameter
@@ -662,7 +698,8 @@ def flush_later(session: Session) -> None:
 def _insert_now(session: Session, model, rows: list[dict],
                 conflict: tuple[str, ...] | None) -> None:
     if conflict:
-        insert_ignoring_conflict(session, model, rows, conflict)
+        _insert_many(session, _insert_ignore(
+            connection(session).dialect.name, model.__table__, conflict, None), rows)
     else:
         insert_rows(session, model, rows)
 
