@@ -510,10 +510,13 @@ class Pipeline:
     def _comment_text(self, decision: Decision, message: InboundMessage) -> str:
         text = (decision.text or "").strip()
         limit = self.config.mail.max_attachment_size
+        too_big = [a for a in message.attachments if a.size > limit]
+        if not too_big:  # (most mail: the language need not be judged)
+            return text
         texts = self.config.text(self.config.customer_language(message.subject, text))
         notes = [texts.attachment_too_big.format(
             filename=a.filename, size=human_size(a.size), limit=human_size(limit))
-            for a in message.attachments if a.size > limit]
+            for a in too_big]
         return "\n\n".join([text, *notes]).strip()
 
     def _attachments(self, session: Session, comment_id: int,
