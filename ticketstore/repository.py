@@ -11,6 +11,7 @@ with SELECT … FOR UPDATE and uniqueness is left to constraints.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections import namedtuple
@@ -21,6 +22,7 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, NamedTuple, TypeVar
 
+import orjson
 from sqlalchemy import (
     and_,
     bindparam,
@@ -120,7 +122,8 @@ class Store:
                 os.makedirs(folder, exist_ok=True)
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="helpgate-db")
             self.sync_engine = create_engine(self.url, echo=echo,
-                                             connect_args=self.connect_args)
+                                             connect_args=self.connect_args,
+                                             json_serializer=json_text)
             _sqlite_setup(self.sync_engine)
             self._sync_sessions = sessionmaker(self.sync_engine, expire_on_commit=False)
         else:
@@ -198,6 +201,23 @@ class Store:
         unique key, so two gateway instances receiving the same mail store it once.
         """
         return await self.run(keep_raw, message, sender)
+
+
+# Options that send what json.dumps refuses (datetimes, dataclasses) to json.dumps, so it
+# is refused as before.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def json_text(value: Any) -> str:
+    """A JSON column's text on SQLite. A message writes a dozen JSON values (its comment's
+    addresses, headers and decision, its result, outbox headers), and orjson writes them
+    several times faster than json.dumps. What orjson refuses (a lone surrogate from
+    undecoded 8-bit bytes, a key that is not a string, an integer over 64 bits) goes to
+    json.dumps, as before; either text reads back as the same value."""
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(value)
 
 
 def _sqlite_setup(engine) -> None:

@@ -8,8 +8,10 @@ back as one written by SQLAlchemy: aware UTC times, JSON, cut and cleaned text.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import select
 
 from helpgate.ticketstore.models import Comment, Contact, StatusChange, Ticket
@@ -18,16 +20,17 @@ from helpgate.ticketstore.repository import (
     _TICKET_BY_NUMBER,
     _on_driver,
     connection,
+    defer_writes,
     fetch_all,
     fetch_first,
     fetch_scalar,
     fetch_scalars,
-    defer_writes,
     flush_later,
     get_or_create_contact,
     insert_later,
     insert_returning_id,
     insert_rows,
+    json_text,
 )
 
 NOW = datetime(2026, 11, 23, 12, 30, tzinfo=timezone(timedelta(hours=3)))
@@ -152,3 +155,18 @@ async def test_with_database_echo_every_statement_takes_the_logged_way(tmp_path)
     finally:
         await store.close()
     assert quick is None
+
+
+@pytest.mark.parametrize("value", [
+    {"action": "comment", "notes": ["Ёлка: kept 46 of 281 characters"], "n": 1.5},
+    ["support@helpgate.localhost"], {}, None,
+    {"x-mailer": "\udcd0\udcbf 8-bit bytes left undecoded"},  # orjson refuses: json.dumps
+    {1: "a key that is not a string"}, {"big": 2 ** 70},
+])
+def test_json_columns_on_sqlite_read_back_as_json_dumps_wrote_them(value):
+    assert json.loads(json_text(value)) == json.loads(json.dumps(value))
+
+
+def test_json_columns_refuse_what_json_dumps_refuses():
+    with pytest.raises(TypeError):
+        json_text({"at": NOW})
