@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -1228,6 +1229,13 @@ def judge_language(*texts: str | None) -> str | None:
     return "ru" if cyrillic >= CYRILLIC_SHARE * (cyrillic + latin) else "en"
 
 
+@lru_cache(maxsize=64)
+def _texts_of(language: str, overrides: tuple[tuple[str, str], ...]) -> Texts:
+    # Asked for several times per message (rules, notifications): built once. Texts is
+    # frozen, so one copy serves every caller.
+    return TEXTS[language].model_copy(update=dict(overrides))
+
+
 class ApiConfig(Section):
     """The staff HTTP API (gateway/api.py): served by `helpgate run` when enabled."""
     enabled: bool = False
@@ -1327,7 +1335,7 @@ class Config(Section):
         language = language or self.language
         if language not in TEXTS:
             language = self.fallback_language
-        return TEXTS[language].model_copy(update=self.texts)
+        return _texts_of(language, tuple(self.texts.items()))
 
     def status_name(self, status_id: str, language: str | None = None) -> str:
         state = self.statuses.states_by_id().get(status_id)

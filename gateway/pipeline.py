@@ -59,6 +59,7 @@ from helpgate.ticketstore.repository import (
     insert_returning_id,
     insert_rows,
     insert_rows_with_blob,
+    inserted_row,
     keep_raw_many,
     lock_senders,
     next_ticket_number,
@@ -399,7 +400,7 @@ class Pipeline:
         return ticket
 
     def _write(self, session: Session, ctx: Context, inbound_id: int,
-               now: datetime) -> tuple[Ticket | TicketView, SimpleNamespace]:
+               now: datetime) -> tuple[SimpleNamespace | Ticket | TicketView, SimpleNamespace]:
         decision = ctx.decision
         message = ctx.message
         new = decision.action in (Action.NEW_TICKET, Action.NEW_TICKET_AFTER_WINDOW)
@@ -467,7 +468,7 @@ class Pipeline:
         self.statuses.change(session, ticket, decision.new_status, now, reason)
         return ticket
 
-    def _new_ticket(self, session: Session, ctx: Context, now: datetime) -> Ticket:
+    def _new_ticket(self, session: Session, ctx: Context, now: datetime) -> SimpleNamespace:
         decision = ctx.decision
         message = ctx.message
         previous = decision.previous_ticket
@@ -495,8 +496,8 @@ class Pipeline:
                       contact_id=contact_id, company_id=company_id,
                       created_at=now, updated_at=now, status_changed_at=now,
                       open_seconds=0.0, open_since=now)
-        ticket = Ticket(**values)
-        ticket.id = insert_returning_id(session, Ticket, values)
+        # Written through Core; what follows only reads it (no ORM entity to build).
+        ticket = inserted_row(Ticket, values, insert_returning_id(session, Ticket, values))
         insert_later(session, StatusChange, [dict(
             ticket_id=ticket.id, from_status=None, to_status=initial, at=now,
             reason=f"created from {message.channel}")])
@@ -509,10 +510,13 @@ class Pipeline:
     def _comment_text(self, decision: Decision, message: InboundMessage) -> str:
         text = (decision.text or "").strip()
         limit = self.config.mail.max_attachment_size
+        too_big = [a for a in message.attachments if a.size > limit]
+        if not too_big:  # (most mail: the language need not be judged)
+            return text
         texts = self.config.text(self.config.customer_language(message.subject, text))
         notes = [texts.attachment_too_big.format(
             filename=a.filename, size=human_size(a.size), limit=human_size(limit))
-            for a in message.attachments if a.size > limit]
+            for a in too_big]
         return "\n\n".join([text, *notes]).strip()
 
     def _attachments(self, session: Session, comment_id: int,
