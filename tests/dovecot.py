@@ -75,18 +75,8 @@ protocol imap {{
 # never cached, as a provider's own IMAP server does.
 OAUTH_PASSDB = """
 # A refused token must not slow the next sign-in from the same address by up to 15 s
-# (anvil's auth penalty), which tests of refusals would otherwise wait out. Trusting
-# loopback is not enough for XOAUTH2 here (Dovecot 2.3 still waited 4 s, then 8 s, before
-# answering a second sign-in): the penalty is switched off where its docs say, at anvil.
-# Nor does a refusal need its 2 s delay against password guessing: the same answer comes
-# at once, and the tests of refused tokens wait no longer than they must.
+# (anvil's auth penalty), which tests of refusals would otherwise wait out.
 login_trusted_networks = 127.0.0.0/8
-auth_failure_delay = 0
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
 passdb {{
   driver = oauth2
   mechanisms = xoauth2 oauthbearer

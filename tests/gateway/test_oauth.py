@@ -64,8 +64,7 @@ def box(monkeypatch) -> grants.SecretBox:
 
 
 def mailbox_config(dovecot: Dovecot, provider: FakeOAuth, **extra) -> Config:
-    # The test server answers a refusal at once (tests/dovecot.py); 10 s is for a busy
-    # machine.
+    # Dovecot answers a refused token after its auth_failure_delay (2 s).
     imap = dovecot.oauth_config(provider.oauth2_config(), idle=True, poll_interval=3600,
                                 **{"timeout": 10.0, **extra})
     return Config(mail={"imap": [imap], "endpoint": {"enabled": False}},
@@ -174,7 +173,7 @@ async def test_refresh_before_expiry_rotation_persisted_across_a_restart(
     # A restart: new readers and brokers, nothing in memory from before.
     await running.stop()
     provider.expire_access_tokens()
-    # Long-lived from here: the refusal and the refresh must not outlast it.
+    # Long-lived from here: Dovecot's 2 s delay after the refusal must not outlast it.
     provider.lifetime = 3600
     refreshes = provider.refreshes
     await running.start(config)
