@@ -53,7 +53,8 @@ def test_wheel_installs_every_module(tmp_path):
     # source tree would smuggle deleted modules into later wheels.
     source = tmp_path / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", "*.db", ".pytest_cache"))
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", "*.db", ".pytest_cache",
+        ".hypothesis"))
     wheels = tmp_path / "wheels"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",

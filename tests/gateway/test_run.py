@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from helpgate.config.load import load_config
+from tests.conftest import need_service
 from tests.mailservers import free_port
 
 HELPGATE = str(Path(sys.executable).parent / "helpgate")
@@ -32,10 +34,15 @@ def test_run_starts_applies_timers_and_stops_on_sigterm(tmp_path):
     mail = tmp_path / "m.eml"
     mail.write_bytes(b"From: ivan@romashka.ru\nSubject: help\nMessage-ID: <r1@x>\n\nhello\n")
     subprocess.run([HELPGATE, "ingest", str(mail)], env=env, check=True, capture_output=True)
-    # Far enough ahead for a `helpgate status` start-up on a busy machine.
-    until = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 10))
-    subprocess.run([HELPGATE, "status", "1", "pending", "--until", until], env=env,
-                   check=True, capture_output=True)
+    # Due a second from now: the command runs an hour back in time (faketime), so however
+    # long its start-up takes on a busy machine, the time is still ahead of it.
+    faketime = shutil.which("faketime")
+    if faketime is None:
+        need_service("the faketime program is not installed (Debian package faketime)")
+    until = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 1))
+    subprocess.run([faketime, "-f", "-1h", HELPGATE, "status", "1", "pending", "--until", until],
+                   env={**env, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}, check=True,
+                   capture_output=True)
     gateway = subprocess.Popen([HELPGATE, "run", "--timer-interval", "0.2",
                                 "--log-level", "warning"], env=env,
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
