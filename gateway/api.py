@@ -702,7 +702,7 @@ async def get_outbox(call: Call) -> web.Response:
 
 
 async def post_outbox_retry(call: Call) -> web.Response:
-    from helpgate.outbound import outbox
+    from helpgate.ticketstore import outbox
     outbox_id = call.params["id"]
     try:
         await call.api.store.run(outbox.retry, outbox_id, call.api.clock())

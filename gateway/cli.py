@@ -527,7 +527,7 @@ def _parse_time(value: str) -> datetime:
 
 
 async def _cmd_outbox(args, config: Config, store) -> int:
-    from helpgate.outbound import outbox
+    from helpgate.ticketstore import outbox
     from helpgate.ticketstore.queries import outbox_list
     if args.action == "retry":
         try:

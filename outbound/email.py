@@ -31,7 +31,8 @@ from helpgate.config.oauth import GrantNeedsLogin, TokenUnavailable
 from helpgate.config.schema import Config
 from helpgate.outbound import headers
 from helpgate.outbound.attachments import mime_type, safe_filename
-from helpgate.outbound.base import DeliveryResult, Outgoing
+from helpgate.outbound.base import Outgoing
+from helpgate.ticketstore.outbox import DeliveryResult
 
 log = logging.getLogger("helpgate.email")
 CONTENT_SLOT = "{{{CONTENT}}}"

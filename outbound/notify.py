@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config, Texts
@@ -20,22 +19,20 @@ from helpgate.outbound.targets import Target, addresses, employee_channels, staf
 from helpgate.threading.context import TicketView
 from helpgate.threading.markers import format_marker, reply_address
 from helpgate.threading.message import ChatAction
+from helpgate.ticketstore import notify_reads
 from helpgate.ticketstore.models import (
     AssignmentChange,
-    Attachment,
     Comment,
     Company,
     Contact,
-    Employee,
     OutboxMessage,
     StatusChange,
     Ticket,
-    TicketLink,
 )
+from helpgate.ticketstore.notify_reads import STAFF_THREAD
 from helpgate.ticketstore.repository import (
     chunked,
     company_name,
-    fetch_all,
     insert_later,
     lock_senders,
     pending_rows,
@@ -45,8 +42,6 @@ from helpgate.ticketstore.statuses import by_message
 
 log = logging.getLogger("helpgate.notify")
 ACK_WINDOW = timedelta(hours=1)
-# Earlier notifications to the same employee named in References.
-STAFF_THREAD = 4
 
 
 class Notifier:
@@ -128,8 +123,7 @@ class Notifier:
         targets = self._customer_targets(session, ticket, via)
         if targets and self.config.notifications.notify_author:
             # R-OUT-3's duplicate to the author of the event: the employee who answered.
-            author = session.connection().execute(
-                _EMPLOYEE, {"id": comment.employee_id}).first()
+            author = notify_reads.employee_card(session, comment.employee_id)
             mine = author.email.lower() if author is not None and author.email else None
             if mine and mine not in {t.recipient.lower() for t in targets}:
                 targets.append(Target("email", mine))
@@ -192,7 +186,7 @@ class Notifier:
         if comment.author_kind == "employee" and not stand_in:
             known = getattr(comment, "author", None)
             person = known if _is(known, "employee", comment.employee_id) else \
-                session.connection().execute(_EMPLOYEE, {"id": comment.employee_id}).first()
+                notify_reads.employee_card(session, comment.employee_id)
             name = (person.name or person.email) if person is not None else "?"
             head = (texts.topic_answer if comment.public else texts.topic_note).format(
                 author=name, channel=comment.channel)
@@ -273,12 +267,13 @@ class Notifier:
         """The customer's language, judged from their latest message on the ticket."""
         if self.config.language != "auto":
             return self.config.language
-        latest = session.connection().scalar(_CUSTOMER_LATEST, {"ticket_id": ticket.id})
+        latest = notify_reads.customer_latest(session, ticket.id)
         return self.config.customer_language(ticket.subject, latest)
 
     def _customer_thread(self, session: Session, ticket: Ticket) -> list[str]:
         """The customer's mails on the ticket, or the ticket's thread root without any."""
-        return _thread(session, ticket) or [self.compose.thread_root(ticket)]
+        return notify_reads.mail_thread(session, ticket.id) \
+            or [self.compose.thread_root(ticket)]
 
     def _staff(self, session: Session, ticket: Ticket, comment: Comment,
                template: str, now: datetime, new: bool = False,
@@ -357,7 +352,7 @@ class Notifier:
                 change.by_employee_id == to and not rules.notify_author):
             return []
         texts = self.compose.texts_for(self.config.staff_language)
-        by = session.connection().execute(_EMPLOYEE, {"id": change.by_employee_id}).first() \
+        by = notify_reads.employee_card(session, change.by_employee_id) \
             if change.by_employee_id else None
         content = texts.staff_assigned_text.format(
             number=ticket.number, subject=ticket.subject,
@@ -407,13 +402,12 @@ class Notifier:
         person = None
         # The pipeline's comment carries its author (a Person); others are read.
         known = getattr(comment, "author", None)
-        db = session.connection()
         if comment.author_kind == "contact" and comment.contact_id:
             person = known if _is(known, "contact", comment.contact_id) \
-                else db.execute(_CONTACT, {"id": comment.contact_id}).first()
+                else notify_reads.contact_card(session, comment.contact_id)
         elif comment.author_kind == "employee" and comment.employee_id and not stand_in:
             person = known if _is(known, "employee", comment.employee_id) \
-                else db.execute(_EMPLOYEE, {"id": comment.employee_id}).first()
+                else notify_reads.employee_card(session, comment.employee_id)
         name = person.name if person is not None else None
         address = comment.email_from or (person.email if person is not None else None)
         company_id = getattr(person, "company_id", None) or ticket.company_id
@@ -424,9 +418,9 @@ class Notifier:
         action = (comment.decision or {}).get("action")
         if action == "reopened":
             lines.append(texts.staff_reopened.format(status=self.config.status_name(
-                _previous_status(session, ticket) or "", language)))
+                notify_reads.previous_status(session, ticket.id) or "", language)))
         elif action == "new_ticket_after_window":
-            previous = _previous_ticket(session, ticket)
+            previous = notify_reads.previous_ticket(session, ticket.id)
             if previous is not None:
                 lines.append(texts.staff_follow_up.format(
                     previous=format_marker(self.config.threading.marker, previous)))
@@ -448,15 +442,6 @@ class Notifier:
         return drafts
 
 
-_OUTBOX = OutboxMessage.__table__
-# Built once: constructing a statement costs more than running it (one per new ticket).
-_ACKS_SINCE = select(func.count()).select_from(_OUTBOX).where(
-    _OUTBOX.c.recipient == bindparam("recipient"), _OUTBOX.c.created_at > bindparam("since"),
-    _OUTBOX.c.kind == "ack")
-_ACKS_PER_RECIPIENT = select(_OUTBOX.c.recipient, func.count()).where(
-    _OUTBOX.c.recipient.in_(bindparam("recipients", expanding=True)),
-    _OUTBOX.c.created_at > bindparam("since"), _OUTBOX.c.kind == "ack"
-).group_by(_OUTBOX.c.recipient)
 # Per transaction: acknowledgements to each address within the hour, this one's included.
 _ACK_COUNTS = "acknowledgements"
 
@@ -482,8 +467,8 @@ def prefetch_acknowledgements(session: Session, addresses: list[str | None], lim
     if not limit or not wanted:
         return
     for part in chunked(wanted):
-        for recipient, count in session.connection().execute(
-                _ACKS_PER_RECIPIENT, {"recipients": part, "since": now - ACK_WINDOW}):
+        for recipient, count in notify_reads.acks_per_recipient(session, part,
+                                                                now - ACK_WINDOW):
             counts[recipient] = count
     for address in wanted:
         counts.setdefault(address, 0)
@@ -499,8 +484,7 @@ def _ack_allowed(session: Session, address: str, limit: int, now: datetime) -> b
     if address not in counts:
         # Counted under the address's lock, so two instances take turns (PostgreSQL).
         lock_senders(session, [address])
-        counts[address] = session.connection().scalar(
-            _ACKS_SINCE, {"recipient": address, "since": now - ACK_WINDOW})
+        counts[address] = notify_reads.acks_since(session, address, now - ACK_WINDOW)
     if counts[address] >= limit:
         log.info("no acknowledgement to %s: %d sent within the hour (cap %d)", address,
                  counts[address], limit)
@@ -533,33 +517,7 @@ def _files(session: Session, comment) -> list:
     many it wrote (`file_count`): most mail has none, and then nothing is asked."""
     if comment.id is None or getattr(comment, "file_count", None) == 0:
         return []
-    return fetch_all(session, _FILES, {"comment_id": comment.id})
-
-
-# Core statements built once: a notification is composed for every message, and the
-# ORM's loading (a company's domains, selectin) cost more than the notification.
-_ATTACHMENTS = Attachment.__table__
-_FILES = select(_ATTACHMENTS.c.id, _ATTACHMENTS.c.filename, _ATTACHMENTS.c.size,
-                _ATTACHMENTS.c.stored).where(
-    _ATTACHMENTS.c.comment_id == bindparam("comment_id")).order_by(_ATTACHMENTS.c.id)
-_CONTACTS = Contact.__table__
-_CONTACT = select(_CONTACTS.c.name, _CONTACTS.c.email, _CONTACTS.c.company_id).where(
-    _CONTACTS.c.id == bindparam("id"))
-_EMPLOYEES = Employee.__table__
-_EMPLOYEE = select(_EMPLOYEES.c.name, _EMPLOYEES.c.email).where(
-    _EMPLOYEES.c.id == bindparam("id"))
-_COMMENTS = Comment.__table__
-_CUSTOMER_LATEST = select(_COMMENTS.c.text).where(
-    _COMMENTS.c.ticket_id == bindparam("ticket_id"), _COMMENTS.c.author_kind != "employee"
-).order_by(_COMMENTS.c.id.desc()).limit(1)
-# Mail's Message-IDs only: a messenger's message ids name chat lines, not mails.
-_THREAD = select(_COMMENTS.c.message_id).where(
-    _COMMENTS.c.ticket_id == bindparam("ticket_id"), _COMMENTS.c.message_id.is_not(None),
-    _COMMENTS.c.channel == "email"
-).order_by(_COMMENTS.c.id.desc()).limit(5)
-_STAFF_SENT = select(_OUTBOX.c.recipient, _OUTBOX.c.message_id).where(
-    _OUTBOX.c.ticket_id == bindparam("ticket_id"), _OUTBOX.c.kind == "staff"
-).order_by(_OUTBOX.c.id.desc()).limit(STAFF_THREAD * 20)
+    return notify_reads.comment_files(session, comment.id)
 
 
 def _staff_thread(session: Session, ticket: Ticket) -> dict[str, list[str]]:
@@ -567,28 +525,10 @@ def _staff_thread(session: Session, ticket: Ticket) -> dict[str, list[str]]:
     # Newest first: this transaction's queued rows, then the stored ones.
     rows = [(r["recipient"], r["message_id"]) for r in pending_rows(session, OutboxMessage)
             if r["ticket_id"] == ticket.id and r["kind"] == "staff"][::-1]
-    rows += fetch_all(session, _STAFF_SENT, {"ticket_id": ticket.id})
+    rows += notify_reads.staff_sent(session, ticket.id)
     thread: dict[str, list[str]] = {}
     for recipient, message_id in rows:
         ids = thread.setdefault(recipient, [])
         if message_id and len(ids) < STAFF_THREAD:
             ids.insert(0, message_id)
     return thread
-
-
-def _previous_status(session: Session, ticket: Ticket) -> str | None:
-    return session.scalar(select(StatusChange.from_status)
-                          .where(StatusChange.ticket_id == ticket.id)
-                          .order_by(StatusChange.id.desc()).limit(1))
-
-
-def _previous_ticket(session: Session, ticket: Ticket) -> int | None:
-    return session.scalar(select(Ticket.number).join(
-        TicketLink, TicketLink.linked_id == Ticket.id).where(
-        TicketLink.ticket_id == ticket.id, TicketLink.relation == "follows"))
-
-
-def _thread(session: Session, ticket: Ticket) -> list[str]:
-    """Message-IDs to reply to, so the customer's client threads our mail under theirs."""
-    ids = session.connection().execute(_THREAD, {"ticket_id": ticket.id}).scalars().all()
-    return list(reversed(ids))

@@ -1,37 +1,19 @@
 """The outbox worker: durable delivery that never sends a message twice (R-OUT-6).
 
 Outbox rows are written in the transaction of the event they announce (outbound/notify.py).
-This worker moves them through their states:
+This worker sends them; every change of a row's state is a step of the state machine of
+ticketstore/outbox.py (queued -> claimed -> sending -> sent | queued | parked |
+uncertain, the lease and the instances' heartbeats), which it calls. What is left here is
+what needs the transports and the channels: the rows claimed made messages
+(`Outgoing`, with their files and the staff topic's thread), a row rerouted to a channel
+that can reach its contact (outbound/targets.py), and the rounds.
 
-    queued --claim--> claimed --handed to the transport--> sending --delivered--> sent
-                         |                                   |----temporary--> queued
-                         |                                   |  (later: backoff), parked
-                         |                                   |  after max_attempts
-                         |                                   |----permanent--> parked
-                         |                                   |----outcome unknown--> uncertain
-                         '--claimant dead--> queued          '--claimant dead--> uncertain
-                            (or lease over)                     (or lease over)
-
-A claim is a committed state change made under `FOR UPDATE SKIP LOCKED` on PostgreSQL
-(SQLite's write lock serializes claims), so several gateway instances share one outbox and
-no row is sent by two of them. A round's claims are handed over in groups of
-`outbox.in_flight`: each group is marked "sending" in a commit before the transport gets
-any of it, and that same commit records the outcomes of the group before (one commit a
-group, its outcomes written by one UPDATE run for the whole group). A gateway that dies
-leaves its claimed rows to go back to the queue, and only the rows whose outcome is truly
-unknown — the one group handed over, its outcomes not committed — are parked as
-"uncertain" rather than sent again; `helpgate outbox retry ID` sends one once more on an
-admin's word. A transport that knows its request arrived but
-got no answer (an SMS gateway's timeout after the request was written) says so
-(`DeliveryResult.unknown`), and the row takes the same state.
-
-A claim names the instance that made it (ticketstore/instances.py). An instance whose
-heartbeat is older than `outbox.dead_after` is dead: its claims are released on the next
-round of any worker, not after the lease. Every later step of a claim (marking it
-"sending", recording the outcome) checks that the row is still this instance's, so an
-instance taken for dead that wakes up again cannot send a row someone else now holds.
-The lease stays as the backstop for claims of no known instance and for a live instance
-stuck in one send.
+A round's claims are handed over in groups of `outbox.in_flight`: each group is marked
+"sending" in a commit before the transport gets any of it, and that same commit records
+the outcomes of the group before (one commit a group, its outcomes written by one UPDATE
+run for the whole group). A gateway that dies leaves its claimed rows to go back to the
+queue, and only the one group handed over, its outcomes not committed, can become
+"uncertain" rather than be sent again.
 """
 
 from __future__ import annotations
@@ -43,51 +25,25 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from helpgate.config.schema import Config, OutboxConfig, parse_window
+from helpgate.config.schema import Config, parse_window
 from helpgate.outbound.attachments import load_files
-from helpgate.outbound.base import DeliveryResult, Outgoing, Transport
+from helpgate.outbound.base import Outgoing, Transport
 from helpgate.outbound.targets import addresses, mark_unreachable, reach
 from helpgate.ticketstore import chat_map, instances
-from helpgate.ticketstore.models import Comment, OutboxMessage
-from helpgate.ticketstore.repository import Store, insert_rows
+from helpgate.ticketstore import outbox as outbox_rows
+from helpgate.ticketstore.outbox import BATCH, IN_ORDER, DeliveryResult
+from helpgate.ticketstore.repository import Store
 
 log = logging.getLogger("helpgate.outbox")
-OUTBOX = OutboxMessage.__table__
-# Rows one round claims. Several instances share the queue (SKIP LOCKED), and a stop
-# hands back what a round has not started (release), so a round may be large: the fixed
-# cost of a round (expiry, rerouting, the claim) is spread over many messages.
-BATCH = 100
-# Kinds delivered one at a time per ticket, in the order queued (outbound/staff_topics.py).
-IN_ORDER = ("topic",)
-UNFINISHED = ("queued", "claimed", "sending")
-UNCERTAIN = ("the gateway stopped while handing this message over; it may have gone out, "
-             "so it is not sent again by itself (`helpgate outbox retry {id}` sends it)")
 
 
 def claim(session: Session, channels: list[str], now: datetime, lease: timedelta,
           limit: int = BATCH, instance: str | None = None) -> list[Outgoing]:
-    """Take due rows of these channels for `instance`: state "claimed" until `now + lease`.
-
-    Rows of a kind in IN_ORDER (posts in a ticket's staff topic) are taken one at a time
-    per ticket, oldest first: a conversation is read in order, and the first post makes
-    the topic the later ones go to, so two must never make one each."""
-    earlier = OUTBOX.alias("earlier")
-    waiting = select(earlier.c.id).where(
-        earlier.c.kind.in_(IN_ORDER), earlier.c.ticket_id == OUTBOX.c.ticket_id,
-        earlier.c.id < OUTBOX.c.id, earlier.c.state.in_(UNFINISHED)).exists()
-    rows = session.execute(
-        select(OUTBOX).where(OUTBOX.c.state == "queued", OUTBOX.c.next_attempt_at <= now,
-                             OUTBOX.c.channel.in_(channels),
-                             ~(OUTBOX.c.kind.in_(IN_ORDER) & waiting))
-        .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id).limit(limit)
-        .with_for_update(skip_locked=True)).all()
-    if rows:
-        session.execute(update(OUTBOX).where(OUTBOX.c.id.in_([r.id for r in rows]))
-                        .values(state="claimed", next_attempt_at=now + lease,
-                                claimed_by=instance))
+    """Take due rows of these channels for `instance` (ticketstore/outbox.py: `claim`), as
+    the messages the transports send."""
+    rows = outbox_rows.claim(session, channels, now, lease, limit, instance)
     files = load_files(session, rows)
     topics = chat_map.topics_of(session, [r.ticket_id for r in rows
                                           if r.kind in IN_ORDER and r.ticket_id is not None])
@@ -115,19 +71,15 @@ def reroute(session: Session, channels: list[str], config: Config, now: datetime
     first channel of the fallback order that can reach them (outbound/targets.py), said on
     the ticket in a private note. Those no channel can reach wait, looked at again after
     `retry_after` (as mail waits for a relay). Returns how many moved."""
-    rows = session.execute(
-        select(OUTBOX.c.id, OUTBOX.c.channel, OUTBOX.c.contact_id, OUTBOX.c.ticket_id)
-        .where(OUTBOX.c.state == "queued", OUTBOX.c.next_attempt_at <= now,
-               OUTBOX.c.contact_id.is_not(None), OUTBOX.c.channel.not_in(channels))
-        .order_by(OUTBOX.c.id).limit(BATCH).with_for_update(skip_locked=True)).all()
+    rows = outbox_rows.due_elsewhere(session, channels, now)
     moved = 0
     for row in rows:
         texts = config.text(config.staff_language)
         if _move(session, row, channels, config, now, texts.staff_rerouted):
             moved += 1
         else:
-            session.execute(update(OUTBOX).where(OUTBOX.c.id == row.id).values(
-                next_attempt_at=now + parse_window(config.outbox.retry_after)))
+            outbox_rows.postpone(session, row.id,
+                             now + parse_window(config.outbox.retry_after))
     return moved
 
 
@@ -136,22 +88,21 @@ def unreachable(session: Session, outbox_id: int, result: DeliveryResult, now: d
     """The channel refused the recipient for good (a blocked bot): their identity there
     is marked unreachable and the message goes by the next channel that reaches them,
     said on the ticket; with none, it is parked with the reason. Returns the new state."""
-    row = session.execute(select(OUTBOX).where(OUTBOX.c.id == outbox_id)
-                          .with_for_update()).first()
+    row = outbox_rows.locked(session, outbox_id)
     if row is None or row.state != "sending" or row.claimed_by != instance \
             or row.contact_id is None:
-        return record(session, outbox_id, dataclasses.replace(result, unreachable=False),
-                      now, config.outbox, instance)
+        return outbox_rows.record(session, outbox_id,
+                              dataclasses.replace(result, unreachable=False), now,
+                              config.outbox, instance)
     mark_unreachable(session, row.contact_id, row.channel, row.recipient, now)
     texts = config.text(config.staff_language)
     error = (result.error or "").replace("{", "{{").replace("}", "}}")
     note = texts.staff_unreachable.replace("{error}", error)
     if _move(session, row, [c for c in channels if c != row.channel], config, now, note):
-        session.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(
-            state="queued", next_attempt_at=now, last_error=result.error))
+        outbox_rows.requeue(session, outbox_id, now, result.error)
         return "queued"
-    return record(session, outbox_id, dataclasses.replace(result, unreachable=False), now,
-                  config.outbox, instance)
+    return outbox_rows.record(session, outbox_id, dataclasses.replace(result, unreachable=False),
+                          now, config.outbox, instance)
 
 
 def _move(session: Session, row, channels: list[str], config: Config, now: datetime,
@@ -163,179 +114,8 @@ def _move(session: Session, row, channels: list[str], config: Config, now: datet
                   config.notifications.fallback_order, lambda name: name in channels)
     if found is None:
         return False
-    channel, recipient = found
-    session.execute(update(OUTBOX).where(OUTBOX.c.id == row.id).values(
-        channel=channel, recipient=recipient))
-    if row.ticket_id is not None:
-        insert_rows(session, Comment, [dict(
-            ticket_id=row.ticket_id, author_kind="system", public=False, channel="system",
-            text=note.format(channel=channel, recipient=recipient, previous=row.channel),
-            created_at=now, decision={"action": "rerouted", "outbox": row.id})])
-    log.warning("outbox %s: %s cannot be used; goes by %s to %s", row.id, row.channel,
-                channel, recipient)
+    outbox_rows.move(session, row, *found, now, note)
     return True
-
-
-def mark_sending(session: Session, outbox_id: int, instance: str | None = None) -> bool:
-    """The point of no return, committed before the transport gets the message; False
-    when the claim is no longer `instance`'s (released while it was taken for dead)."""
-    result = session.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id,
-                                                  OUTBOX.c.state == "claimed",
-                                                  _claimed_by(instance))
-                             .values(state="sending", attempts=OUTBOX.c.attempts + 1))
-    return result.rowcount == 1
-
-
-def mark_sending_many(session: Session, outbox_ids: list[int],
-                      instance: str | None = None) -> list[int]:
-    """`mark_sending` for a group in one commit: the ids still this instance's claims."""
-    marked = session.execute(update(OUTBOX).where(OUTBOX.c.id.in_(outbox_ids),
-                                                  OUTBOX.c.state == "claimed",
-                                                  _claimed_by(instance))
-                             .values(state="sending", attempts=OUTBOX.c.attempts + 1)
-                             .returning(OUTBOX.c.id)).scalars().all()
-    return list(marked)
-
-
-def release(session: Session, outbox_ids: list[int], now: datetime,
-            instance: str | None = None) -> None:
-    """Claims this instance will not hand over after all (it is stopping): back to the
-    queue, due at once."""
-    session.execute(update(OUTBOX).where(OUTBOX.c.id.in_(outbox_ids),
-                                         OUTBOX.c.state == "claimed", _claimed_by(instance))
-                    .values(state="queued", next_attempt_at=now, claimed_by=None))
-
-
-def _claimed_by(instance: str | None):
-    return OUTBOX.c.claimed_by.is_(None) if instance is None else \
-        OUTBOX.c.claimed_by == instance
-
-
-def record(session: Session, outbox_id: int, result: DeliveryResult, now: datetime,
-           config: OutboxConfig, instance: str | None = None) -> str:
-    """Store a send's outcome; returns the row's new state."""
-    return record_many(session, [(outbox_id, result)], now, config, instance)[0]
-
-
-def record_many(session: Session, outcomes: list[tuple[int, DeliveryResult]],
-                now: datetime, config: OutboxConfig, instance: str | None = None
-                ) -> list[str]:
-    """Store the outcomes of a group's sends, (outbox id, result) each: one read of the
-    rows (locked), one UPDATE run for the whole group; the rows' new states in order."""
-    found = {row.id: row for row in session.execute(
-        select(OUTBOX.c.id, OUTBOX.c.state, OUTBOX.c.attempts, OUTBOX.c.claimed_by,
-               OUTBOX.c.channel, OUTBOX.c.ticket_id, OUTBOX.c.comment_id)
-        .where(OUTBOX.c.id.in_([outbox_id for outbox_id, _ in outcomes]))
-        .with_for_update())}
-    changes, states = [], []
-    for outbox_id, result in outcomes:
-        row = found.get(outbox_id)
-        if row is not None and row.ticket_id is not None:
-            # Whatever the verdict below: what went out is out, and a topic made is there.
-            if result.topic is not None:
-                chat_map.remember_topic(session, row.ticket_id, *result.topic, now)
-            chat_map.remember_messages(session, row.channel, row.ticket_id, row.comment_id,
-                                       list(result.posted), now)
-        if row is None or row.state != "sending" or row.claimed_by != instance:
-            # Parked as uncertain meanwhile (this instance taken for dead, or a lease
-            # shorter than the send), perhaps retried since: keep that verdict.
-            log.warning("outbox %s: result arrived in state %s", outbox_id,
-                        row.state if row else "gone")
-            states.append(row.state if row else "gone")
-            continue
-        change = _verdict(row.attempts, result, now, config)
-        changes.append({"outbox_id": outbox_id, **change})
-        states.append(change["new_state"])
-    if changes:
-        # Every row under the lock read above, so no condition is needed here.
-        session.execute(_RECORD, changes)
-    return states
-
-
-def _verdict(attempts: int, result: DeliveryResult, now: datetime,
-             config: OutboxConfig) -> dict:
-    """What a send's outcome makes of its row: the values of _RECORD."""
-    if result.delivered:
-        return {"new_state": "sent", "sent": now, "due": None, "error": None}
-    if result.uncertain:
-        # The transport cannot tell whether it went out: the same verdict as a gateway
-        # killed while handing it over, for a person to decide (`outbox retry`).
-        return {"new_state": "uncertain", "sent": None, "due": None,
-                "error": result.error or "outcome unknown"}
-    if result.temporary and attempts < config.max_attempts:
-        wait = backoff(attempts, config)
-        if result.retry_after:
-            wait = max(wait, timedelta(seconds=result.retry_after))
-        return {"new_state": "queued", "sent": None, "due": now + wait,
-                "error": result.error}
-    error = result.error or "failed"
-    if result.temporary:
-        error = f"gave up after {attempts} attempts: {error}"
-    return {"new_state": "parked", "sent": None, "due": None, "error": error}
-
-
-# One statement for every verdict, so a group's outcomes are one executemany: a verdict
-# that does not set sent_at or next_attempt_at passes None and keeps the row's.
-_RECORD = update(OUTBOX).where(OUTBOX.c.id == bindparam("outbox_id")).values(
-    state=bindparam("new_state"), last_error=bindparam("error"),
-    sent_at=func.coalesce(bindparam("sent", type_=OUTBOX.c.sent_at.type), OUTBOX.c.sent_at),
-    next_attempt_at=func.coalesce(bindparam("due", type_=OUTBOX.c.next_attempt_at.type),
-                                  OUTBOX.c.next_attempt_at))
-
-
-def backoff(attempts: int, config: OutboxConfig) -> timedelta:
-    """retry_after, doubled for each further attempt, at most retry_max."""
-    first, most = parse_window(config.retry_after), parse_window(config.retry_max)
-    return min(first * (2 ** max(0, attempts - 1)), most)
-
-
-def expire_leases(session: Session, now: datetime,
-                  dead_after: timedelta | None = None) -> int:
-    """Rows a stopped gateway left behind — claimed by an instance whose heartbeat is
-    older than `dead_after`, or (the backstop) past their lease: claimed ones go back to
-    the queue; ones it was sending are parked as uncertain, never resent. Returns how
-    many were parked."""
-    stale = OUTBOX.c.next_attempt_at <= now
-    if dead_after is not None:
-        orphaned = OUTBOX.c.claimed_by.is_not(None) & OUTBOX.c.claimed_by.not_in(
-            instances.live_instances(session, now, dead_after))
-        stale = stale | orphaned
-    rows = session.execute(select(OUTBOX.c.id, OUTBOX.c.state).where(
-        OUTBOX.c.state.in_(("claimed", "sending")), stale)
-        .with_for_update(skip_locked=True)).all()
-    if dead_after is not None:
-        instances.forget_dead(session, now, dead_after)
-    parked = 0
-    for row in rows:
-        if row.state == "claimed":
-            session.execute(update(OUTBOX).where(OUTBOX.c.id == row.id)
-                            .values(state="queued", next_attempt_at=now))
-        else:
-            session.execute(_UNCERTAIN, {"outbox_id": row.id,
-                                         "error": UNCERTAIN.format(id=row.id)})
-            parked += 1
-    return parked
-
-
-_UNCERTAIN = update(OUTBOX).where(OUTBOX.c.id == bindparam("outbox_id")).values(
-    state="uncertain", last_error=bindparam("error"))
-
-
-class RetryError(ValueError):
-    """Only a parked or uncertain message can be sent again."""
-
-
-def retry(session: Session, outbox_id: int, now: datetime) -> None:
-    """An admin's word: send a parked or uncertain message again (attempts start over)."""
-    row = session.execute(select(OUTBOX.c.state).where(OUTBOX.c.id == outbox_id)
-                          .with_for_update()).first()
-    if row is None:
-        raise RetryError(f"no outbox message {outbox_id}")
-    if row.state not in ("parked", "uncertain"):
-        raise RetryError(f"outbox message {outbox_id} is {row.state}; only parked or "
-                         "uncertain messages are sent again")
-    session.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(
-        state="queued", attempts=0, next_attempt_at=now, claimed_by=None))
 
 
 class OutboxWorker:
@@ -449,7 +229,7 @@ class OutboxWorker:
     def _beat_and_expire(self, session: Session, now: datetime) -> int:
         # One transaction: our own heartbeat first, so we never take ourselves for dead.
         instances.beat(session, self.instance, now)
-        return expire_leases(session, now, parse_window(self.config.dead_after))
+        return outbox_rows.expire_leases(session, now, parse_window(self.config.dead_after))
 
     def _after(self, outcomes: list[tuple[Outgoing, DeliveryResult]],
                states: list[str]) -> None:
@@ -476,16 +256,16 @@ class OutboxWorker:
         next group marked "sending" (the ids still ours) and `back` released."""
         now = self.clock()
         plain = [(m.id, result) for m, result in outcomes if not result.unreachable]
-        states = record_many(session, plain, now, self.config, self.instance) if plain \
-            else []
+        states = outbox_rows.record_many(session, plain, now, self.config, self.instance) \
+            if plain else []
         if any(result.unreachable for _, result in outcomes):
             channels = sorted(self.transports)
             recorded = iter(states)
             states = [unreachable(session, m.id, result, now, self.settings, channels,
                                   self.instance) if result.unreachable else next(recorded)
                       for m, result in outcomes]
-        marked = set(mark_sending_many(session, following, self.instance)) if following \
-            else set()
+        marked = set(outbox_rows.mark_sending_many(session, following, self.instance)) \
+            if following else set()
         if back:
-            release(session, back, now, self.instance)
+            outbox_rows.release(session, back, now, self.instance)
         return states, marked

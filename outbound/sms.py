@@ -27,8 +27,9 @@ from helpgate.channels.sms.api import (
     gateway,
 )
 from helpgate.config.schema import Config, SmsConfig
-from helpgate.outbound.base import DeliveryResult, Outgoing
+from helpgate.outbound.base import Outgoing
 from helpgate.outbound.sms_text import e164, preview
+from helpgate.ticketstore.outbox import DeliveryResult
 
 log = logging.getLogger("helpgate.sms")
 UNCERTAIN = ("{error}; {title} cannot be asked whether it went out, so it is not sent "

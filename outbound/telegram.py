@@ -43,8 +43,9 @@ from aiogram.types import (
 )
 
 from helpgate.config.schema import Config, TelegramConfig
-from helpgate.outbound.base import DeliveryResult, Outgoing
+from helpgate.outbound.base import Outgoing
 from helpgate.outbound.notify import SHARE_CONTACT
+from helpgate.ticketstore.outbox import DeliveryResult
 
 log = logging.getLogger("helpgate.telegram")
 # sendMessage takes at most 4096 characters, counted as Telegram counts (UTF-16 units).

@@ -29,8 +29,9 @@ import vk_api
 from helpgate.channels.vk.api import session
 from helpgate.config.schema import Config, VkConfig
 from helpgate.outbound.attachments import safe_filename
-from helpgate.outbound.base import DeliveryResult, Outgoing, OutgoingFile
+from helpgate.outbound.base import Outgoing, OutgoingFile
 from helpgate.threading.message import ChatAction
+from helpgate.ticketstore.outbox import DeliveryResult
 
 MAX_LENGTH = 4096
 # VK attaches at most 10 items to one message.

@@ -2,7 +2,7 @@
 message id), read both ways.
 
 A Telegram message is named by its chat and its id in that chat (ids count per chat), so
-the pair is the key. The outbox records what the bot posted (outbound/outbox.py `record`),
+the pair is the key. The outbox records what the bot posted (ticketstore/outbox.py `record`),
 the gateway what staff wrote in a topic (gateway/staff_actions.py); both ask here which
 ticket a topic or a message belongs to.
 """

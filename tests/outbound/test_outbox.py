@@ -14,11 +14,12 @@ from sqlalchemy import select
 from helpgate.config.schema import Config
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.outbound import outbox
-from helpgate.outbound.base import DeliveryResult
 from helpgate.outbound.email import EmailTransport, TemplateError
 from helpgate.outbound.outbox import OutboxWorker
 from helpgate.ticketstore import instances
+from helpgate.ticketstore import outbox as outbox_rows
 from helpgate.ticketstore.models import OutboxMessage
+from helpgate.ticketstore.outbox import DeliveryResult
 from helpgate.ticketstore.queries import outbox_list
 from helpgate.ticketstore.repository import Store
 from tests.mailfactory import mail
@@ -123,7 +124,7 @@ async def test_temporary_failures_give_up_after_max_attempts(store, relay, clock
 
 async def test_backoff_doubles_up_to_the_maximum():
     config = Config(outbox={"retry_after": "1m", "retry_max": "10m"}).outbox
-    assert [outbox.backoff(n, config) for n in (1, 2, 3, 4, 5)] == [
+    assert [outbox_rows.backoff(n, config) for n in (1, 2, 3, 4, 5)] == [
         timedelta(minutes=m) for m in (1, 2, 4, 8, 10)]
 
 
@@ -134,7 +135,7 @@ async def test_a_send_cut_off_by_a_crash_is_parked_uncertain_not_sent_twice(stor
     await Pipeline(config, store, clock).ingest_email(mail())
     # The gateway claims the row, hands it to the relay, and dies before recording.
     [claimed] = await store.run(outbox.claim, ["email"], clock(), timedelta(minutes=10))
-    assert await store.run(outbox.mark_sending, claimed.id)
+    assert await store.run(outbox_rows.mark_sending, claimed.id)
     await EmailTransport(config).send(claimed)
     assert len(relay.received) == 1
     delivery = worker(store, config, clock)
@@ -145,7 +146,7 @@ async def test_a_send_cut_off_by_a_crash_is_parked_uncertain_not_sent_twice(stor
     assert row["state"] == "uncertain" and "may have gone out" in row["last_error"]
     assert len(relay.received) == 1
     # An admin who checked decides to send it again.
-    await store.run(outbox.retry, row["id"], clock())
+    await store.run(outbox_rows.retry, row["id"], clock())
     await delivery.run_once()
     assert await states(store) == [("sent", 1)] and len(relay.received) == 2
 
@@ -175,10 +176,10 @@ async def test_claims_of_a_dead_instance_return_at_once_not_after_the_lease(stor
     killed = worker(store, config, clock)
     await store.run(instances.beat, killed.instance, clock())
     claimed = await store.run(outbox.claim, ["email"], clock(), timedelta(minutes=10),
-                              outbox.BATCH, killed.instance)
+                              outbox_rows.BATCH, killed.instance)
     assert len(claimed) == 3
     # It hands the first to the relay and is killed before recording the answer.
-    assert await store.run(outbox.mark_sending, claimed[0].id, killed.instance)
+    assert await store.run(outbox_rows.mark_sending, claimed[0].id, killed.instance)
     await EmailTransport(config).send(claimed[0])
     survivor = worker(store, config, clock)
     assert await survivor.run_once() == 0  # a fresh heartbeat: its claims are its own
@@ -188,8 +189,8 @@ async def test_claims_of_a_dead_instance_return_at_once_not_after_the_lease(stor
     ids = [r.message["Message-ID"] for r in relay.received]
     assert len(ids) == len(set(ids)) == 3
     # Not dead after all (a long pause): what it claimed is no longer its to send or record.
-    assert not await store.run(outbox.mark_sending, claimed[1].id, killed.instance)
-    assert await store.run(outbox.record, claimed[0].id, DeliveryResult.ok(), clock(),
+    assert not await store.run(outbox_rows.mark_sending, claimed[1].id, killed.instance)
+    assert await store.run(outbox_rows.record, claimed[0].id, DeliveryResult.ok(), clock(),
                            config.outbox, killed.instance) == "uncertain"
 
 
@@ -200,7 +201,7 @@ async def test_a_live_instance_keeps_its_claims_and_leaves_on_a_clean_stop(store
     busy = worker(store, config, clock)
     await store.run(instances.beat, busy.instance, clock())
     [claimed] = await store.run(outbox.claim, ["email"], clock(), timedelta(minutes=10),
-                                outbox.BATCH, busy.instance)
+                                outbox_rows.BATCH, busy.instance)
     for _ in range(3):  # it keeps beating while its relay is slow
         clock.advance(seconds=10)
         await store.run(instances.beat, busy.instance, clock())
@@ -218,10 +219,10 @@ async def test_a_live_instance_keeps_its_claims_and_leaves_on_a_clean_stop(store
 async def test_retry_refuses_a_message_that_is_not_parked(store, relay, clock):
     config = relay_config(relay)
     await Pipeline(config, store, clock).ingest_email(mail())
-    with pytest.raises(outbox.RetryError, match="is queued"):
-        await store.run(outbox.retry, 1, clock())
-    with pytest.raises(outbox.RetryError, match="no outbox message 99"):
-        await store.run(outbox.retry, 99, clock())
+    with pytest.raises(outbox_rows.RetryError, match="is queued"):
+        await store.run(outbox_rows.retry, 1, clock())
+    with pytest.raises(outbox_rows.RetryError, match="no outbox message 99"):
+        await store.run(outbox_rows.retry, 99, clock())
 
 
 async def test_two_instances_send_each_message_exactly_once(store, relay, clock):
@@ -346,7 +347,7 @@ async def test_a_crash_between_a_groups_sends_and_its_result_commit_leaves_it_un
     def dies(*args, **kwargs):
         raise RuntimeError("killed before the outcomes were committed")
 
-    monkeypatch.setattr(outbox, "record_many", dies)
+    monkeypatch.setattr(outbox_rows, "record_many", dies)
     with pytest.raises(RuntimeError, match="killed"):
         await killed.run_once()
     monkeypatch.undo()
@@ -374,10 +375,10 @@ async def test_a_groups_outcomes_are_recorded_together_each_by_its_own_verdict(s
     ours = [m.id for m in await store.run(outbox.claim, ["email"], clock(), lease, 4, "gw-1")]
     [theirs] = [m.id for m in await store.run(outbox.claim, ["email"], clock(), lease, 1,
                                               "gw-2")]
-    assert await store.run(outbox.mark_sending_many, ours, "gw-1") == ours
-    assert await store.run(outbox.mark_sending_many, [theirs], "gw-2") == [theirs]
+    assert await store.run(outbox_rows.mark_sending_many, ours, "gw-1") == ours
+    assert await store.run(outbox_rows.mark_sending_many, [theirs], "gw-2") == [theirs]
     now = clock.advance(seconds=1)
-    verdicts = await store.run(outbox.record_many, [
+    verdicts = await store.run(outbox_rows.record_many, [
         (ours[0], DeliveryResult.ok()), (ours[1], DeliveryResult.retry("451 busy")),
         (theirs, DeliveryResult.ok()), (ours[2], DeliveryResult.failed("550 no such user")),
         (ours[3], DeliveryResult.unknown("no answer"))], now, config.outbox, "gw-1")

@@ -128,7 +128,7 @@ class RefusedEverywhere:
         self.tried: list[str] = []
 
     async def send(self, message):
-        from helpgate.outbound.base import DeliveryResult
+        from helpgate.ticketstore.outbox import DeliveryResult
         self.tried.append(message.recipient)
         return DeliveryResult.unreachable_here("Forbidden: bot was blocked by the user")
 

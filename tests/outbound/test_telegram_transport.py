@@ -13,11 +13,12 @@ from sqlalchemy import select
 from helpgate.config.schema import Config
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.gateway.replies import staff_reply
-from helpgate.outbound.base import DeliveryResult, Outgoing, OutgoingFile
-from helpgate.outbound.outbox import OutboxWorker, record
+from helpgate.outbound.base import Outgoing, OutgoingFile
+from helpgate.outbound.outbox import OutboxWorker
 from helpgate.outbound.telegram import TelegramTransport, split_text, transport
 from helpgate.ticketstore import people
 from helpgate.ticketstore.models import OutboxMessage
+from helpgate.ticketstore.outbox import DeliveryResult, record
 from tests.gateway.test_identities import chat
 
 ANNA = {"name": "Анна", "email": "anna@helpgate.test", "role": "admin"}
