@@ -22,7 +22,7 @@ from datetime import datetime
 
 from helpgate.channels.base import InboundMessage
 from helpgate.channels.mail.parse import parse_safely
-from helpgate.gateway.parse_worker import parse_each
+from helpgate.gateway.parse_worker import parse_each, watch_parent
 from helpgate.gateway.pipeline import Pipeline, Result
 
 log = logging.getLogger("helpgate.bulk")
@@ -43,7 +43,8 @@ class ParserPool:
 
     async def __aenter__(self) -> ParserPool:
         self._executor = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=watch_parent, initargs=(os.getpid(),))
         # Start every worker now (importing the parser takes a moment), not mid-stream.
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(

@@ -6,6 +6,11 @@ ingestion decides them, and a worker that dies must not cost a mail.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
+
 import pytest
 
 from helpgate.gateway.bulk import ParserPool, ingest_stream
@@ -13,6 +18,7 @@ from helpgate.gateway.pipeline import Pipeline
 from helpgate.ticketstore.queries import ticket_detail
 from helpgate.ticketstore.repository import ticket_by_number
 from tests.mailfactory import mail
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -66,3 +72,49 @@ async def test_a_dead_worker_costs_no_mail(store, config, clock, pool):
     pairs = await collect(pipeline, mails(4), pool, batch=2)
     assert [r.action for _, r in pairs] == ["new_ticket"] * 4
     assert pool._executor is None  # the rest of the stream is parsed in this process
+
+
+# A gateway with its parser pool, which writes its workers' pids and waits to be killed.
+GATEWAY = """
+import asyncio, multiprocessing, pathlib, sys
+from helpgate.gateway.bulk import ParserPool
+
+async def main():
+    async with ParserPool(workers=2):
+        pathlib.Path(sys.argv[1]).write_text(" ".join(
+            str(p.pid) for p in multiprocessing.active_children()
+            if p.name.startswith("SpawnProcess")))
+        await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_workers_leave_with_a_gateway_killed_by_sigkill(tmp_path):
+    pids = tmp_path / "pids"
+    gateway = await asyncio.create_subprocess_exec(sys.executable, "-c", GATEWAY, str(pids))
+    workers: list[int] = []
+    try:
+        await eventually(lambda: pids.exists() and pids.read_text(), within=60,
+                         what="the gateway's parser workers to start")
+        workers = [int(pid) for pid in pids.read_text().split()]
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+        gateway.kill()  # SIGKILL: nothing of the gateway's runs after it
+        await gateway.wait()
+        # Orphaned, each worker sees its parent gone and leaves.
+        await eventually(lambda: not any(_alive(pid) for pid in workers), within=30,
+                         what="the parser workers of a killed gateway to exit")
+    finally:
+        if gateway.returncode is None:
+            gateway.kill()
+            await gateway.wait()
+        for pid in filter(_alive, workers):  # a failed run leaves nothing behind
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][:1] != "Z"
+    except FileNotFoundError:
+        return False
