@@ -1108,6 +1108,16 @@ EMPLOYEE_CHANNELS = ("email", "sms", "telegram", "vk")
 EMPLOYEE_EVENTS = ("new_ticket", "customer_comment", "assignment", "status_change")
 
 
+def _known_names(value: list[str], known: tuple[str, ...], what: str, hint: str) -> list[str]:
+    """A list of names from `known`, trimmed, lower-cased and each once; the first
+    unknown one is refused, naming the known ones."""
+    cleaned = list(dict.fromkeys(name.strip().lower() for name in value))
+    bad = [name for name in cleaned if name not in known]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not {what}; {hint} {', '.join(known)}")
+    return cleaned
+
+
 class NotificationConfig(Section):
     # Acknowledge a new ticket to the customer who opened it (the From address).
     acknowledge_new_tickets: bool = True
@@ -1151,21 +1161,13 @@ class NotificationConfig(Section):
     @field_validator("employee_channels")
     @classmethod
     def _employee_channels(cls, value):
-        cleaned = list(dict.fromkeys(name.strip().lower() for name in value))
-        bad = [name for name in cleaned if name not in EMPLOYEE_CHANNELS]
-        if bad:
-            raise ValueError(f"{bad[0]!r} is not a channel employees can be told on; "
-                             f"use {', '.join(EMPLOYEE_CHANNELS)}")
-        return cleaned
+        return _known_names(value, EMPLOYEE_CHANNELS, "a channel employees can be told on",
+                            "use")
 
     @field_validator("employee_events")
     @classmethod
     def _employee_events(cls, value):
-        cleaned = list(dict.fromkeys(name.strip().lower() for name in value))
-        bad = [name for name in cleaned if name not in EMPLOYEE_EVENTS]
-        if bad:
-            raise ValueError(f"{bad[0]!r} is not an event; known: {', '.join(EMPLOYEE_EVENTS)}")
-        return cleaned
+        return _known_names(value, EMPLOYEE_EVENTS, "an event", "known:")
 
     @field_validator("fallback_order")
     @classmethod
