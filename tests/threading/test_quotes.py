@@ -7,7 +7,7 @@ import pytest
 
 from helpgate.threading.quotes import explain, html, strip_quotes
 from helpgate.threading.quotes import text as layers
-from helpgate.threading.quotes.history import History
+from helpgate.threading.quotes.history import NUMBER, History, Numbered
 
 SEP = "##- Пожалуйста, пишите ответ выше этой строки -##"
 SEP_EN = "##- Please type your reply above this line -##"
@@ -342,6 +342,22 @@ def test_history_matches_rewrapped_and_short_lines():
     assert known.flags(["> Ваше обращение зарегистрировано под", "> номером 42. Мы",
                         "> ответим вам.", "Да", "HP LaserJet"]) == [True, True, True, False,
                                                                     False]
+
+
+@pytest.mark.parametrize("number", [7, 42, 1000123])
+def test_our_templates_keyed_once_match_as_the_texts_with_the_number_in_them(number):
+    """Our notifications' keys are worked out once with NUMBER in the number's place
+    (history.Numbered): for any ticket they flag exactly what the formatted texts flag."""
+    templates = ["Ваше обращение №{number} зарегистрировано.\nМы ответим вам.",
+                 "Request #{number}: status {number}-resolved", "Без номера, просто текст."]
+    lines = ["> Ваше обращение №42 зарегистрировано.", "> Мы ответим вам.",
+             f"> Request #{number}: status {number}-resolved", "> Request #42", "Да",
+             "> Без номера, просто текст.", f"№{number} зарегистрировано"]
+    formatted = History([t.format(number=number) for t in templates], [SEP])
+    keyed = History((), [SEP], templates=Numbered([t.format(number=NUMBER)
+                                                   for t in templates]), number=number)
+    assert keyed.flags(lines) == formatted.flags(lines)
+    assert True in keyed.flags(lines) and bool(keyed)
 
 
 @pytest.mark.parametrize("quote", [GMAIL, GMAIL.replace(f"> {SEP}\n>\n", ""),

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 from helpgate.threading.quotes import html as html_layer
 from helpgate.threading.quotes import text as layers
-from helpgate.threading.quotes.history import PREFACED, History, restore
+from helpgate.threading.quotes.history import PREFACED, History, Numbered, restore
 
 # talon's package imports its signature module, which pulls in scikit-learn for a second
 # and then fails with current scikit-learn anyway (PROTOCOLS.md). We use only its
@@ -72,9 +72,11 @@ def strip_quotes(text: str, html: str | None, separators: Sequence[str], subject
 
 
 def explain(text: str, html: str | None, separators: Sequence[str], subject: str = "",
-            history: Sequence[str] = ()) -> tuple[str, list[Cut]]:
-    """The new text and the cuts that made it, in order."""
-    known = History(history, separators, subject)
+            history: Sequence[str] = (), templates: Numbered | None = None,
+            number: int | None = None) -> tuple[str, list[Cut]]:
+    """The new text and the cuts that made it, in order. `templates`: the words of our
+    notifications about ticket `number` (history.Numbered), history like `history`."""
+    known = History(history, separators, subject, templates, number)
     trail: list[Cut] = []
     if html is not None:
         cut_html = html_layer.cut(html)

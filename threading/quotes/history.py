@@ -55,23 +55,60 @@ def _text_keys(text: str) -> tuple[str, frozenset[str]]:
     return "".join(keys), frozenset(keys) - {""}
 
 
+class Numbered:
+    """The keys of texts that differ from ticket to ticket only by its number (our
+    notifications' templates, in every language): worked out once, with `NUMBER` where
+    the number goes, and the number put into the keys per ticket. Working out the keys of
+    every template's text anew for each reply was most of the cost of a reply's history."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        keys = [text_keys(t) for t in dict.fromkeys(t for t in texts if t and t.strip())]
+        self.count = len(keys)
+        self.joined = "|".join(joined for joined, _ in keys)
+        lines = frozenset().union(*(lines for _, lines in keys))
+        self.lines = frozenset(key for key in lines if NUMBER not in key)
+        self.numbered = tuple(key for key in lines if NUMBER in key)
+
+    def keys(self, number: int) -> tuple[str, list[str]]:
+        """The joined keys and the numbered lines' keys for this ticket's number."""
+        digits = str(number)
+        return (self.joined.replace(NUMBER, digits),
+                [key.replace(NUMBER, digits) for key in self.numbered])
+
+
+# In a template's number's place: letters only, so `letters` keeps it whole and lowercase,
+# and digits put in its place give exactly the keys of the text with the number in it.
+NUMBER = "qxqnumberqxq"
+
+
 class History:
     """Our separators, the subject of the message, and, on a known ticket, the texts
-    already sent or stored on it."""
+    already sent or stored on it; `templates` with `number`: our notifications' words
+    for that ticket."""
 
     def __init__(self, texts: Sequence[str] = (), separators: Sequence[str] = (),
-                 subject: str = "") -> None:
+                 subject: str = "", templates: Numbered | None = None,
+                 number: int | None = None) -> None:
         self.subject = subject
         self.separators = [key for key in (letters(s) for s in separators) if key]
         # A text given twice (the default language is one of every language too) is one.
         self.texts = list(dict.fromkeys(t for t in texts if t and t.strip()))
         # One string per text, "|" between them so no match spans two texts.
         keys = [text_keys(t) for t in self.texts]
-        self._joined = "|".join([*self.separators, *(joined for joined, _ in keys)])
+        joined = [*self.separators, *(joined for joined, _ in keys)]
         self._lines = set(self.separators).union(*(lines for _, lines in keys))
+        self._fixed: frozenset[str] = frozenset()
+        self._templates = 0
+        if templates is not None and number is not None and templates.count:
+            numbered_joined, numbered_lines = templates.keys(number)
+            joined.append(numbered_joined)
+            self._lines.update(numbered_lines)
+            self._fixed = templates.lines   # shared by every ticket: not copied
+            self._templates = templates.count
+        self._joined = "|".join(joined)
 
     def __bool__(self) -> bool:
-        return bool(self.texts)
+        return bool(self.texts) or bool(self._templates)
 
     def has_separator(self, lines: Sequence[str]) -> bool:
         joined = "".join(letters(line) for line in lines)
@@ -99,7 +136,8 @@ class History:
                         window + keys[content[end + 1]] in self._joined:
                     end += 1
                     window += keys[content[end]]
-            if len(window) >= MIN_MATCH and window in self._joined or window in self._lines:
+            if len(window) >= MIN_MATCH and window in self._joined or \
+                    window in self._lines or window in self._fixed:
                 for i in content[start:end + 1]:
                     flags[i] = True
             start = end + 1

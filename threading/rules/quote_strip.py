@@ -11,9 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from helpgate.config.schema import TEXTS, Config
-from helpgate.threading.context import Context, TicketView
+from helpgate.threading.context import Context
 from helpgate.threading.directory import Directory
 from helpgate.threading.quotes import explain
+from helpgate.threading.quotes.history import NUMBER, Numbered
 from helpgate.threading.quotes.html import to_text
 
 NAME = "quote_strip"
@@ -25,10 +26,12 @@ def apply(ctx: Context, directory: Directory) -> None:
     # Ours in every language: a customer may answer a mail sent before a language change.
     separators = [ctx.config.text().separator, *(t.separator for t in TEXTS.values())]
     ticket = ctx.decision.ticket
-    history = [*directory.ticket_history(ticket.id), *our_notifications(ctx.config, ticket),
+    history = [*directory.ticket_history(ticket.id),
                *design_words(ctx.config.mail.html_template)] if ticket is not None else []
     new_text, cuts = explain(message.text, message.html if message.text_from_html else None,
-                             separators, subject=message.subject, history=history)
+                             separators, subject=message.subject, history=history,
+                             templates=our_notifications(ctx.config) if ticket else None,
+                             number=ticket.number if ticket else None)
     if not new_text.strip():
         # Nothing recognisable as new words: keep everything rather than lose a word.
         ctx.decision.text = message.text
@@ -40,16 +43,31 @@ def apply(ctx: Context, directory: Directory) -> None:
         ctx.fire(NAME, f"kept {len(new_text)} of {len(message.text)} characters ({reasons})")
 
 
-def our_notifications(config: Config, ticket: TicketView) -> list[str]:
-    """The words of our acknowledgement and status announcements for this ticket, in every
-    language, as we send them (a reply may quote one the outbox no longer holds)."""
+def our_notifications(config: Config) -> Numbered:
+    """The words of our acknowledgement and status announcements, in every language, as
+    we send them about any ticket (a reply may quote one the outbox no longer holds),
+    with history.NUMBER for the ticket's number."""
     names = {name for state in config.statuses.states for name in state.names.values()}
-    out = []
-    for texts in (config.text(), *TEXTS.values()):
-        out.append(texts.ack_text.format_map(defaultdict(str, number=ticket.number)))
-        out += [texts.status_text.format_map(defaultdict(str, number=ticket.number,
-                                                         status=name)) for name in names]
-    return out
+    texts = []
+    for language in (config.text(), *TEXTS.values()):
+        texts.append(_filled(language.ack_text, number=NUMBER))
+        texts += [_filled(language.status_text, number=NUMBER, status=name)
+                  for name in sorted(names)]
+    return _numbered(tuple(texts))
+
+
+def _filled(template: str, **values: str) -> str:
+    # An admin's template may format the number as one ("{number:05d}"), which NUMBER is
+    # not: such a template is left out (its words then count as the customer's).
+    try:
+        return template.format_map(defaultdict(str, values))
+    except (ValueError, IndexError, AttributeError):
+        return ""
+
+
+@lru_cache(maxsize=8)
+def _numbered(texts: tuple[str, ...]) -> Numbered:
+    return Numbered(texts)
 
 
 @lru_cache(maxsize=4)
