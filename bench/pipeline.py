@@ -10,7 +10,7 @@ The mails are generated before the clock starts and spooled to a file: the timed
 only reads them back, as a mailbox fetch hands over bytes, so neither the generator's CPU
 nor a list of every mail in memory is in the figures.
 
-    .venv/bin/python bench/pipeline.py [--mails 10000] [--batch 100] [--db PATH] [--workers N]
+    .venv/bin/python bench/pipeline.py [--mails 10000] [--batch 200] [--db PATH] [--workers N]
 
 Parsing runs in worker processes overlapping the store's work (gateway/bulk.py), as a
 mailbox import does; the figures are wall-clock time over the whole stream.
@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpgate.config.schema import Config  # noqa: E402
-from helpgate.gateway.bulk import ParserPool, ingest_stream  # noqa: E402
+from helpgate.gateway.bulk import BATCH, ParserPool, ingest_stream  # noqa: E402
 from helpgate.gateway.pipeline import Pipeline  # noqa: E402
 from helpgate.ticketstore import people  # noqa: E402
 from helpgate.ticketstore.repository import Store  # noqa: E402
@@ -230,7 +230,8 @@ def _rss_of(pid: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mails", type=int, default=10_000)
-    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help=f"mails per batch (default {BATCH}, as a mailbox import)")
     parser.add_argument("--db", help="a fresh SQLite file (default: a temporary one)")
     parser.add_argument("--workers", type=int, help="parser processes (default: cores - 1)")
     args = parser.parse_args()

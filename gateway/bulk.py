@@ -27,7 +27,10 @@ from helpgate.gateway.pipeline import Pipeline, Result
 
 log = logging.getLogger("helpgate.bulk")
 Parse = Callable[[bytes, datetime], InboundMessage]
-BATCH = 100
+# A batch is one transaction and one disk sync: at most this many mails, and (but for a
+# single larger mail) this many bytes, so that a run of scans is not all in memory at once.
+BATCH = 200
+BATCH_BYTES = 8 * 1024 * 1024
 
 
 class ParserPool:
@@ -99,18 +102,26 @@ async def ingest_stream(pipeline: Pipeline, raws: AsyncIterable[bytes] | Iterabl
 
 async def _chunks(raws: AsyncIterable[bytes] | Iterable[bytes],
                   size: int) -> AsyncIterator[list[bytes]]:
+    """Lists of at most `size` mails and, but for one larger mail, BATCH_BYTES bytes."""
     chunk: list[bytes] = []
-    if isinstance(raws, AsyncIterable):
-        async for raw in raws:
-            chunk.append(raw)
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-    else:
-        for raw in raws:
-            chunk.append(raw)
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
+    held = 0
+
+    def full(raw: bytes) -> bool:
+        return bool(chunk) and (len(chunk) == size or held + len(raw) > BATCH_BYTES)
+
+    async def each() -> AsyncIterator[bytes]:
+        if isinstance(raws, AsyncIterable):
+            async for raw in raws:
+                yield raw
+        else:
+            for raw in raws:
+                yield raw
+
+    async for raw in each():
+        if full(raw):
+            yield chunk
+            chunk, held = [], 0
+        chunk.append(raw)
+        held += len(raw)
     if chunk:
         yield chunk

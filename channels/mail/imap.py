@@ -47,7 +47,14 @@ from helpgate.config.oauth import GrantNeedsLogin, TokenUnavailable, xoauth2
 from helpgate.config.schema import ImapConfig
 
 log = logging.getLogger("helpgate.imap")
-FETCH_BATCH = 50
+# A batch is one FETCH and one commit: at most this many mails and (but for a single
+# larger mail) this many bytes, so that a backlog costs few disk syncs and a batch of
+# scans costs little memory. Two batches are in memory at once (one fetched while the
+# other is stored).
+FETCH_BATCH = 200
+FETCH_BYTES = 8 * 1024 * 1024
+# Sizes are asked for this many UIDs per command.
+SIZE_WINDOW = 1000
 MAX_BACKOFF = 60.0
 # How long stopping waits for a session to log out before closing it.
 STOP_GRACE = 20.0
@@ -264,8 +271,10 @@ class ImapMailbox:
             raise ImapError(f"search failed: {_text(response)}")
         # "n:*" also matches the highest UID when it is below n: keep only new ones.
         uids = sorted(u for u in _numbers(response.lines[0]) if u > last)
-        batches = [uids[start:start + FETCH_BATCH] for start in range(0, len(uids), FETCH_BATCH)]
-        upcoming = asyncio.ensure_future(self._messages(client, batches[0])) if batches else None
+        sizes = await self._sizes(client, uids)
+        batches = _batches(uids, sizes, self.max_size)
+        upcoming = asyncio.ensure_future(
+            self._messages(client, batches[0], sizes)) if batches else None
         try:
             for index, batch in enumerate(batches):
                 messages = await upcoming
@@ -273,7 +282,8 @@ class ImapMailbox:
                 # only flagged, and the cursor only moves, after it is stored in its turn.
                 upcoming = None
                 if index + 1 < len(batches) and not self._stop.is_set():
-                    upcoming = asyncio.ensure_future(self._messages(client, batches[index + 1]))
+                    upcoming = asyncio.ensure_future(
+                        self._messages(client, batches[index + 1], sizes))
                 await self.services.ingest(list(messages.values()), self.config.ticket_type)
                 if upcoming is not None:
                     # One command at a time on the connection: the fetch finishes first.
@@ -290,15 +300,23 @@ class ImapMailbox:
                     await upcoming
         return last
 
-    async def _messages(self, client: aioimaplib.IMAP4, uids: list[int]) -> dict:
+    async def _sizes(self, client: aioimaplib.IMAP4, uids: list[int]) -> dict[int, int]:
+        """UID -> RFC822.SIZE (a UID expunged meanwhile is missing)."""
+        sizes: dict[int, int] = {}
+        for start in range(0, len(uids), SIZE_WINDOW):
+            window = uids[start:start + SIZE_WINDOW]
+            response = await client.uid("fetch", _uid_set(window), "(UID RFC822.SIZE)")
+            if response.result != "OK":
+                raise ImapError(f"fetch failed: {_text(response)}")
+            sizes.update({int(uid.group(1)): int(size.group(1)) for line in response.lines
+                          if isinstance(line, bytes) and (uid := _UID.search(line))
+                          and (size := _SIZE.search(line))})
+        return sizes
+
+    async def _messages(self, client: aioimaplib.IMAP4, uids: list[int],
+                        sizes: dict[int, int]) -> dict:
         """UID -> parsed message, in UID order; an oversized one as its header only, with
         the reason it is quarantined (it cannot be stored whole, and must not block)."""
-        response = await client.uid("fetch", _uid_set(uids), "(UID RFC822.SIZE)")
-        if response.result != "OK":
-            raise ImapError(f"fetch failed: {_text(response)}")
-        sizes = {int(uid.group(1)): int(size.group(1)) for line in response.lines
-                 if isinstance(line, bytes) and (uid := _UID.search(line))
-                 and (size := _SIZE.search(line))}
         big = [uid for uid in uids if sizes.get(uid, 0) > self.max_size]
         whole = await self._fetch(client, [uid for uid in uids if uid not in big], "BODY.PEEK[]")
         heads = await self._fetch(client, big, "BODY.PEEK[HEADER]") if big else {}
@@ -479,6 +497,25 @@ def _uidvalidity(response) -> int:
 
 def _numbers(line) -> list[int]:
     return [int(part) for part in bytes(line).split() if part.isdigit()]
+
+
+def _batches(uids: list[int], sizes: dict[int, int], max_size: int) -> list[list[int]]:
+    """UIDs in order, cut into batches of at most FETCH_BATCH mails and FETCH_BYTES bytes
+    (a mail over max_size is fetched as its header alone and counts nothing)."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    held = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        size = size if size <= max_size else 0
+        if batch and (len(batch) == FETCH_BATCH or held + size > FETCH_BYTES):
+            batches.append(batch)
+            batch, held = [], 0
+        batch.append(uid)
+        held += size
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _uid_set(uids: list[int]) -> str:

@@ -298,6 +298,20 @@ async def test_a_backlog_is_stored_batch_by_batch_while_the_next_is_fetched(
                       "flag 4", "store 2", "flag 2"]
 
 
+def test_a_backlogs_batches_hold_at_most_fetch_batch_mails_and_fetch_bytes_bytes(
+        monkeypatch):
+    """One commit per batch, so batches are large; but a run of scans must not be held
+    in memory at once: bytes bound a batch too. A mail over the budget goes alone, and
+    one over max_message_size (fetched as its header only) costs nothing."""
+    monkeypatch.setattr(imap_module, "FETCH_BATCH", 3)
+    monkeypatch.setattr(imap_module, "FETCH_BYTES", 100)
+    sizes = {1: 10, 2: 10, 3: 10, 4: 10, 5: 60, 6: 60, 7: 500, 8: 10, 9: 5000, 10: 10}
+    assert imap_module._batches(list(sizes), sizes, max_size=1000) == [
+        [1, 2, 3], [4, 5], [6], [7], [8, 9, 10]]
+    assert imap_module._batches([], {}, max_size=1000) == []
+    assert imap_module._batches([11, 12], {}, max_size=1000) == [[11, 12]]  # sizes unknown
+
+
 @pytest.mark.pipeline_errors_expected
 async def test_a_failure_while_the_next_batch_is_fetched_loses_and_doubles_nothing(
         store, dovecot, mailboxes, monkeypatch):

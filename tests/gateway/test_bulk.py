@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from helpgate.gateway import bulk
 from helpgate.gateway.bulk import ParserPool, ingest_stream
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.ticketstore.queries import ticket_detail
@@ -118,3 +119,19 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ")[-1][:1] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_batches_are_bounded_by_count_and_by_bytes(monkeypatch, asynchronous):
+    """A batch is one commit, so batches are large; bytes bound one too, so that a run of
+    scans is not held in memory at once. A mail over the budget goes alone."""
+    monkeypatch.setattr(bulk, "BATCH_BYTES", 100)
+    raws = [b"a" * 10, b"b" * 10, b"c" * 10, b"d" * 60, b"e" * 60, b"f" * 500, b"g" * 10]
+
+    async def streamed():
+        for raw in raws:
+            yield raw
+    chunks = [chunk async for chunk in bulk._chunks(streamed() if asynchronous else raws, 3)]
+    assert [[raw[:1] for raw in chunk] for chunk in chunks] == [
+        [b"a", b"b", b"c"], [b"d"], [b"e"], [b"f"], [b"g"]]
+    assert [raw for chunk in chunks for raw in chunk] == raws
