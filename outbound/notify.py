@@ -523,8 +523,8 @@ def _files(session: Session, comment) -> list:
 def _staff_thread(session: Session, ticket: Ticket) -> dict[str, list[str]]:
     """Per staff address, our latest notifications of this ticket to it, oldest first."""
     # Newest first: this transaction's queued rows, then the stored ones.
-    rows = [(r["recipient"], r["message_id"]) for r in pending_rows(session, OutboxMessage)
-            if r["ticket_id"] == ticket.id and r["kind"] == "staff"][::-1]
+    rows = [(r["recipient"], r["message_id"])
+            for r in pending_rows(session, OutboxMessage, ticket.id) if r["kind"] == "staff"][::-1]
     rows += notify_reads.staff_sent(session, ticket.id)
     thread: dict[str, list[str]] = {}
     for recipient, message_id in rows:

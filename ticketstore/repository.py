@@ -704,11 +704,13 @@ def write_blob(session: Session, table, column: str, row_id: int, data: bytes) -
 # Rows nothing in the rest of a batch reads back (status history, outbox rows) can wait
 # for the end of the batch and go in as one multi-row insert per table.
 _DEFERRED = "deferred_rows"
+_DEFERRED_BY_TICKET = "deferred_rows_by_ticket"
 
 
 def defer_writes(session: Session) -> None:
     """From now on, `insert_later` collects rows until `flush_later` (a batch)."""
     session.info[_DEFERRED] = {}
+    session.info[_DEFERRED_BY_TICKET] = {}
 
 
 def insert_later(session: Session, model, rows: list[dict],
@@ -722,10 +724,18 @@ def insert_later(session: Session, model, rows: list[dict],
         _insert_now(session, model, rows, conflict)
     else:
         deferred.setdefault((model, conflict), []).extend(rows)
+        by_ticket = session.info[_DEFERRED_BY_TICKET]
+        for row in rows:
+            if row.get("ticket_id") is not None:
+                by_ticket.setdefault((model, row["ticket_id"]), []).append(row)
 
 
-def pending_rows(session: Session, model) -> list[dict]:
-    """Rows `insert_later` holds for `model` that are not in the database yet."""
+def pending_rows(session: Session, model, ticket_id: int | None = None) -> list[dict]:
+    """Rows `insert_later` holds for `model` (of one ticket, when given) that are not in
+    the database yet, in the order they were added. By ticket from an index: a batch
+    asks once per reply, and scanning all its rows each time grew with the batch."""
+    if ticket_id is not None:
+        return list((session.info.get(_DEFERRED_BY_TICKET) or {}).get((model, ticket_id), ()))
     deferred = session.info.get(_DEFERRED) or {}
     return [row for (kind, _), rows in deferred.items() if kind is model for row in rows]
 
@@ -737,6 +747,7 @@ def flush_later(session: Session) -> None:
         for (model, conflict), rows in list(deferred.items()):
             _insert_now(session, model, rows, conflict)
         deferred.clear()
+        session.info[_DEFERRED_BY_TICKET].clear()
     _write_ticket_number(session)
 
 
@@ -888,8 +899,7 @@ class SessionDirectory:
         comments = fetch_scalars(self.session, _COMMENT_TEXTS, {"ticket_id": ticket_id})
         # What this batch has queued so far counts too, read where it waits.
         sent = [(row["subject"], row["text"])
-                for row in pending_rows(self.session, OutboxMessage)
-                if row["ticket_id"] == ticket_id][::-1]
+                for row in pending_rows(self.session, OutboxMessage, ticket_id)][::-1]
         sent += fetch_all(self.session, _OUTBOX_TEXTS, {"ticket_id": ticket_id})
         return [*comments, *(text for row in sent[:HISTORY_LIMIT] for text in row if text)]
 
