@@ -465,7 +465,8 @@ class Pipeline:
         ticket = _ticket_entity(session, view.id)
         ticket.updated_at = now
         reason = statuses.MESSAGE_REASON.format(action=decision.action, sender=message.sender_email)
-        self.statuses.change(session, ticket, decision.new_status, now, reason)
+        self.statuses.change(session, ticket, decision.new_status, now, reason,
+                             by_message=True)
         return ticket
 
     def _new_ticket(self, session: Session, ctx: Context, now: datetime) -> SimpleNamespace:

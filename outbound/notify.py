@@ -38,7 +38,6 @@ from helpgate.ticketstore.repository import (
     pending_rows,
 )
 from helpgate.ticketstore.staff_tokens import token_for
-from helpgate.ticketstore.statuses import by_message
 
 log = logging.getLogger("helpgate.notify")
 ACK_WINDOW = timedelta(hours=1)
@@ -142,12 +141,14 @@ class Notifier:
         return self.compose.customer_targets(ticket, contact, company, known, via)
 
     def status_change(self, session: Session, ticket: Ticket, change: StatusChange,
-                      now: datetime) -> list[Draft]:
+                      now: datetime, by_message: bool = False) -> list[Draft]:
+        """The customer, the staff chat's topic and the assignee hear of a status change
+        (StatusService's listener); `by_message`: an arriving message made it."""
         staff = self.compose.texts_for(self.config.staff_language)
         topic = self.topics.post(ticket, f"status{change.id}", staff.topic_status.format(
             status=self.config.status_name(change.to_status, self.config.staff_language)))
         sms = self.sms_status(session, ticket, change, now)
-        topic += self._staff_status(session, ticket, change, now)
+        topic += self._staff_status(session, ticket, change, now, by_message)
         if change.to_status not in self.config.notifications.status_changes:
             return self._queue(session, topic, now) + sms
         language = self._language(session, ticket)
@@ -364,7 +365,7 @@ class Notifier:
         return self._queue(session, drafts, now)
 
     def _staff_status(self, session: Session, ticket: Ticket, change: StatusChange,
-                      now: datetime) -> list[Draft]:
+                      now: datetime, by_message: bool) -> list[Draft]:
         """R-OUT-5 for employees: the assignee hears of their ticket entering a status of
         `employee_status_changes`; a change a customer's message made is told with that
         message (the staff notification says it reopened the ticket)."""
@@ -372,7 +373,7 @@ class Notifier:
         assignee = getattr(ticket, "assignee_id", None)
         if "status_change" not in rules.employee_events or not assignee \
                 or change.to_status not in rules.employee_status_changes \
-                or by_message(change.reason):
+                or by_message:
             return []
         language = self.config.staff_language
         texts = self.compose.texts_for(language)

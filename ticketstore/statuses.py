@@ -21,18 +21,13 @@ from sqlalchemy.orm import Session
 from helpgate.config.schema import StatusConfig, parse_window
 from helpgate.ticketstore.models import StatusChange, Ticket
 
-# Called in the change's transaction, after the history row is written (it has an id).
-StatusListener = Callable[[Session, Ticket, StatusChange, datetime], object]
+# Called in the change's transaction, after the history row is written (it has an id),
+# with `by_message=True` when an arriving message made the change: the notification of the
+# message tells staff of it, so the change itself is not told to them again.
+StatusListener = Callable[..., object]
 TIMER_REASON = "timer"
-# The reason of a change a customer's message made (the pipeline's): the notification of
-# the message tells staff of it, so the change itself is not told to them again.
+# The reason recorded for a change a customer's message made (the pipeline's).
 MESSAGE_REASON = "{action}: message from {sender}"
-_BY_MESSAGE = ": message from "
-
-
-def by_message(reason: str) -> bool:
-    """Was this change made by an arriving message (MESSAGE_REASON)?"""
-    return _BY_MESSAGE in (reason or "")
 
 
 class StatusError(ValueError):
@@ -128,14 +123,15 @@ class StatusService:
 
     def change(self, session: Session, ticket: Ticket, target: str, at: datetime,
                reason: str, until: datetime | None = None,
-               now: datetime | None = None) -> StatusChange:
+               now: datetime | None = None, by_message: bool = False) -> StatusChange:
         """Move a ticket the caller checked (or a rule decided) and record it; `at` is when
-        the change counts from (a timer's due time), `now` when it is made."""
+        the change counts from (a timer's due time), `now` when it is made; `by_message`:
+        an arriving message made it (the listener is told)."""
         record = set_status(self.model, ticket, target, at, reason, until)
         session.add(record)
         session.flush()  # the history row's id keys the notifications of this change
         if self.on_change is not None:
-            self.on_change(session, ticket, record, now or at)
+            self.on_change(session, ticket, record, now or at, by_message=by_message)
         return record
 
     def request(self, session: Session, ticket: Ticket, target: str, now: datetime,

@@ -162,12 +162,13 @@ async def test_the_assignee_hears_of_status_changes_but_not_of_a_reopen_twice(st
     await assign(store, config, clock, number, "boris@helpgate.test")
     start = await last_id(store)
 
-    async def move(target: str):
+    async def move(target: str, reason: str = "test"):
         def work(session):
             ticket = ticket_by_number(session, number, lock=True)
-            status_service(config).request(session, ticket, target, clock.now, "test")
+            status_service(config).request(session, ticket, target, clock.now, reason)
         await store.run(work)
-    await move("resolved")
+    # A reason that reads like the pipeline's is still a person's change: told.
+    await move("resolved", "comment: message from ivan@romashka.ru")
     rows = await staff_rows(store, start)
     assert rows == [("email", "boris@helpgate.test")]
     subject = await store.run(lambda s: s.scalar(select(OutboxMessage.subject).where(
