@@ -194,6 +194,31 @@ async def test_claims_of_a_dead_instance_return_at_once_not_after_the_lease(stor
                            config.outbox, killed.instance) == "uncertain"
 
 
+async def test_a_round_writes_its_heartbeat_once_a_heartbeat_interval_not_every_round(
+        store, relay, clock):
+    """A round follows every commit of inbound mail; its heartbeat (a write, so a disk
+    sync on the embedded database) and the look for stale claims come once a heartbeat
+    interval (5 s by default), and at once when the clock is set back."""
+    delivery = worker(store, relay_config(relay), clock)
+
+    async def heartbeat():
+        return await store.run(lambda s: s.scalar(select(instances.INSTANCES.c.heartbeat_at)
+                                                  .where(instances.INSTANCES.c.id ==
+                                                         delivery.instance)))
+    await delivery.run_once()
+    first = await heartbeat()
+    assert first is not None
+    clock.advance(seconds=4)
+    await delivery.run_once()
+    assert await heartbeat() == first
+    clock.advance(seconds=1)
+    await delivery.run_once()
+    assert await heartbeat() > first
+    clock.advance(seconds=-60)
+    await delivery.run_once()
+    assert await heartbeat() < first
+
+
 async def test_a_live_instance_keeps_its_claims_and_leaves_on_a_clean_stop(store, relay,
                                                                              clock):
     config = relay_config(relay)
