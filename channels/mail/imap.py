@@ -39,6 +39,8 @@ import dataclasses
 import logging
 import re
 import ssl
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import aioimaplib
 
@@ -53,8 +55,10 @@ log = logging.getLogger("helpgate.imap")
 # other is stored).
 FETCH_BATCH = 200
 FETCH_BYTES = 8 * 1024 * 1024
-# Sizes are asked for this many UIDs per command.
-SIZE_WINDOW = 1000
+# Sizes are asked for this many UIDs per command. aioimaplib reads a response by
+# recursing once per line (and twice per message with a body), so one command's answer
+# must stay far below Python's recursion limit of 1,000: this and FETCH_BATCH do.
+SIZE_WINDOW = 200
 MAX_BACKOFF = 60.0
 # How long stopping waits for a session to log out before closing it.
 STOP_GRACE = 20.0
@@ -62,6 +66,7 @@ _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _FETCH_HEAD = re.compile(rb"^\d+ FETCH \(")
 _UID = re.compile(rb"UID (\d+)")
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+T = TypeVar("T")
 
 
 class ImapError(Exception):
@@ -174,6 +179,29 @@ class ImapMailbox:
                                     f"access token: {refusal}")
         raise GrantNeedsLogin(grant, f"the IMAP server refused a fresh token: {refusal}")
 
+    async def _watched(self, command: Awaitable[T]) -> T:
+        """A command's answer, or ConnectionError as soon as the connection is lost. A
+        protocol that failed mid-response (aioimaplib's parser raising on what a server
+        sent) closes the connection but never answers the command, and its timer may be
+        gone with it: without this the mailbox would wait for that answer forever."""
+        answer = asyncio.ensure_future(command)
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait([answer, lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if answer.done():
+            return answer.result()
+        answer.cancel()
+        with contextlib.suppress(BaseException):
+            await answer
+        raise ConnectionError("connection lost with a command unanswered")
+
+    async def _ok(self, command, what: str) -> None:
+        response = await self._watched(command)
+        if response.result != "OK":
+            raise ImapError(f"{what} failed: {_text(response)}")
+
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.config.ca_file or None)
         if not self.config.verify_tls:
@@ -184,7 +212,7 @@ class ImapMailbox:
     async def _session(self) -> None:
         client = await self._connect()
         try:
-            response = await client.select(self.config.folder)
+            response = await self._watched(client.select(self.config.folder))
             if response.result != "OK":
                 raise ImapError(f"cannot select {self.config.folder}: {_text(response)}")
             validity = _uidvalidity(response)
@@ -266,7 +294,7 @@ class ImapMailbox:
 
     # ------------------------------------------------------------------- messages
     async def _fetch_new(self, client: aioimaplib.IMAP4, validity: int, last: int) -> int:
-        response = await client.uid_search(f"UID {last + 1}:*", charset=None)
+        response = await self._watched(client.uid_search(f"UID {last + 1}:*", charset=None))
         if response.result != "OK":
             raise ImapError(f"search failed: {_text(response)}")
         # "n:*" also matches the highest UID when it is below n: keep only new ones.
@@ -305,7 +333,8 @@ class ImapMailbox:
         sizes: dict[int, int] = {}
         for start in range(0, len(uids), SIZE_WINDOW):
             window = uids[start:start + SIZE_WINDOW]
-            response = await client.uid("fetch", _uid_set(window), "(UID RFC822.SIZE)")
+            response = await self._watched(
+                client.uid("fetch", _uid_set(window), "(UID RFC822.SIZE)"))
             if response.result != "OK":
                 raise ImapError(f"fetch failed: {_text(response)}")
             sizes.update({int(uid.group(1)): int(size.group(1)) for line in response.lines
@@ -338,7 +367,7 @@ class ImapMailbox:
                      part: str) -> dict[int, bytes]:
         if not uids:
             return {}
-        response = await client.uid("fetch", _uid_set(uids), f"(UID {part})")
+        response = await self._watched(client.uid("fetch", _uid_set(uids), f"(UID {part})"))
         if response.result != "OK":
             raise ImapError(f"fetch failed: {_text(response)}")
         found = _fetched(response.lines)
@@ -355,18 +384,18 @@ class ImapMailbox:
         uid_set = _uid_set(uids)
         after = self.config.after
         if after == "flag":
-            await _ok(client.uid("store", uid_set, "+FLAGS.SILENT", r"(\Seen)"), "flag")
+            await self._ok(client.uid("store", uid_set, "+FLAGS.SILENT", r"(\Seen)"), "flag")
             return
         if after == "move" and client.has_capability("MOVE"):
-            await _ok(client.uid("move", uid_set, _quote(self.config.move_to)), "move")
+            await self._ok(client.uid("move", uid_set, _quote(self.config.move_to)), "move")
             return
         if after == "move":
-            await _ok(client.uid("copy", uid_set, _quote(self.config.move_to)), "copy")
-        await _ok(client.uid("store", uid_set, "+FLAGS.SILENT", r"(\Deleted)"), "delete")
+            await self._ok(client.uid("copy", uid_set, _quote(self.config.move_to)), "copy")
+        await self._ok(client.uid("store", uid_set, "+FLAGS.SILENT", r"(\Deleted)"), "delete")
         if client.has_capability("UIDPLUS"):
-            await _ok(client.uid("expunge", uid_set), "expunge")
+            await self._ok(client.uid("expunge", uid_set), "expunge")
         else:
-            await _ok(client.expunge(), "expunge")
+            await self._ok(client.expunge(), "expunge")
 
 
 def _watch_exists(client: aioimaplib.IMAP4) -> asyncio.Event:
@@ -460,12 +489,6 @@ async def _starttls(client: aioimaplib.IMAP4, context: ssl.SSLContext, host: str
     protocol.transport = await loop.start_tls(protocol.transport, protocol, context,
                                               server_hostname=host)
     await asyncio.wait_for(protocol.capability(), client.timeout)
-
-
-async def _ok(command, what: str) -> None:
-    response = await command
-    if response.result != "OK":
-        raise ImapError(f"{what} failed: {_text(response)}")
 
 
 def _fetched(lines: list) -> dict[int, bytes]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aioimaplib
 import pytest
 from sqlalchemy import func, select
 
@@ -310,6 +311,36 @@ def test_a_backlogs_batches_hold_at_most_fetch_batch_mails_and_fetch_bytes_bytes
         [1, 2, 3], [4, 5], [6], [7], [8, 9, 10]]
     assert imap_module._batches([], {}, max_size=1000) == []
     assert imap_module._batches([11, 12], {}, max_size=1000) == [[11, 12]]  # sizes unknown
+
+
+@pytest.mark.pipeline_errors_expected
+@pytest.mark.parametrize("failing_on", [b"RFC822.SIZE", b"BODY[]", b"SEARCH"])
+async def test_a_response_the_imap_library_fails_on_does_not_block_the_mailbox(
+        store, dovecot, mailboxes, monkeypatch, failing_on):
+    """aioimaplib reads a response by recursing once per line, and a server's answer it
+    fails on (a size fetch of 1,000 UIDs once overflowed the recursion limit) closes the
+    connection without ever answering the command. The reader must not wait for that
+    answer forever: it reconnects and reads on, every mail stored once."""
+    monkeypatch.setattr(imap_module, "MAX_BACKOFF", 0.1)
+    original = aioimaplib.IMAP4ClientProtocol.data_received
+    failed = []
+
+    def data_received(self, data):
+        if failing_on in data and not failed:
+            failed.append(data)
+            # As the overflow did: in the middle of re-arming the command's timer, the
+            # old one cancelled and no new one set.
+            for command in [self.pending_sync_command, *self.pending_async_commands.values()]:
+                if command is not None:
+                    command._timer.cancel()
+            raise RecursionError("maximum recursion depth exceeded")
+        return original(self, data)
+    monkeypatch.setattr(aioimaplib.IMAP4ClientProtocol, "data_received", data_received)
+    await deliver(dovecot, *(mail(subject=f"Заявка {n}") for n in range(3)))
+    await mailboxes(dovecot.imap_config())
+    await stored(store, 3)
+    assert failed
+    assert await count(store, InboundMessage) == 3
 
 
 @pytest.mark.pipeline_errors_expected
