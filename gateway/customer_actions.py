@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config, Texts, judge_language
@@ -35,9 +34,14 @@ from helpgate.outbound.targets import Target
 from helpgate.threading.context import Decision, Person, TicketView
 from helpgate.threading.markers import format_marker
 from helpgate.threading.message import ChatAction, InboundMessage
-from helpgate.ticketstore import chats, people
-from helpgate.ticketstore.models import Comment, Ticket
-from helpgate.ticketstore.repository import SessionDirectory, identity_key, ticket_view
+from helpgate.ticketstore import chats, comments, people
+from helpgate.ticketstore.repository import (
+    SessionDirectory,
+    identity_key,
+    locked_ticket,
+    ticket_row_by_number,
+    ticket_view,
+)
 from helpgate.ticketstore.statuses import StatusService, closing_state
 
 RATING_SCALE = range(1, 6)
@@ -46,11 +50,6 @@ ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],
 CODE = re.compile(r"\d{6}")
 CODE_VALID = timedelta(minutes=30)
 CODE_TRIES = 3
-_COMMENTS = Comment.__table__
-# The customer's latest words, for the language of the bot's answer.
-_LATEST_WORDS = select(_COMMENTS.c.text).where(
-    _COMMENTS.c.contact_id == bindparam("contact_id"), _COMMENTS.c.author_kind == "contact"
-).order_by(_COMMENTS.c.id.desc()).limit(1)
 # Decides held messages again: (session, inbound ids, fresh_first, chosen=ticket id) ->
 # their results.
 DecideHeld = Callable[..., list]
@@ -141,7 +140,7 @@ class CustomerActions:
         target = closing_state(self.config.statuses, ticket.status)
         if target is None:
             return self._stale(session, message, person, key, now)
-        entity = session.get(Ticket, ticket.id, populate_existing=True, with_for_update=True)
+        entity = locked_ticket(session, ticket.id)
         self.statuses.request(session, entity, target, now,
                               f"closed by the customer on {message.channel}")
         if target not in self.config.notifications.status_changes:
@@ -266,8 +265,7 @@ class CustomerActions:
         """Ticket `number` when it is this contact's (a button is only a request)."""
         if number is None:
             return None
-        row = session.execute(select(Ticket.__table__).where(
-            Ticket.__table__.c.number == number)).first()
+        row = ticket_row_by_number(session, number)
         if row is None or row.contact_id != person.id:
             return None
         return ticket_view(row)
@@ -299,8 +297,8 @@ class CustomerActions:
                 person = SessionDirectory(session).person_by_identity(message.channel,
                                                                       message.sender_id)
             if person is not None and person.kind == "contact":
-                judged = judge_language(session.connection().scalar(
-                    _LATEST_WORDS, {"contact_id": person.id}))
+                # Their latest words, for the language of the bot's answer.
+                judged = judge_language(comments.latest_words(session, person.id))
         if judged is None and message.sender_language:
             code = message.sender_language.lower()
             judged = "ru" if code.startswith(("ru", "uk", "be")) else \

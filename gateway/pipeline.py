@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from helpgate.channels.base import InboundMessage
@@ -33,25 +32,19 @@ from helpgate.outbound.targets import Target
 from helpgate.threading.chain import decide
 from helpgate.threading.context import Action, Context, Decision, TicketView
 from helpgate.threading.subjects import chat_subject, new_ticket_subject
-from helpgate.ticketstore import chats, people, statuses
+from helpgate.ticketstore import chats, comments, inbound, people, statuses
 from helpgate.ticketstore.models import (
     Attachment,
     Comment,
-    DeliveryReport,
     StatusChange,
     Ticket,
     TicketLink,
 )
-from helpgate.ticketstore.models import (
-    InboundMessage as InboundRow,
-)
 from helpgate.ticketstore.repository import (
-    INBOUND,
     SessionDirectory,
     Store,
-    connection,
     defer_writes,
-    execute,
+    first_response,
     flush_later,
     get_or_create_contact_for,
     identity_key,
@@ -62,9 +55,12 @@ from helpgate.ticketstore.repository import (
     inserted_row,
     keep_raw_many,
     lock_senders,
+    locked_ticket,
     next_ticket_number,
     prefetch_directory,
     reachable_again,
+    ticket_by_id,
+    touch_ticket,
 )
 
 log = logging.getLogger("helpgate.pipeline")
@@ -184,7 +180,7 @@ class Pipeline:
                 results.append(decided[inbound_id])
         flush_later(session)
         if finishing:
-            connection(session).execute(_FINISH, finishing)
+            inbound.finish(session, finishing)
         return results
 
     async def _ingest_carefully(self, message: InboundMessage,
@@ -213,7 +209,7 @@ class Pipeline:
         """
         results = []
         before = self.clock() - older_than if older_than is not None else None
-        for inbound_id in await self.store.run(received_ids, before):
+        for inbound_id in await self.store.run(inbound.received_ids, before):
             raw, channel, meta = await self.store.run(_inbound_raw, inbound_id)
             message = parse_kept(channel, raw, self.clock())
             result = await self._process(inbound_id, message, meta.get("ticket_type"),
@@ -266,7 +262,7 @@ class Pipeline:
         if finishing is None:
             # The row lock makes this the only worker deciding this message: a replay
             # racing another replay, or a retry racing the first attempt, finds it done.
-            row = session.get(InboundRow, inbound_id, with_for_update=True)
+            row = inbound.locked(session, inbound_id)
             expected = "quarantined" if replay else chats.HELD if held else "received"
             if row.state != expected:
                 if replay:
@@ -322,7 +318,8 @@ class Pipeline:
         reason = decision.reason or ("; ".join(ctx.notes) or None)
         if ctx.stopped:
             if decision.bounced_outbox_id is not None or message.delivery_status:
-                _record_bounce(session, inbound_id, message, decision, now)
+                inbound.record_bounce(session, inbound_id, decision.bounced_outbox_id,
+                                      message.delivery_status, now)
             result = Result(action=decision.action, rules=ctx.fired, reason=reason,
                             inbound=inbound_id)
             if decision.action == Action.HELD:
@@ -384,7 +381,7 @@ class Pipeline:
         return results
 
     def _held_one(self, session: Session, inbound_id: int) -> list[Result]:
-        row = session.get(InboundRow, inbound_id, with_for_update=True)
+        row = inbound.locked(session, inbound_id)
         if row.state != chats.HELD:   # the customer answered meanwhile
             return []
         return self._decide_held(session, [inbound_id], False, no_asking=True)
@@ -395,7 +392,7 @@ class Pipeline:
         Takes a tickets row; returns it, or the updated Ticket when a timer fired."""
         if statuses.due_change(self.config.statuses, row, now) is None:
             return row
-        ticket = _ticket_entity(session, row.id)
+        ticket = locked_ticket(session, row.id)
         self.statuses.apply_due(session, ticket, now)
         return ticket
 
@@ -429,7 +426,7 @@ class Pipeline:
                                   **values)
         self._attachments(session, comment.id, message)
         if author is not None and author.kind == "employee" and not new and not unverified:
-            execute(session, _FIRST_RESPONSE, {"ticket_id": ticket.id, "at": now})
+            first_response(session, ticket.id, now)
         if not self.quiet:
             self._notify(session, ctx, ticket, comment, new, now)
         return ticket, comment
@@ -460,9 +457,9 @@ class Pipeline:
         """The matched ticket takes the message: updated, and moved when the rules said so."""
         view = decision.ticket
         if not decision.new_status or decision.new_status == view.status:
-            execute(session, _TOUCH, {"ticket_id": view.id, "at": now})
+            touch_ticket(session, view.id, now)
             return view
-        ticket = _ticket_entity(session, view.id)
+        ticket = locked_ticket(session, view.id)
         ticket.updated_at = now
         reason = statuses.MESSAGE_REASON.format(action=decision.action, sender=message.sender_email)
         self.statuses.change(session, ticket, decision.new_status, now, reason,
@@ -535,9 +532,7 @@ def _edit(session: Session, inbound_id: int, message: InboundMessage,
     """A messenger's edit of a message we stored: its comment takes the new text, and the
     text it had goes into the comment's history (decision["edits"]). None when that
     message is not stored (an edit of something older): then it is a message like any."""
-    comment = session.scalar(select(Comment).where(
-        Comment.message_id == message.edit_of[:500], Comment.channel == message.channel)
-        .order_by(Comment.id.desc()).limit(1))
+    comment = comments.by_message_id(session, message.channel, message.edit_of[:500])
     if comment is None:
         return None
     text = message.text.strip()
@@ -545,24 +540,12 @@ def _edit(session: Session, inbound_id: int, message: InboundMessage,
                {"at": now.isoformat(), "text": comment.text, "inbound": inbound_id}]
     comment.decision = {**(comment.decision or {}), "edits": history}
     comment.text = text
-    ticket = session.get(Ticket, comment.ticket_id)
+    ticket = ticket_by_id(session, comment.ticket_id)
     ticket.updated_at = now
     return Result(action=Action.COMMENT, ticket=ticket.number, comment=comment.id,
                   rules=["edit"], inbound=inbound_id,
                   reason=f"an edit of message {message.edit_of}: comment {comment.id} has "
                          f"the new text, the earlier one is in its history")
-
-
-def _ticket_entity(session: Session, ticket_id: int) -> Ticket:
-    # Fresh from the database: Core statements of this transaction may have changed it.
-    return session.get(Ticket, ticket_id, populate_existing=True, with_for_update=True)
-
-
-_TOUCH = update(Ticket.__table__).where(Ticket.__table__.c.id == bindparam("ticket_id")) \
-    .values(updated_at=bindparam("at"))
-_FIRST_RESPONSE = update(Ticket.__table__).where(
-    Ticket.__table__.c.id == bindparam("ticket_id"),
-    Ticket.__table__.c.first_response_at.is_(None)).values(first_response_at=bindparam("at"))
 
 
 def _log_result(result: Result) -> None:
@@ -591,25 +574,8 @@ def _finish(session: Session, inbound_id: int, state: str, result: Result, now: 
     if finishing is not None:
         finishing.append(params)
     else:
-        connection(session).execute(_FINISH, params)
+        inbound.finish(session, params)
     return result
-
-
-_FINISH = update(INBOUND).where(INBOUND.c.id == bindparam("inbound_id")).values(
-    state=bindparam("new_state"), reason=bindparam("new_reason"),
-    result=bindparam("new_result"), meta=bindparam("new_meta"),
-    processed_at=bindparam("new_processed_at"))
-
-
-def _record_bounce(session: Session, inbound_id: int, message: InboundMessage,
-                   decision: Decision, now: datetime) -> None:
-    report = message.delivery_status
-    session.add(DeliveryReport(
-        outbox_id=decision.bounced_outbox_id, inbound_id=inbound_id,
-        original_message_id=report.original_message_id if report else None,
-        recipient=report.recipient if report else None,
-        action=report.action if report else None, status=report.status if report else None,
-        diagnostic=report.diagnostic if report else None, created_at=now))
 
 
 def _duplicate_result(session: Session, inbound_id: int,
@@ -618,7 +584,7 @@ def _duplicate_result(session: Session, inbound_id: int,
     if earlier is not None:
         ticket, state = earlier.ticket, _STATE_OF.get(earlier.action, "processed")
     else:
-        row = session.get(InboundRow, inbound_id)
+        row = inbound.row(session, inbound_id)
         ticket, state = (row.result or {}).get("ticket"), row.state
     return Result(action=Action.DUPLICATE, ticket=ticket, comment=None, rules=[],
                   reason=f"already received as inbound message {inbound_id} ({state})",
@@ -629,7 +595,7 @@ def _finish_if_received(session: Session, inbound_id: int, result: Result, now: 
                         meta: dict | None) -> Result:
     """Quarantine a message whose decision failed, unless someone decided it meanwhile
     (`meta` None: the row keeps its own)."""
-    row = session.get(InboundRow, inbound_id, with_for_update=True)
+    row = inbound.locked(session, inbound_id)
     if row.state not in ("received", "quarantined", chats.HELD):
         return Result(**{**(row.result or {}), "inbound": inbound_id})
     return _finish(session, inbound_id, "quarantined", result, now,
@@ -648,22 +614,13 @@ class ReplayError(ValueError):
     """Only a quarantined message can be replayed."""
 
 
-def received_ids(session: Session, before: datetime | None = None) -> list[int]:
-    """Messages kept but not decided (received before `before`, if given)."""
-    query = select(InboundRow.id).where(InboundRow.state == "received")
-    if before is not None:
-        query = query.where(InboundRow.received_at < before)
-    return list(session.scalars(query.order_by(InboundRow.id)))
-
-
 def _inbound_raw(session: Session, inbound_id: int) -> tuple[bytes, str, dict]:
-    row = session.get(InboundRow, inbound_id)
+    row = inbound.row(session, inbound_id)
     return row.raw, row.channel, dict(row.meta or {})
 
 
 def _quarantined_raw(session: Session, inbound_id: int) -> tuple[bytes, str, dict, str]:
-    row = session.scalar(select(InboundRow).where(InboundRow.id == inbound_id)
-                         .with_for_update())
+    row = inbound.locked_or_none(session, inbound_id)
     if row is None:
         raise ReplayError(f"no quarantined message {inbound_id}")
     if row.state not in ("quarantined", "received"):

@@ -11,16 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
 from helpgate.outbound.notify import Notifier
 from helpgate.outbound.sms_text import preview
+from helpgate.ticketstore import comments
 from helpgate.ticketstore.canned import CannedError, canned_text
 from helpgate.ticketstore.models import Attachment, Comment, Employee
 from helpgate.ticketstore.repository import (
     earliest_admin,
+    employee_by_email,
     insert_rows_with_blob,
     ticket_by_number,
 )
@@ -63,11 +64,11 @@ def staff_reply(session: Session, config: Config, number: int, text: str, public
                       public=public, channel=channel, text=text, email_from=author.email,
                       created_at=now, decision={"action": "staff_reply", "rules": [],
                                                 "notes": [f"added through {channel}"]})
-    session.add(comment)
     ticket.updated_at = now
     if public and ticket.first_response_at is None:
         ticket.first_response_at = now
-    session.flush()
+    # One flush writes the comment and the ticket's times; the comment has its id after.
+    comments.add(session, comment)
     if files:
         limit = config.mail.max_attachment_size
         insert_rows_with_blob(session, Attachment, [dict(
@@ -91,7 +92,7 @@ def _queued(config: Config, draft, number: int) -> dict:
 
 def _author(session: Session, email: str | None) -> Employee:
     if email:
-        employee = session.scalar(select(Employee).where(Employee.email == email.lower()))
+        employee = employee_by_email(session, email.lower())
         if employee is None:
             raise ReplyError(f"no employee with email {email}")
         return employee

@@ -32,7 +32,11 @@ from helpgate.threading.context import Action
 from helpgate.threading.message import InboundMessage
 from helpgate.ticketstore import chat_map
 from helpgate.ticketstore.models import Comment, Ticket
-from helpgate.ticketstore.repository import SessionDirectory, insert_returning_id
+from helpgate.ticketstore.repository import (
+    SessionDirectory,
+    insert_returning_id,
+    locked_ticket,
+)
 from helpgate.ticketstore.statuses import StatusError, closing_state
 
 if TYPE_CHECKING:
@@ -57,7 +61,7 @@ class StaffActions:
         if ticket_id is None:
             return _ignored(None, f"topic {where.thread_id} of the staff group belongs to no "
                                   "ticket (staff's own topic)")
-        ticket = session.get(Ticket, ticket_id, populate_existing=True, with_for_update=True)
+        ticket = locked_ticket(session, ticket_id)
         texts = self.config.text(self.config.staff_language)
         who = message.sender_name or message.sender_id
         person = SessionDirectory(session).person_by_identity("telegram", message.sender_id)

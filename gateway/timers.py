@@ -8,12 +8,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from helpgate.config.schema import Config, parse_window
+from helpgate.config.schema import Config
 from helpgate.gateway.status_service import status_service
-from helpgate.ticketstore.models import Ticket
+from helpgate.ticketstore.statuses import due_tickets
 
 log = logging.getLogger("helpgate.timers")
 BATCH = 200
@@ -21,16 +20,9 @@ BATCH = 200
 
 def run_due_timers(session: Session, config: Config, now: datetime) -> int:
     """Apply every due automatic status change; returns how many tickets moved."""
-    model = config.statuses
-    timed = [s.id for s in model.states if parse_window(s.auto_after) is not None]
-    waiting = [s.id for s in model.states if s.needs_until]
-    query = (select(Ticket).where(or_(
-        Ticket.status.in_(waiting) & (Ticket.pending_until <= now),
-        Ticket.status.in_(timed))).order_by(Ticket.id).limit(BATCH).with_for_update(
-        skip_locked=True))
     service = status_service(config)
     moved = 0
-    for ticket in session.scalars(query):
+    for ticket in due_tickets(session, config.statuses, now, BATCH):
         for change in service.apply_due(session, ticket, now):
             moved += 1
             log.info("ticket %s: %s by timer", ticket.number, change.to_status)

@@ -12,11 +12,11 @@ import logging
 from datetime import datetime
 from email.utils import formataddr
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
-from helpgate.ticketstore.models import Employee, OutboxMessage
+from helpgate.ticketstore.models import OutboxMessage
+from helpgate.ticketstore.recipients import employees_with_email
 from helpgate.ticketstore.repository import ADMIN_ROLE, insert_ignoring_conflict
 
 log = logging.getLogger("helpgate.alerts")
@@ -38,9 +38,7 @@ TEXTS = {
 def grant_needs_login(session: Session, config: Config, name: str, detail: str,
                       now: datetime) -> int:
     """Queue the notice; returns how many rows (0 with nobody in the directory)."""
-    table = Employee.__table__
-    people = session.execute(select(table.c.email, table.c.role)
-                             .where(table.c.email.is_not(None)).order_by(table.c.id)).all()
+    people = employees_with_email(session)
     admins = [row.email for row in people if row.role == ADMIN_ROLE]
     recipients = admins or [row.email for row in people]
     if not recipients:

@@ -12,11 +12,10 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from helpgate.outbound.base import OutgoingFile
-from helpgate.ticketstore.models import Attachment
+from helpgate.ticketstore.outbox import stored_files
 
 # Control characters (NUL included), what Windows refuses in a name, and the bidi
 # controls that make "\u202egnp.exe" show as "exe.png".
@@ -68,9 +67,7 @@ def load_files(session: Session, rows: Sequence) -> dict[int, tuple[OutgoingFile
     ids = {i for listed in wanted.values() for i in listed}
     if not ids:
         return {}
-    table = Attachment.__table__
-    stored = {r.id: OutgoingFile(r.filename, r.content_type, r.data) for r in session.execute(
-        select(table.c.id, table.c.filename, table.c.content_type, table.c.data)
-        .where(table.c.id.in_(ids), table.c.stored.is_(True)))}
+    stored = {r.id: OutgoingFile(r.filename, r.content_type, r.data)
+              for r in stored_files(session, ids)}
     return {row_id: tuple(stored[i] for i in listed if i in stored)
             for row_id, listed in wanted.items()}

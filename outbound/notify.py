@@ -85,7 +85,7 @@ class Notifier:
         button that shares the account's phone number."""
         if to.channel == "email" or to.contact_id is None:
             return [], None
-        contact = session.get(Contact, to.contact_id)
+        contact = notify_reads.contact(session, to.contact_id)
         if contact is None or contact.email or contact.phone:
             return [], None
         if to.channel != "telegram" or to.recipient.startswith("-"):
@@ -495,9 +495,9 @@ def _ack_allowed(session: Session, address: str, limit: int, now: datetime) -> b
 
 
 def _customer(session: Session, ticket: Ticket) -> tuple[Contact | None, Company | None]:
-    contact = session.get(Contact, ticket.contact_id) if ticket.contact_id else None
+    contact = notify_reads.contact(session, ticket.contact_id) if ticket.contact_id else None
     company_id = ticket.company_id or (contact.company_id if contact else None)
-    company = session.get(Company, company_id) if company_id else None
+    company = notify_reads.company(session, company_id) if company_id else None
     return contact, company
 
 

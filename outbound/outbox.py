@@ -30,10 +30,11 @@ from sqlalchemy.orm import Session
 from helpgate.config.schema import Config, parse_window
 from helpgate.outbound.attachments import load_files
 from helpgate.outbound.base import Outgoing, Transport
-from helpgate.outbound.targets import addresses, mark_unreachable, reach
+from helpgate.outbound.targets import addresses, reach
 from helpgate.ticketstore import chat_map, instances
 from helpgate.ticketstore import outbox as outbox_rows
 from helpgate.ticketstore.outbox import BATCH, IN_ORDER, DeliveryResult
+from helpgate.ticketstore.recipients import mark_unreachable
 from helpgate.ticketstore.repository import Store
 
 log = logging.getLogger("helpgate.outbox")

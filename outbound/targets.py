@@ -19,24 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import Config
 from helpgate.outbound.sms_text import e164
-from helpgate.ticketstore.models import Contact, Employee, Identity
-
-_CONTACTS = Contact.__table__
-_IDENTITIES = Identity.__table__
-_EMAIL = select(_CONTACTS.c.email, _CONTACTS.c.phone).where(
-    _CONTACTS.c.id == bindparam("contact_id"))
-# Identities a channel refused to deliver to are passed over (mark_unreachable).
-_IDS = select(_IDENTITIES.c.channel, _IDENTITIES.c.external_id).where(
-    _IDENTITIES.c.kind == "contact", _IDENTITIES.c.contact_id == bindparam("contact_id"),
-    _IDENTITIES.c.unreachable_since.is_(None)
-).order_by(_IDENTITIES.c.id)
+from helpgate.ticketstore.recipients import contact_reach, staff_reach
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +39,10 @@ class Target:
 def addresses(session: Session, contact_id: int) -> dict[str, str]:
     """The contact's address on each channel: their email, their messenger ids, and
     their phone for SMS when it is a number an SMS can reach (normalised to E.164 with
-    `[sms] default_country_code` when sent, outbound/sms.py)."""
-    db = session.connection()
-    found = {channel: external_id
-             for channel, external_id in db.execute(_IDS, {"contact_id": contact_id})}
-    row = db.execute(_EMAIL, {"contact_id": contact_id}).first()
+    `[sms] default_country_code` when sent, outbound/sms.py). Identities a channel
+    refused to deliver to are passed over (ticketstore.recipients.mark_unreachable)."""
+    ids, row = contact_reach(session, contact_id)
+    found = {channel: external_id for channel, external_id in ids}
     if row is not None and row.email:
         found["email"] = row.email
     if row is not None and row.phone and e164(row.phone) is not None:
@@ -63,12 +50,6 @@ def addresses(session: Session, contact_id: int) -> dict[str, str]:
     return found
 
 
-_EMPLOYEES = Employee.__table__
-_STAFF = select(_EMPLOYEES.c.id, _EMPLOYEES.c.email, _EMPLOYEES.c.phone).order_by(
-    _EMPLOYEES.c.id)
-_STAFF_IDS = select(_IDENTITIES.c.employee_id, _IDENTITIES.c.channel,
-                    _IDENTITIES.c.external_id).where(
-    _IDENTITIES.c.kind == "employee").order_by(_IDENTITIES.c.id)
 # What each channel needs set up before helpgate sends on it (the transport factories of
 # outbound/<name>.py return None without it): an employee is told only where it can be.
 _SET_UP = {"email": lambda config: True,
@@ -89,15 +70,15 @@ def staff_addresses(session: Session) -> dict[int, dict[str, str]]:
     known = session.info.get("staff_addresses")
     if known is not None:
         return known
-    db = session.connection()
+    employees, identities = staff_reach(session)
     known = {}
-    for row in db.execute(_STAFF):
+    for row in employees:
         found = known.setdefault(row.id, {})
         if row.email:
             found["email"] = row.email.lower()
         if row.phone and e164(row.phone) is not None:
             found["sms"] = row.phone.strip()
-    for employee_id, channel, external_id in db.execute(_STAFF_IDS):
+    for employee_id, channel, external_id in identities:
         known.get(employee_id, {}).setdefault(channel, external_id)
     session.info["staff_addresses"] = known
     return known
@@ -112,11 +93,3 @@ def reach(known: dict[str, str], first: str | None, order: list[str],
             return channel, known[channel]
     return None
 
-
-def mark_unreachable(session: Session, contact_id: int, channel: str, external_id: str,
-                     now: datetime) -> None:
-    """The channel refused to deliver to this contact there (they blocked the bot)."""
-    session.execute(update(_IDENTITIES).where(
-        _IDENTITIES.c.kind == "contact", _IDENTITIES.c.contact_id == contact_id,
-        _IDENTITIES.c.channel == channel, _IDENTITIES.c.external_id == external_id,
-        _IDENTITIES.c.unreachable_since.is_(None)).values(unreachable_since=now))

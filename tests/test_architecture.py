@@ -1,5 +1,6 @@
 """The architecture as tests (#15.16, docs/ARCHITECTURE.md): imports follow the flow of a
-message, and pyproject.toml declares every third-party package the code imports.
+message, only ticketstore/ speaks SQL, and pyproject.toml declares every third-party
+package the code imports.
 
 Both read the source with `ast` — every import counts, including ones inside functions —
 so nothing is imported or run."""
@@ -98,6 +99,59 @@ def test_the_rule_check_sees_a_violation(tmp_path, monkeypatch):
     for component in ("outbound", "threading", "ticketstore"):
         (tmp_path / component).mkdir()
     assert violations() == {("channels/bad.py", "helpgate.gateway.cli")}
+
+
+# Only ticketstore/ builds or runs SQL (docs/ARCHITECTURE.md): elsewhere SQLAlchemy is no
+# more than the type of the session a unit of work is handed.
+SQL_FREE = ("gateway", "outbound", "channels", "threading", "config")
+SQLALCHEMY_ALLOWED = {("sqlalchemy.orm", "Session")}
+
+
+def sqlalchemy_imports(path: Path) -> set[tuple[str, str | None]]:
+    """(module, name) of each SQLAlchemy import of a file: `from sqlalchemy.orm import
+    Session` is ("sqlalchemy.orm", "Session"), `import sqlalchemy` ("sqlalchemy", None)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {(alias.name, None) for alias in node.names
+                      if alias.name.split(".")[0] == "sqlalchemy"}
+        elif isinstance(node, ast.ImportFrom) and node.module \
+                and node.module.split(".")[0] == "sqlalchemy":
+            found |= {(node.module, alias.name) for alias in node.names}
+    return found
+
+
+def sql_outside_the_store() -> set[tuple[str, str]]:
+    """(file, what it imports) for every SQLAlchemy import outside ticketstore/ but the
+    Session type."""
+    found = set()
+    for component in SQL_FREE:
+        for path in source_files(COMPONENTS[component]):
+            found |= {(path.relative_to(ROOT).as_posix(), f"{module}.{name}" if name else module)
+                      for module, name in sqlalchemy_imports(path)
+                      if (module, name) not in SQLALCHEMY_ALLOWED}
+    return found
+
+
+def test_only_ticketstore_speaks_sql():
+    found = sql_outside_the_store()
+    assert not found, ("SQLAlchemy outside ticketstore/ (move the statement into a "
+                       f"function of ticketstore/): {sorted(found)}")
+
+
+def test_the_sql_check_sees_a_statement(tmp_path, monkeypatch):
+    """The walker itself: a query beside the allowed Session type, and a whole import of
+    SQLAlchemy inside a function."""
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    for component in SQL_FREE:
+        (tmp_path / COMPONENTS[component]).mkdir()
+    (tmp_path / COMPONENTS["gateway"] / "bad.py").write_text(
+        "from sqlalchemy.orm import Session, aliased\n"
+        "def f(session: Session):\n    import sqlalchemy\n")
+    (tmp_path / COMPONENTS["outbound"] / "good.py").write_text(
+        "from sqlalchemy.orm import Session\n")
+    assert sql_outside_the_store() == {("gateway/bad.py", "sqlalchemy.orm.aliased"),
+                                       ("gateway/bad.py", "sqlalchemy")}
 
 
 def _normalized(requirement: str) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from helpgate.ticketstore.models import (
     Attachment,
     Comment,
+    Company,
     Contact,
     Employee,
     OutboxMessage,
@@ -82,6 +83,16 @@ def comment_files(session: Session, comment_id: int) -> list:
 def contact_card(session: Session, contact_id: int):
     """A contact's name, email and company_id; None when there is none."""
     return session.connection().execute(_CONTACT, {"id": contact_id}).first()
+
+
+def contact(session: Session, contact_id: int) -> Contact | None:
+    """The Contact entity (from the session's identity map when it is there)."""
+    return session.get(Contact, contact_id)
+
+
+def company(session: Session, company_id: int) -> Company | None:
+    """The Company entity (from the session's identity map when it is there)."""
+    return session.get(Company, company_id)
 
 
 def employee_card(session: Session, employee_id: int):

@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session
 
 from helpgate.config.schema import OutboxConfig, parse_window
 from helpgate.ticketstore import chat_map, instances
-from helpgate.ticketstore.models import Comment, OutboxMessage
+from helpgate.ticketstore.models import Attachment, Comment, OutboxMessage
 from helpgate.ticketstore.repository import insert_rows
 
 # The worker's logger: what a step of the state machine warns about is the outbox's news.
@@ -157,6 +157,15 @@ def locked(session: Session, outbox_id: int):
     """The row, locked for the rest of the transaction; None when there is none."""
     return session.execute(select(OUTBOX).where(OUTBOX.c.id == outbox_id)
                            .with_for_update()).first()
+
+
+def stored_files(session: Session, ids: set[int]) -> list:
+    """(id, filename, content_type, data) of the attachments among `ids` whose content is
+    stored: the files claimed rows carry (their `attachments`), read when they are sent."""
+    table = Attachment.__table__
+    return session.execute(
+        select(table.c.id, table.c.filename, table.c.content_type, table.c.data)
+        .where(table.c.id.in_(ids), table.c.stored.is_(True))).all()
 
 
 def requeue(session: Session, outbox_id: int, now: datetime, error: str | None) -> None:

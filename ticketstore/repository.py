@@ -1121,9 +1121,48 @@ def ticket_by_number(session: Session, number: int, lock: bool = False) -> Ticke
     return session.scalar(query)
 
 
+def ticket_row_by_number(session: Session, number: int):
+    """Ticket `number` as a row of the tickets table, unlocked; None when there is none."""
+    return session.execute(_TICKET_ROW_BY_NUMBER, {"number": number}).first()
+
+
+def ticket_by_id(session: Session, ticket_id: int) -> Ticket | None:
+    """The Ticket entity (from the session's identity map when it is there), unlocked."""
+    return session.get(Ticket, ticket_id)
+
+
+def locked_ticket(session: Session, ticket_id: int) -> Ticket:
+    """The Ticket entity read fresh from the database and locked: Core statements of
+    this transaction may have changed the row since the session loaded it."""
+    return session.get(Ticket, ticket_id, populate_existing=True, with_for_update=True)
+
+
+def touch_ticket(session: Session, ticket_id: int, at: datetime) -> None:
+    """Set the ticket's updated_at (a message it took)."""
+    execute(session, _TOUCH, {"ticket_id": ticket_id, "at": at})
+
+
+def first_response(session: Session, ticket_id: int, at: datetime) -> None:
+    """Set the ticket's first_response_at, unless it has one."""
+    execute(session, _FIRST_RESPONSE, {"ticket_id": ticket_id, "at": at})
+
+
+_TICKET_ROW_BY_NUMBER = select(TICKETS).where(TICKETS.c.number == bindparam("number"))
+_TOUCH = update(TICKETS).where(TICKETS.c.id == bindparam("ticket_id")) \
+    .values(updated_at=bindparam("at"))
+_FIRST_RESPONSE = update(TICKETS).where(
+    TICKETS.c.id == bindparam("ticket_id"),
+    TICKETS.c.first_response_at.is_(None)).values(first_response_at=bindparam("at"))
+
+
 def earliest_admin(session: Session) -> Employee | None:
     return session.scalar(select(Employee).where(Employee.role == ADMIN_ROLE)
                           .order_by(Employee.created_at, Employee.id).limit(1))
+
+
+def employee_by_email(session: Session, email: str) -> Employee | None:
+    """The Employee entity with this (lower-case) email; None when there is none."""
+    return session.scalar(select(Employee).where(Employee.email == email))
 
 
 # The same as a row, for the rules (once per batch: an ORM query costs a millisecond).

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from helpgate.config.schema import StatusConfig, parse_window
@@ -96,6 +97,18 @@ def due_change(model: StatusConfig, ticket: Ticket, now: datetime) -> tuple[str,
         if due <= now:
             return state.auto_to, due
     return None
+
+
+def due_tickets(session: Session, model: StatusConfig, now: datetime, limit: int):
+    """Up to `limit` Ticket entities that may owe a timer's change (a waiting state whose
+    until time passed, or any state with `auto_after`), by id, locked; rows another
+    worker holds are skipped. Lazily read: iterate while applying the changes."""
+    timed = [s.id for s in model.states if parse_window(s.auto_after) is not None]
+    waiting = [s.id for s in model.states if s.needs_until]
+    return session.scalars(select(Ticket).where(or_(
+        Ticket.status.in_(waiting) & (Ticket.pending_until <= now),
+        Ticket.status.in_(timed))).order_by(Ticket.id).limit(limit).with_for_update(
+        skip_locked=True))
 
 
 def closing_state(model: StatusConfig, status: str) -> str | None:
