@@ -242,7 +242,7 @@ async def test_a_revoked_grant_needs_login_tells_staff_once_and_a_new_login_resu
     await eventually(lambda: _needs_login(store), 20, "the grant marked")
     found = await state(store)
     assert "invalid_grant" in found["detail"]
-    await eventually(_signed_out(oauth_dovecot, reader, second), 15,
+    await eventually(_signed_out(oauth_dovecot, reader, second), 30,
                      "both readers signed out")
     oauth_dovecot.kick()
     await asyncio.sleep(1.5)  # both readers retry meanwhile; nobody is told again
