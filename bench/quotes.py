@@ -99,7 +99,7 @@ def ours(case: Case) -> str:
 
 
 def talon_alone(case: Case) -> str:
-    return _talon.extract_from_plain(case.text)
+    return _talon().extract_from_plain(case.text)
 
 
 def lost_words(out: str, answers: list[str]) -> bool:

@@ -34,21 +34,29 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from functools import cache
 from typing import NamedTuple
 
 from helpgate.threading.quotes import html as html_layer
 from helpgate.threading.quotes import text as layers
 from helpgate.threading.quotes.history import PREFACED, History, Numbered, restore
 
-# talon's package imports its signature module, which pulls in scikit-learn for a second
-# and then fails with current scikit-learn anyway (PROTOCOLS.md). We use only its
-# quotations module, so the signature module is marked unavailable before talon loads.
-sys.modules.setdefault("talon.signature", None)
-from talon import quotations as _talon  # noqa: E402
-
-# What talon.init() does without a signature module: the XPath helpers its HTML cut uses.
-_talon.register_xpath_extensions()
 log = logging.getLogger("helpgate.quotes")
+
+
+@cache
+def _talon():
+    """talon's quotations module, imported at its first use: a tenth of a second that
+    every command, every parser worker and most mail never need.
+
+    talon's package imports its signature module, which pulls in scikit-learn for a second
+    and then fails with current scikit-learn anyway (PROTOCOLS.md). We use only its
+    quotations module, so the signature module is marked unavailable before talon loads."""
+    sys.modules.setdefault("talon.signature", None)
+    from talon import quotations
+    # What talon.init() does without a signature module: the XPath helpers of its HTML cut.
+    quotations.register_xpath_extensions()
+    return quotations
 
 # Every talon splitter and quote marker needs one of these (a colon, ">", "@", a dash rule,
 # or the verb of the colon-less "On …, X wrote"): a text without any has nothing talon
@@ -127,7 +135,7 @@ def _talon_fallback(lines: list[str]) -> layers.Kept | None:
     # What talon cuts is taken only with an address or two quoted lines in it (below).
     if not _TALON_MAY_CUT.search(text) or ("@" not in text and text.count(">") < 2):
         return None
-    kept = _talon.extract_from_plain(text).strip()
+    kept = _talon().extract_from_plain(text).strip()
     if not kept or kept == text.strip():
         return None
     tail = text[len(kept):] if text.startswith(kept) else text
