@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 # The record itself lives with the rules that read it (threading/ imports no channel);
 # adapters take it from here.
@@ -27,9 +27,9 @@ from helpgate.threading.message import (
     StaffAction,
 )
 
-__all__ = ["AccessTokens", "Adapter", "ChannelKind", "ChannelStartError", "CursorStore",
-           "DeliveryStatus", "ChatAction", "Finding", "InboundAttachment", "InboundMessage",
-           "Services", "StaffAction"]
+__all__ = ["AccessTokens", "Adapter", "Batches", "ChannelKind", "ChannelStartError",
+           "CursorStore", "DeliveryStatus", "ChatAction", "Finding", "InboundAttachment",
+           "InboundMessage", "Services", "StaffAction"]
 
 
 class Adapter(Protocol):
@@ -114,3 +114,33 @@ class Finding:
 class ChannelStartError(Exception):
     """A channel cannot start for a reason the admin must fix (its port in use): the
     message says what to change; `helpgate run` prints it as one line and exits 1."""
+
+
+T = TypeVar("T")
+
+
+class Batches(Generic[T]):
+    """Items cut, in order, into batches of at most `count` items and, but for a single
+    larger item, `budget` bytes: a batch is stored in one transaction (one disk sync), so
+    batches are large, and bytes bound them so a run of scans is not in memory at once.
+    The IMAP reader cuts its backlog's UIDs so, and a bulk import its raw mails."""
+
+    def __init__(self, count: int, budget: int) -> None:
+        self.count, self.budget = count, budget
+        self._batch: list[T] = []
+        self._held = 0
+
+    def add(self, item: T, size: int) -> list[T] | None:
+        """Take `item`; the batch it closed (the item did not fit), or None."""
+        done = None
+        if self._batch and (len(self._batch) == self.count
+                            or self._held + size > self.budget):
+            done, self._batch, self._held = self._batch, [], 0
+        self._batch.append(item)
+        self._held += size
+        return done
+
+    def rest(self) -> list[T] | None:
+        """The last batch, or None when there is none."""
+        done, self._batch, self._held = self._batch or None, [], 0
+        return done

@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 
-from helpgate.channels.base import InboundMessage
+from helpgate.channels.base import Batches, InboundMessage
 from helpgate.channels.mail.parse import parse_safely
 from helpgate.gateway.parse_worker import parse_each, watch_parent
 from helpgate.gateway.pipeline import Pipeline, Result
@@ -103,25 +103,14 @@ async def ingest_stream(pipeline: Pipeline, raws: AsyncIterable[bytes] | Iterabl
 async def _chunks(raws: AsyncIterable[bytes] | Iterable[bytes],
                   size: int) -> AsyncIterator[list[bytes]]:
     """Lists of at most `size` mails and, but for one larger mail, BATCH_BYTES bytes."""
-    chunk: list[bytes] = []
-    held = 0
-
-    def full(raw: bytes) -> bool:
-        return bool(chunk) and (len(chunk) == size or held + len(raw) > BATCH_BYTES)
-
-    async def each() -> AsyncIterator[bytes]:
-        if isinstance(raws, AsyncIterable):
-            async for raw in raws:
-                yield raw
-        else:
-            for raw in raws:
-                yield raw
-
-    async for raw in each():
-        if full(raw):
-            yield chunk
-            chunk, held = [], 0
-        chunk.append(raw)
-        held += len(raw)
-    if chunk:
-        yield chunk
+    cutter: Batches[bytes] = Batches(size, BATCH_BYTES)
+    if isinstance(raws, AsyncIterable):
+        async for raw in raws:
+            if (done := cutter.add(raw, len(raw))) is not None:
+                yield done
+    else:
+        for raw in raws:
+            if (done := cutter.add(raw, len(raw))) is not None:
+                yield done
+    if (last := cutter.rest()) is not None:
+        yield last

@@ -44,7 +44,7 @@ from typing import TypeVar
 
 import aioimaplib
 
-from helpgate.channels.base import Services
+from helpgate.channels.base import Batches, Services
 from helpgate.config.oauth import GrantNeedsLogin, TokenUnavailable, xoauth2
 from helpgate.config.schema import ImapConfig
 
@@ -525,19 +525,14 @@ def _numbers(line) -> list[int]:
 def _batches(uids: list[int], sizes: dict[int, int], max_size: int) -> list[list[int]]:
     """UIDs in order, cut into batches of at most FETCH_BATCH mails and FETCH_BYTES bytes
     (a mail over max_size is fetched as its header alone and counts nothing)."""
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    held = 0
+    cutter: Batches[int] = Batches(FETCH_BATCH, FETCH_BYTES)
+    batches = []
     for uid in uids:
         size = sizes.get(uid, 0)
-        size = size if size <= max_size else 0
-        if batch and (len(batch) == FETCH_BATCH or held + size > FETCH_BYTES):
-            batches.append(batch)
-            batch, held = [], 0
-        batch.append(uid)
-        held += size
-    if batch:
-        batches.append(batch)
+        if (done := cutter.add(uid, size if size <= max_size else 0)) is not None:
+            batches.append(done)
+    if (last := cutter.rest()) is not None:
+        batches.append(last)
     return batches
 
 

@@ -14,7 +14,7 @@ async def test_keep_raw_then_duplicate(store):
     assert again == first
 
 
-async def test_sqlite_commits_survive_a_power_cut(sqlite_store):
+async def test_sqlite_syncs_every_commit_to_disk(sqlite_store):
     # A kept mail is answered 250 and an outbox row marked sending is sent: each commit
     # must be on disk (synchronous FULL, 2), not only in the WAL's page cache (NORMAL).
     def modes(session):
