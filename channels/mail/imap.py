@@ -45,6 +45,7 @@ from typing import TypeVar
 import aioimaplib
 
 from helpgate.channels.base import Batches, Services
+from helpgate.channels.mail.imap_client import Client
 from helpgate.config.oauth import GrantNeedsLogin, TokenUnavailable, xoauth2
 from helpgate.config.schema import ImapConfig
 
@@ -55,9 +56,8 @@ log = logging.getLogger("helpgate.imap")
 # other is stored).
 FETCH_BATCH = 200
 FETCH_BYTES = 8 * 1024 * 1024
-# Sizes are asked for this many UIDs per command. aioimaplib reads a response by
-# recursing once per line (and twice per message with a body), so one command's answer
-# must stay far below Python's recursion limit of 1,000: this and FETCH_BATCH do.
+# Sizes are asked for this many UIDs per command: a batch's worth at a time, so that the
+# first batch is fetched soon after a large backlog is found.
 SIZE_WINDOW = 200
 MAX_BACKOFF = 60.0
 # How long stopping waits for a session to log out before closing it.
@@ -140,7 +140,7 @@ class ImapMailbox:
         config = self.config
         self._lost.clear()
         context = self._tls_context() if config.security != "none" else None
-        client = aioimaplib.IMAP4(
+        client = Client(
             config.host, config.effective_port, timeout=config.timeout,
             conn_lost_cb=lambda exc: self._lost.set(),
             ssl_context=context if config.security == "tls" else None)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 
-import aioimaplib
 import pytest
 from sqlalchemy import func, select
 
 from helpgate.channels.mail import imap as imap_module
 from helpgate.channels.mail.imap import ImapMailbox
+from helpgate.channels.mail.imap_client import Protocol
 from helpgate.config.schema import Config
 from helpgate.gateway.pipeline import Pipeline
 from helpgate.ticketstore.models import InboundMessage, Ticket
@@ -317,12 +317,12 @@ def test_a_backlogs_batches_hold_at_most_fetch_batch_mails_and_fetch_bytes_bytes
 @pytest.mark.parametrize("failing_on", [b"RFC822.SIZE", b"BODY[]", b"SEARCH"])
 async def test_a_response_the_imap_library_fails_on_does_not_block_the_mailbox(
         store, dovecot, mailboxes, monkeypatch, failing_on):
-    """aioimaplib reads a response by recursing once per line, and a server's answer it
-    fails on (a size fetch of 1,000 UIDs once overflowed the recursion limit) closes the
-    connection without ever answering the command. The reader must not wait for that
-    answer forever: it reconnects and reads on, every mail stored once."""
+    """A server's answer the response reader fails on (aioimaplib's own reader once
+    overflowed the recursion limit on a size fetch of 1,000 UIDs) closes the connection
+    without ever answering the command. The reader must not wait for that answer
+    forever: it reconnects and reads on, every mail stored once."""
     monkeypatch.setattr(imap_module, "MAX_BACKOFF", 0.1)
-    original = aioimaplib.IMAP4ClientProtocol.data_received
+    original = Protocol.data_received
     failed = []
 
     def data_received(self, data):
@@ -335,7 +335,7 @@ async def test_a_response_the_imap_library_fails_on_does_not_block_the_mailbox(
                     command._timer.cancel()
             raise RecursionError("maximum recursion depth exceeded")
         return original(self, data)
-    monkeypatch.setattr(aioimaplib.IMAP4ClientProtocol, "data_received", data_received)
+    monkeypatch.setattr(Protocol, "data_received", data_received)
     await deliver(dovecot, *(mail(subject=f"Заявка {n}") for n in range(3)))
     await mailboxes(dovecot.imap_config())
     await stored(store, 3)
