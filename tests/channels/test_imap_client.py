@@ -78,8 +78,21 @@ async def _read(protocol_class, answer, parts: str, seed: int | None):
     return response.result, [bytes(line) for line in response.lines]
 
 
+def _odd_answer(tag: str) -> bytes:
+    """What servers also send: an empty literal, a body given as NIL, two literals in
+    one item, flags after the literal, an untagged line the command does not own."""
+    head, text = _body(1).split(b"\r\n\r\n", 1)
+    return (b"* 1 FETCH (UID 7 BODY[] {0}\r\n)\r\n"
+            b"* 2 FETCH (UID 8 BODY[] NIL)\r\n"
+            + f"* 3 FETCH (UID 9 BODY[HEADER] {{{len(head)}}}\r\n".encode() + head
+            + f" BODY[TEXT] {{{len(text)}}}\r\n".encode() + text + b" FLAGS (\\Seen))\r\n"
+            b"* OK [ALERT] still here\r\n"
+            + f"{tag} OK Fetch completed (0.001 + 0.000 secs).\r\n".encode())
+
+
 ANSWERS = {"bodies": (lambda tag: _fetch_answer(tag, 30), "(UID BODY.PEEK[])", 30 * 3 + 1),
-           "sizes": (lambda tag: _sizes_answer(tag, 150), "(UID RFC822.SIZE)", 151)}
+           "sizes": (lambda tag: _sizes_answer(tag, 150), "(UID RFC822.SIZE)", 151),
+           "odd": (_odd_answer, "(UID BODY.PEEK[])", 10)}
 
 
 @pytest.mark.parametrize("seed", [None, *range(12)])
