@@ -104,13 +104,13 @@ async def _chunks(raws: AsyncIterable[bytes] | Iterable[bytes],
                   size: int) -> AsyncIterator[list[bytes]]:
     """Lists of at most `size` mails and, but for one larger mail, BATCH_BYTES bytes."""
     cutter: Batches[bytes] = Batches(size, BATCH_BYTES)
-    if isinstance(raws, AsyncIterable):
-        async for raw in raws:
-            if (done := cutter.add(raw, len(raw))) is not None:
-                yield done
-    else:
-        for raw in raws:
-            if (done := cutter.add(raw, len(raw))) is not None:
-                yield done
+    async for raw in raws if isinstance(raws, AsyncIterable) else _streamed(raws):
+        if (done := cutter.add(raw, len(raw))) is not None:
+            yield done
     if (last := cutter.rest()) is not None:
         yield last
+
+
+async def _streamed(raws: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for raw in raws:
+        yield raw

@@ -125,9 +125,9 @@ class OutboxWorker:
     `wake()` (called when the pipeline queued something) starts a round at once instead
     of at the next poll. Stopping lets the group in flight finish — a message handed to a
     transport always gets its outcome recorded — and hands the rest of the round's
-    claims back to the queue. The worker is one gateway instance: it
-    beats its heartbeat every round and, while running, every `heartbeat` in between (a
-    round waiting on a slow relay must not look dead), and leaves on a clean stop.
+    claims back to the queue. The worker is one gateway instance: it beats its heartbeat
+    once every `heartbeat`, in a round or, while a round waits on a slow relay, in between
+    (such a round must not look dead), and leaves on a clean stop.
     """
 
     def __init__(self, store: Store, config: Config, transports: dict[str, Transport],
@@ -139,6 +139,7 @@ class OutboxWorker:
         self.clock = clock
         self.instance = instance or instances.new_instance_id()
         self._wake = asyncio.Event()
+        self._heartbeat = parse_window(self.config.heartbeat)
         self._expired_at: datetime | None = None
         self._stop: asyncio.Event | None = None
 
@@ -160,7 +161,7 @@ class OutboxWorker:
                 await self.store.run(instances.deregister, self.instance)
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
-        interval = parse_window(self.config.heartbeat).total_seconds()
+        interval = self._heartbeat.total_seconds()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
@@ -192,8 +193,8 @@ class OutboxWorker:
         # Others' stale claims are looked for once a heartbeat interval, not every round:
         # a round follows every commit of inbound mail, and this transaction writes (our
         # beat), which is a disk sync on the embedded database for each batch of mail.
-        every = parse_window(self.config.heartbeat)
-        if self._expired_at is None or not self._expired_at <= now < self._expired_at + every:
+        if self._expired_at is None \
+                or not self._expired_at <= now < self._expired_at + self._heartbeat:
             expired = await self.store.run(self._beat_and_expire, now)
             self._expired_at = now
             if expired:

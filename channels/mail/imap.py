@@ -56,8 +56,8 @@ log = logging.getLogger("helpgate.imap")
 # other is stored).
 FETCH_BATCH = 200
 FETCH_BYTES = 8 * 1024 * 1024
-# Sizes are asked for this many UIDs per command: a batch's worth at a time, so that the
-# first batch is fetched soon after a large backlog is found.
+# Sizes are asked for this many UIDs per command: a command names its UIDs one by one,
+# and servers limit the length of a command line (Dovecot: 64 KB).
 SIZE_WINDOW = 200
 MAX_BACKOFF = 60.0
 # How long stopping waits for a session to log out before closing it.

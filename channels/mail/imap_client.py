@@ -95,8 +95,6 @@ def _waits_for_data(command: aioimaplib.Command) -> bool:
         return command.wait_data()
     lines = command._resp_lines
     scanned, last = getattr(command, "_helpgate_scan", (0, 0))
-    if scanned > len(lines):
-        scanned, last = 0, 0
     for index in range(scanned, len(lines)):
         line = lines[index]
         if isinstance(line, bytes) and _FETCH_START.match(line):
