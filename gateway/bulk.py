@@ -90,7 +90,8 @@ async def ingest_stream(pipeline: Pipeline, raws: AsyncIterable[bytes] | Iterabl
     """Each batch's messages and results, in order; batch n+1 parses while n is stored."""
     parsing: asyncio.Task | None = None
     async for chunk in _chunks(raws, batch):
-        upcoming = asyncio.ensure_future(pool.parse(chunk, pipeline.clock()))
+        upcoming = asyncio.ensure_future(pool.parse(chunk, pipeline.clock(),
+                                                    pipeline.worker_parse(parse_safely)))
         if parsing is not None:
             messages = await parsing
             yield messages, await pipeline.ingest_many(messages, ticket_type)

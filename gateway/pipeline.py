@@ -11,6 +11,7 @@ quarantined with the reason and can be replayed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -25,12 +26,14 @@ from helpgate.channels.mail.parse import parse_safely
 from helpgate.config.schema import Config, parse_window
 from helpgate.gateway.channels import parse_kept
 from helpgate.gateway.customer_actions import CustomerActions
+from helpgate.gateway.parse_worker import parse_and_read
 from helpgate.gateway.staff_actions import StaffActions
 from helpgate.gateway.status_service import status_service
 from helpgate.outbound.notify import Notifier, prefetch_acknowledgements
 from helpgate.outbound.targets import Target
 from helpgate.threading.chain import decide
 from helpgate.threading.context import Action, Context, Decision, TicketView
+from helpgate.threading.rules.quote_strip import our_separators
 from helpgate.threading.subjects import chat_subject, new_ticket_subject
 from helpgate.ticketstore import chats, comments, inbound, people, statuses
 from helpgate.ticketstore.models import (
@@ -113,6 +116,13 @@ class Pipeline:
 
     def parse(self, raw: bytes) -> InboundMessage:
         return parse_safely(raw, self.clock())
+
+    def worker_parse(self, parse: Callable[[bytes, datetime], InboundMessage]
+                     ) -> Callable[[bytes, datetime], InboundMessage]:
+        """`parse` for a parser worker (gateway/bulk.py): it also reads the quotes of what
+        looks like a new request there, so that the store's thread need not."""
+        return functools.partial(parse_and_read, parse, our_separators(self.config),
+                                 self.config.threading.marker)
 
     async def ingest(self, message: InboundMessage, ticket_type: str | None = None) -> Result:
         return (await self.ingest_many([message], ticket_type))[0]

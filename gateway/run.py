@@ -116,7 +116,8 @@ class Gateway:
         parse = kind.parse
         if kind.heavy_parse and len(raws) >= POOL_FROM and self.config.mail.parser_workers != 0:
             if self._parsers is not None:
-                return await self._parsers.parse(raws, self.clock(), parse)
+                return await self._parsers.parse(raws, self.clock(),
+                                                 self.pipeline.worker_parse(parse))
             if self._parsers_starting is None:
                 self._parsers_starting = asyncio.create_task(self._start_parsers())
         now = self.clock()

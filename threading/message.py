@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 # A channel marks a message that filled a spam trap (the web form's hidden field) with
 # this header, carrying what was put there; rule spam_trap quarantines it.
@@ -133,6 +134,10 @@ class InboundMessage:
     chat_id: str | None = None
     # Written in a ticket's staff topic: a staff action, never a customer's message.
     staff_action: StaffAction | None = None
+    # The quote stripper's reading of the text as it stands on no ticket (a
+    # threading.quotes.Reading), worked out where a batch is parsed, in a worker process,
+    # so that the store's thread need not; None: worked out when needed.
+    quote_reading: Any = None
 
     @property
     def sender_key(self) -> str | None:

@@ -7,15 +7,19 @@ ingestion decides them, and a worker that dies must not cost a mail.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
 
 import pytest
 
+from helpgate.channels.mail.parse import parse_safely
 from helpgate.gateway import bulk
 from helpgate.gateway.bulk import ParserPool, ingest_stream
 from helpgate.gateway.pipeline import Pipeline
+from helpgate.threading.quotes import read_alone
+from helpgate.threading.rules.quote_strip import our_separators
 from helpgate.ticketstore.queries import ticket_detail
 from helpgate.ticketstore.repository import ticket_by_number
 from tests.mailfactory import mail
@@ -63,6 +67,25 @@ async def test_an_async_source_and_a_reply_within_the_stream(store, config, cloc
         yield mail(subject="Re: [#1] Принтер", body="Заработал, спасибо.")
     pairs = await collect(pipeline, source(), pool, batch=1)
     assert [(r.action, r.ticket) for _, r in pairs] == [("new_ticket", 1), ("comment", 1)]
+
+
+async def test_a_worker_reads_the_quotes_of_what_looks_like_a_new_request(
+        store, config, clock, pool):
+    """The quote reading a new request needs no ticket for is done in the worker, with
+    the config's separators, exactly as the quote stripper would do it; a reply (our
+    marker, a mail it answers) is left for the store's thread, which knows its ticket."""
+    pipeline = Pipeline(config, store, clock)
+    separators = our_separators(config)
+    raws = [mail(body=f"Не печатает.\n\n> {config.text().separator}\n> старое"),
+            mail(subject="Re: [#1] Принтер", body="Спасибо."),
+            mail(body="Спасибо.", in_reply_to="<earlier@client.example>"),
+            b"\r\n"]
+    parsed = await pool.parse(raws, clock(), pipeline.worker_parse(parse_safely))
+    first = parse_safely(raws[0], clock())
+    assert parsed[0].quote_reading == read_alone(first, separators)
+    assert parsed[0].quote_reading.text == "Не печатает."
+    assert [m.quote_reading for m in parsed[1:]] == [None, None, None]
+    assert dataclasses.replace(parsed[0], quote_reading=None) == first
 
 
 async def test_a_dead_worker_costs_no_mail(store, config, clock, pool):

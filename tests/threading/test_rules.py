@@ -364,6 +364,29 @@ def test_the_talon_precheck_only_skips_what_talon_would_not_cut(text, skipped):
         assert quotes._talon().extract_from_plain(text).strip() == text.strip()
 
 
+def test_a_new_requests_reading_worked_out_in_a_parser_worker_is_taken_as_it_is():
+    """A parser worker reads a new request's quotes (gateway/parse_worker.py): the rule
+    takes that reading when it was made with the separators the config has now, and
+    reads the text itself when it was not (the config changed) or the ticket is known."""
+    text = f"Готово.\n\n{SEP_RU}\n\nстарое"
+    config = Config()
+    separators = quote_strip.our_separators(config)
+    done = quotes.Reading(separators, "Прочитано в другом процессе.",
+                          (quotes.Cut("separator", "ours"),))
+    ctx = context(text=text, quote_reading=done)
+    quote_strip.apply(ctx, FakeDirectory())
+    assert ctx.decision.text == "Прочитано в другом процессе."
+    assert "(separator: ours)" in ctx.notes[0]
+    stale = done._replace(separators=("##- другой разделитель -##",))
+    ctx = context(text=text, quote_reading=stale)
+    quote_strip.apply(ctx, FakeDirectory())
+    assert ctx.decision.text == "Готово."
+    on_ticket = context(text=text, quote_reading=done)
+    on_ticket.decision.ticket = ticket(number=50)
+    quote_strip.apply(on_ticket, FakeDirectory(history={500: ["старое"]}))
+    assert on_ticket.decision.text == "Готово."
+
+
 def test_forward_is_kept_whole():
     text = "Посмотрите, пожалуйста.\n\n---------- Forwarded message ---------\nОт: X\n> a"
     ctx = context(subject="Fwd: счёт", text=text)

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import NamedTuple
 
+from helpgate.threading.message import InboundMessage
 from helpgate.threading.quotes import html as html_layer
 from helpgate.threading.quotes import text as layers
 from helpgate.threading.quotes.history import PREFACED, History, Numbered, restore
@@ -70,6 +71,23 @@ class Cut(NamedTuple):
 
     layer: str
     evidence: str
+
+
+class Reading(NamedTuple):
+    """`explain` of a message on no ticket (no history, no notifications of ours to
+    match), with the separators it was worked out with: it depends on nothing else, so a
+    parser worker can work it out for a new request (gateway/parse_worker.py)."""
+
+    separators: tuple[str, ...]
+    text: str
+    cuts: tuple[Cut, ...]
+
+
+def read_alone(message: InboundMessage, separators: tuple[str, ...]) -> Reading:
+    """The reading of a message's text on no ticket."""
+    text, cuts = explain(message.text, message.html if message.text_from_html else None,
+                         separators, subject=message.subject)
+    return Reading(separators, text, tuple(cuts))
 
 
 def strip_quotes(text: str, html: str | None, separators: Sequence[str], subject: str = "",

@@ -13,7 +13,7 @@ from pathlib import Path
 from helpgate.config.schema import TEXTS, Config
 from helpgate.threading.context import Context
 from helpgate.threading.directory import Directory
-from helpgate.threading.quotes import explain
+from helpgate.threading.quotes import explain, read_alone
 from helpgate.threading.quotes.history import NUMBER, Numbered
 from helpgate.threading.quotes.html import to_text
 
@@ -23,15 +23,21 @@ DESCRIPTION = "cut quoted history and our separator from the message text"
 
 def apply(ctx: Context, directory: Directory) -> None:
     message = ctx.message
-    # Ours in every language: a customer may answer a mail sent before a language change.
-    separators = [ctx.config.text().separator, *(t.separator for t in TEXTS.values())]
+    separators = our_separators(ctx.config)
     ticket = ctx.decision.ticket
-    history = [*directory.ticket_history(ticket.id),
-               *design_words(ctx.config.mail.html_template)] if ticket is not None else []
-    new_text, cuts = explain(message.text, message.html if message.text_from_html else None,
-                             separators, subject=message.subject, history=history,
-                             templates=our_notifications(ctx.config) if ticket else None,
-                             number=ticket.number if ticket else None)
+    if ticket is None:
+        # A new request: read where it was parsed, when it was (gateway/parse_worker.py).
+        reading = message.quote_reading
+        if reading is None or reading.separators != separators:
+            reading = read_alone(message, separators)
+        new_text, cuts = reading.text, reading.cuts
+    else:
+        new_text, cuts = explain(
+            message.text, message.html if message.text_from_html else None, separators,
+            subject=message.subject,
+            history=[*directory.ticket_history(ticket.id),
+                     *design_words(ctx.config.mail.html_template)],
+            templates=our_notifications(ctx.config), number=ticket.number)
     if not new_text.strip():
         # Nothing recognisable as new words: keep everything rather than lose a word.
         ctx.decision.text = message.text
@@ -41,6 +47,12 @@ def apply(ctx: Context, directory: Directory) -> None:
     if new_text.strip() != message.text.strip():
         reasons = "; ".join(f"{cut.layer}: {cut.evidence}" for cut in cuts)
         ctx.fire(NAME, f"kept {len(new_text)} of {len(message.text)} characters ({reasons})")
+
+
+def our_separators(config: Config) -> tuple[str, ...]:
+    """Ours in every language: a customer may answer a mail sent before a language
+    change."""
+    return (config.text().separator, *(t.separator for t in TEXTS.values()))
 
 
 def our_notifications(config: Config) -> Numbered:
